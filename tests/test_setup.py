@@ -1,0 +1,22 @@
+"""The install itself: torch and torchvision load together, including torchvision's compiled ops."""
+
+import subprocess
+import sys
+
+
+def test_torchvision_imports_and_its_ops_run():
+    import torch
+    import torchvision
+    from torchvision.ops import nms
+
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]])
+    keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7]), iou_threshold=0.5)
+    assert keep.tolist() == [0, 2]
+    assert torchvision.__version__.split("+")[0] == "0.29.2"
+
+
+def test_console_script_lists_commands():
+    res = subprocess.run([sys.executable, "-m", "vidpipe", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    for command in ("datasets", "manifest", "synth"):
+        assert command in res.stdout

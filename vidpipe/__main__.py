@@ -1,0 +1,3 @@
+from vidpipe.cli.main import main
+
+main()

@@ -1,0 +1,30 @@
+"""`vidpipe` console script: a thin click layer, one library call per command."""
+
+from __future__ import annotations
+
+import click
+
+from vidpipe.errors import VidpipeError
+
+
+class _Group(click.Group):
+    """Turns VidpipeError into a one-line `Error: ...` and exit status 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VidpipeError as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="vidpipe")
+def cli():
+    """Decode videos once into sharded stores, cache backbone features, train video models many times."""
+
+
+def main():  # console-script entry point
+    cli(prog_name="vidpipe")
+
+
+from vidpipe.cli import data_commands  # noqa: E402,F401  (registers the commands on `cli`)
