@@ -11,6 +11,7 @@ import functools
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class VideoInfo:
     fps: float
     num_frames: int  # video packets in the container (== frames for every codec seen in practice)
     duration: float
+    damage: str | None = None  # the demuxer's first complaint (corrupt or truncated data), if any
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -56,12 +58,10 @@ class VideoInfo:
         return asdict(self)
 
 
-_STREAM = re.compile(r"Stream #0:\d+[^:]*: Video: (\w+)[^\n]*?, (\d{2,5})x(\d{2,5})")
-_SAR = re.compile(r"Stream #0:\d+[^:]*: Video:[^\n]*\[SAR (\d+):(\d+)")
-_FPS = re.compile(r"Stream #0:\d+[^:]*: Video:[^\n]*?([\d.]+) (?:fps|tbr)")
-_ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
 _DURATION = re.compile(r"Duration: (\d+):(\d+):([\d.]+)")
 _FRAME_COUNT = re.compile(r"frame=\s*(\d+)")
+_DAMAGE_WORDS = r"(?:corrupt|truncat|invalid data|error while decoding)"
+PROBE_BATCH = 16  # files per probing process: an ffmpeg start costs ~10 ms, a demux of a short clip ~1 ms
 
 
 def _run(cmd: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -79,24 +79,24 @@ def _first_error_line(stderr: str) -> str:
     return lines[-1][:200] if lines else "ffmpeg failed without a message"
 
 
-def probe(path: str | Path, timeout: float = 120) -> VideoInfo:
-    path = Path(path)
-    if not path.is_file():
-        raise DecodeError("file not found")
-    if path.stat().st_size == 0:
-        raise DecodeError("zero-byte file")
-    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
-    res = _run(cmd, timeout)
-    err = res.stderr.decode(errors="replace")
-    stream = _STREAM.search(err)
-    if res.returncode != 0 or stream is None:
-        reason = "no video stream" if "Input #0" in err and stream is None else _first_error_line(err)
-        raise DecodeError(f"not a readable video: {reason}")
-    sar = _SAR.search(err)
-    fps = _FPS.search(err)
-    rot = _ROTATION.search(err)
-    dur = _DURATION.search(err)
-    counts = _FRAME_COUNT.findall(err)
+def _parse_input(err: str, k: int) -> VideoInfo:
+    """The VideoInfo of input #k from the verbose log of a stream-copy run over several inputs."""
+    start = err.find(f"Input #{k},")
+    if start < 0:
+        raise DecodeError("not a readable video: ffmpeg did not open it")
+    ends = [i for i in (err.find("\nInput #", start + 1), err.find("Stream mapping", start)) if i > 0]
+    header = err[start : min(ends) if ends else len(err)]
+    stream = re.search(rf"Stream #{k}:\d+[^:]*: Video: (\w+)[^\n]*?, (\d{{2,5}})x(\d{{2,5}})", header)
+    if stream is None:
+        raise DecodeError("not a readable video: no video stream")
+    video_line = header[stream.start() : header.find("\n", stream.start())]
+    sar = re.search(r"\[SAR (\d+):(\d+)", video_line)
+    fps = re.search(r"([\d.]+) (?:fps|tbr)", video_line)
+    rot = re.search(r"rotation of (-?[\d.]+) degrees", header)
+    dur = _DURATION.search(header)
+    packets = re.search(rf"Input stream #{k}:\d+ \(video\): (\d+) packets read", err)
+    # the message after the "[in#k/fmt @ 0x..] " prefix; lines that echo a file name are not complaints
+    damage = re.search(rf"^\[in#{k}/[^\]]*\] ((?!Input file #)[^\n]*{_DAMAGE_WORDS}[^\n]*)$", err, re.IGNORECASE | re.MULTILINE)
     return VideoInfo(
         codec=stream.group(1),
         width=int(stream.group(2)),
@@ -104,9 +104,60 @@ def probe(path: str | Path, timeout: float = 120) -> VideoInfo:
         sar=(int(sar.group(1)) / int(sar.group(2))) if sar and int(sar.group(2)) and int(sar.group(1)) else 1.0,
         rotation=int(round(-float(rot.group(1)))) % 360 if rot else 0,
         fps=float(fps.group(1)) if fps else 0.0,
-        num_frames=int(counts[-1]) if counts else 0,
+        num_frames=int(packets.group(1)) if packets else 0,
         duration=(int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3))) if dur else 0.0,
+        damage=damage.group(1).strip()[:200] if damage else None,
     )
+
+
+def probe_many(paths, timeout: float = 600) -> list[VideoInfo | DecodeError]:
+    """Probe several files with one ffmpeg process (a stream copy of each to null: header + packet count).
+
+    Returns a VideoInfo or the DecodeError for each path. A file ffmpeg cannot open fails the whole
+    command; the batch is then probed one file at a time so the others still get their VideoInfo.
+    """
+    paths = [Path(p) for p in paths]
+    out: list[VideoInfo | DecodeError | None] = [None] * len(paths)
+    batch = []
+    for i, p in enumerate(paths):
+        if not p.is_file():
+            out[i] = DecodeError("file not found")
+        elif p.stat().st_size == 0:
+            out[i] = DecodeError("zero-byte file")
+        else:
+            batch.append(i)
+    for chunk_start in range(0, len(batch), PROBE_BATCH):
+        chunk = batch[chunk_start : chunk_start + PROBE_BATCH]
+        cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "verbose"]
+        for i in chunk:
+            cmd += ["-i", str(paths[i])]
+        for k in range(len(chunk)):
+            cmd += ["-map", f"{k}:v:0", "-c", "copy", "-f", "null", "-"]
+        try:
+            res = _run(cmd, timeout)
+        except DecodeError as e:
+            res = None
+            error = e
+        if res is not None and res.returncode == 0:
+            err = res.stderr.decode(errors="replace")
+            for k, i in enumerate(chunk):
+                try:
+                    out[i] = _parse_input(err, k)
+                except DecodeError as e:
+                    out[i] = e
+        elif len(chunk) == 1:
+            out[chunk[0]] = error if res is None else DecodeError(f"not a readable video: {_first_error_line(res.stderr.decode(errors='replace'))}")
+        else:
+            for i in chunk:
+                out[i] = probe_many([paths[i]], timeout)[0]
+    return out
+
+
+def probe(path: str | Path, timeout: float = 600) -> VideoInfo:
+    result = probe_many([path], timeout)[0]
+    if isinstance(result, DecodeError):
+        raise result
+    return result
 
 
 @dataclass(frozen=True)
@@ -132,33 +183,58 @@ class Geometry:
         return f"scale={self.scaled_w}:{self.scaled_h}:flags=area,setsar=1,crop={self.width}:{self.height}:{self.crop_x}:{self.crop_y}"
 
 
-_SHOWINFO = re.compile(r"\bn:\s*(\d+)\b.*?\bpts_time:\s*(-?[\d.e+-]+|NOPTS)")
+def decode_frames(path: str | Path, indices, geometry: Geometry, threads: int = 1, timeout: float = 600) -> np.ndarray:
+    """Decode the frames with the given (sorted, unique) indices, resized and cropped: uint8 (n, H, W, 3).
 
-
-def decode_frames(path: str | Path, indices, geometry: Geometry, threads: int = 1, timeout: float = 600) -> tuple[np.ndarray, list[float]]:
-    """Decode the frames with the given (sorted, unique) indices, resized and cropped.
-
-    Returns (frames uint8 (len(indices), H, W, 3), their presentation times in seconds). Frames not
-    selected are decoded (inter-frame codecs need them) but never scaled or copied out.
+    Frames not selected are decoded (inter-frame codecs need them) but never scaled or copied out.
+    Fewer than len(indices) frames come back when the stream holds fewer decodable frames.
     """
     indices = [int(i) for i in indices]
     assert indices == sorted(set(indices)), "indices must be sorted and unique"
     select = "+".join(f"eq(n\\,{i})" for i in indices)
-    graph = f"select='{select}',{geometry.filters()},showinfo"
     cmd = [
-        ffmpeg_binary(), "-hide_banner", "-nostdin", "-threads", str(threads), "-i", str(path),
-        "-map", "0:v:0", "-filter_threads", "1", "-vf", graph, "-fps_mode", "passthrough",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
+        ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", "-threads", str(threads), "-i", str(path),
+        "-map", "0:v:0", "-filter_threads", "1", "-vf", f"select='{select}',{geometry.filters()}",
+        "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]
-    res = _run(cmd, timeout)
-    err = res.stderr.decode(errors="replace")
-    if res.returncode != 0:
-        raise DecodeError(f"decode failed: {_first_error_line(err)}")
     frame_bytes = geometry.height * geometry.width * 3
-    n = len(res.stdout) // frame_bytes
-    frames = np.frombuffer(res.stdout, np.uint8)[: n * frame_bytes].reshape(n, geometry.height, geometry.width, 3)
-    times = [float(t) if t != "NOPTS" else float("nan") for _, t in _SHOWINFO.findall(err)][:n]
-    return frames, times
+    frames = np.empty((len(indices), geometry.height, geometry.width, 3), np.uint8)
+    n, returncode, err = _read_into(cmd, memoryview(frames).cast("B"), timeout)
+    if returncode != 0:
+        raise DecodeError(f"decode failed: {_first_error_line(err)}")
+    return frames[: n // frame_bytes]
+
+
+def _read_into(cmd: list[str], buffer: memoryview, timeout: float) -> tuple[int, int, str]:
+    """Run cmd, reading its stdout straight into `buffer` (no intermediate bytes objects).
+
+    stderr goes to a temporary file, so a chatty ffmpeg can never block on a full pipe.
+    Returns (bytes read, exit status, stderr text).
+    """
+    with tempfile.TemporaryFile() as errfile:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile, bufsize=0)
+        got = 0
+        try:
+            while got < len(buffer):
+                k = proc.stdout.readinto(buffer[got:])
+                if not k:
+                    break
+                got += k
+            while proc.stdout.read(1 << 16):  # more output than expected: drain it so ffmpeg can exit
+                pass
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise DecodeError(f"ffmpeg timed out after {timeout:.0f}s") from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            proc.stdout.close()
+        errfile.seek(0)
+        return got, proc.returncode, errfile.read().decode(errors="replace")
 
 
 def count_decodable_frames(path: str | Path, threads: int = 1, timeout: float = 600) -> tuple[int, bool]:

@@ -41,6 +41,7 @@ class SynthConfig:
     fps: float = 25.0
     seed: int = 0
     noise: float = 3.0  # std of per-pixel Gaussian noise, in uint8 levels
+    encoder_args: tuple[str, ...] = ()  # extra ffmpeg output options, e.g. ("-q:v", "5") for a lower bitrate
 
     def __post_init__(self):
         if self.codec not in ENCODERS:
@@ -141,7 +142,7 @@ def synth(out: str | Path, cfg: SynthConfig | None = None, workers: int = 2, pro
         if not path.exists():  # rerunning completes an interrupted synth
             path.parent.mkdir(parents=True, exist_ok=True)
             frames = render(name, np.random.default_rng(video_seed(cfg.seed, ci, k)), cfg)
-            encode_video(frames, path, cfg.codec, cfg.fps)
+            encode_video(frames, path, cfg.codec, cfg.fps, extra=list(cfg.encoder_args))
         return path
 
     with ThreadPoolExecutor(max(1, workers)) as pool:

@@ -1,0 +1,298 @@
+"""Extraction against independent references: an ffmpeg full decode, the stock webdataset and zarr readers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+from click.testing import CliRunner
+
+from vidpipe.cli.main import cli
+from vidpipe.errors import VidpipeError
+from vidpipe.pipeline.datasets import build_manifest
+from vidpipe.pipeline.decode import uniform_indices
+from vidpipe.pipeline.extract import ExtractConfig, extract, finalize
+from vidpipe.pipeline.ffmpeg import Geometry, encode_video, ffmpeg_binary, read_all_frames
+from vidpipe.pipeline.store import Store
+
+SMALL = dict(frames=8, size=48)  # 8 x 48 x 64 clips
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 99.0 if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def reference_clip(path, indices, height, width):
+    """Independent path: full ffmpeg decode at display size, pick frames, torchvision antialiased resize, crop."""
+    frames = read_all_frames(path)[indices]
+    g = Geometry.cover((frames.shape[2], frames.shape[1]), height, width)
+    x = TF.resize(torch.from_numpy(frames).permute(0, 3, 1, 2), [g.scaled_h, g.scaled_w], antialias=True)
+    x = x[:, :, g.crop_y : g.crop_y + height, g.crop_x : g.crop_x + width]
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def file_checksums(store):
+    index = json.loads((store / "store.json").read_text())
+    return {f["path"]: f["sha256"] for s in index["splits"].values() for f in s["files"]}
+
+
+@pytest.fixture(scope="module")
+def stores(synth_h264, tmp_path_factory):
+    m = build_manifest("synthetic", synth_h264)
+    base = tmp_path_factory.mktemp("stores")
+    for fmt in ("webdataset", "zarr"):
+        extract(m, base / fmt, ExtractConfig(format=fmt, shard_size="200KB", workers=2, **SMALL))
+    return m, base
+
+
+def test_uniform_indices_by_hand():
+    assert uniform_indices(80, 8) == ([5, 15, 25, 35, 45, 55, 65, 75], False)
+    assert uniform_indices(10, 4) == ([1, 3, 6, 8], False)  # int((i + .5) * 2.5)
+    assert uniform_indices(3, 7) == ([0, 1, 2, 0, 1, 2, 0], True)
+    assert uniform_indices(8, 8) == (list(range(8)), False)
+
+
+def test_frames_match_independent_ffmpeg_decode(stores):
+    m, base = stores
+    store = Store.open(base / "webdataset")
+    checked = 0
+    for vid, clip, label, meta in store.samples("train"):
+        assert clip.shape == (8, 48, 64, 3) and clip.dtype == np.uint8
+        assert meta["indices"] == uniform_indices(24, 8)[0] and meta["num_frames"] == 24
+        assert np.allclose(meta["timestamps"], [i / 25 for i in meta["indices"]], atol=1e-3)
+        ref = reference_clip(m.abspath(next(r for r in m.records if r.id == vid)), meta["indices"], 48, 64)
+        assert psnr(clip, ref) >= 35, vid
+        checked += 1
+    assert checked == 20
+
+
+def test_formats_hold_identical_frames_and_labels(stores):
+    _, base = stores
+    wds_store, zarr_store = Store.open(base / "webdataset"), Store.open(base / "zarr")
+    for split in ("train", "test"):
+        a = {vid: (clip, label) for vid, clip, label, _ in wds_store.samples(split)}
+        b = {vid: (clip, label) for vid, clip, label, _ in zarr_store.samples(split)}
+        assert a.keys() == b.keys() and len(a) == (20 if split == "train" else 10)
+        for vid in a:
+            np.testing.assert_array_equal(a[vid][0], b[vid][0])
+            assert a[vid][1] == b[vid][1]
+
+
+def test_stock_readers(stores):
+    import webdataset as wds
+    import zarr
+
+    m, base = stores
+    index = json.loads((base / "webdataset" / "store.json").read_text())
+    shards = [str(base / "webdataset" / f["path"]) for f in index["splits"]["test"]["files"]]
+    assert len(shards) > 1  # 200KB shards force several
+    with tarfile.open(shards[0]) as tar:
+        names = tar.getnames()
+    assert names[0].endswith(".cls") and any(n.endswith(".frames.npy") for n in names)
+    samples = list(wds.WebDataset(shards, shardshuffle=False).decode())
+    assert len(samples) == 10
+    s = samples[0]
+    assert s["frames.npy"].shape == (8, 48, 64, 3) and int(s["cls"]) == s["json"]["label"]
+    assert s["__key__"] == s["json"]["id"]
+
+    group = zarr.open_group(base / "zarr" / "test.zarr", mode="r")
+    assert group["frames"].shape == (10, 8, 48, 64, 3) and group["frames"].dtype == np.uint8
+    ids = list(group["ids"][:])
+    test_ids = [r.id for r in m.split_records("test")]
+    assert ids == test_ids and list(group["labels"][:]) == [r.label for r in m.split_records("test")]
+    wds_frames = {x["json"]["id"]: x["frames.npy"] for x in samples}
+    np.testing.assert_array_equal(group["frames"][3], wds_frames[ids[3]])
+
+
+def test_store_json_is_self_describing(stores):
+    _, base = stores
+    index = json.loads((base / "zarr" / "store.json").read_text())
+    assert index["clip"] == {"frames": 8, "height": 48, "width": 64, "channels": 3, "layout": "THWC", "dtype": "uint8", "normalized": False}
+    assert index["settings"]["backend"] == "ffmpeg" and index["backends"] == {"ffmpeg": 30}
+    assert index["splits"]["train"]["count"] == 20 and len(index["classes"]) == 10
+    assert all(len(f["sha256"]) == 64 for f in index["splits"]["train"]["files"])
+    assert Store.open(base / "zarr").verify() == [] and Store.open(base / "webdataset").verify() == []
+
+
+def test_rerun_is_a_noop_and_other_settings_are_refused(stores, synth_h264):
+    m, base = stores
+    before = file_checksums(base / "webdataset")
+    report = extract(m, base / "webdataset", ExtractConfig(format="webdataset", shard_size="200KB", **SMALL))
+    assert report.nothing_to_do and report.finalized
+    assert file_checksums(base / "webdataset") == before
+    with pytest.raises(VidpipeError, match="frames 8 -> 4.*--overwrite"):
+        extract(m, base / "webdataset", ExtractConfig(format="webdataset", shard_size="200KB", frames=4, size=48))
+
+
+def test_verify_detects_damage(stores, tmp_path):
+    import shutil
+
+    _, base = stores
+    copy = tmp_path / "copy"
+    shutil.copytree(base / "webdataset", copy)
+    shard = sorted((copy / "train").glob("*.tar"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    problems = Store.open(copy).verify()
+    assert problems == [f"checksum mismatch train/{shard.name}"]
+    res = CliRunner().invoke(cli, ["verify", str(copy)])
+    assert res.exit_code == 1 and "problems" in res.output
+
+
+def _make_bad_inputs(root, good_video):
+    data = good_video.read_bytes()
+    bad = root / "train" / "broken"
+    bad.mkdir(parents=True)
+    (bad / "zero.mp4").write_bytes(b"")
+    (bad / "text.mp4").write_text("this is not a video\n" * 50)
+    (bad / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    return bad
+
+
+def test_corrupt_inputs_are_recorded_and_skipped(tmp_path, synth_h264):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synth_h264, root)
+    avi = root / "train" / "size_grow" / "xvid.avi"
+    frames = read_all_frames(next((root / "train" / "size_grow").glob("*.mp4")))
+    encode_video(frames, avi, "mpeg4")
+    avi_bytes = avi.read_bytes()
+    _make_bad_inputs(root, next((root / "train" / "size_grow").glob("*.mp4")))
+    (root / "train" / "broken" / "cut_xvid.avi").write_bytes(avi_bytes[: len(avi_bytes) // 2])
+    m = build_manifest("synthetic", root)
+    out = tmp_path / "store"
+    with pytest.raises(VidpipeError, match="4 of 35 videos failed .* > --max-failures 5%"):
+        extract(m, out, ExtractConfig(format="zarr", **SMALL))
+    index = json.loads((out / "store.json").read_text())  # written before the exit status says so
+    reasons = {f["id"]: f["reason"] for f in index["failures"]}
+    assert set(reasons) == {"broken/zero", "broken/text", "broken/truncated", "broken/cut_xvid"}
+    assert "zero-byte" in reasons["broken/zero"] and "not a readable video" in reasons["broken/text"]
+    assert "corrupt or truncated" in reasons["broken/cut_xvid"]
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert len(failures) == 4 and all(f["reason"] for f in failures)
+    stored = {vid for vid, *_ in Store.open(out).samples("train")}
+    good = {r.id for r in m.split_records("train") if not r.id.startswith("broken/")}
+    assert stored == good  # every good video landed, the xvid one included
+    assert Store.open(out).verify() == []
+    # a generous threshold: same store, exit status zero
+    report = extract(m, out, ExtractConfig(format="zarr", max_failures=0.2, **SMALL))
+    assert report.nothing_to_do and report.finalized
+
+
+def test_short_video_loops_and_geometry_honours_aspect(tmp_path):
+    root = tmp_path / "data" / "train"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    encode_video(rng.integers(0, 255, (5, 96, 128, 3), dtype=np.uint8), root / "a" / "short.mp4")
+    # 16:9 frames: a wider video is cropped at the sides
+    wide = np.zeros((12, 72, 128, 3), np.uint8)
+    wide[:, :, :12] = 255  # cover-scaled to 85x48 and cropped 10 px a side = 15 source px: the band goes
+    encode_video(wide, root / "b" / "wide.mp4")
+    # 64x96 coded pixels with a 2:1 sample aspect ratio display as 128x96
+    sar = np.zeros((12, 96, 64, 3), np.uint8)
+    sar[:, :, 24:40] = 255  # a centred band a quarter of the coded width
+    encode_video(sar, root / "b" / "anamorphic.mp4", extra=["-aspect", "4:3"])  # DAR 4:3 on 64x96 = SAR 2:1
+    # a phone video: landscape pixels with a 90-degree display rotation in the container
+    portrait = np.zeros((12, 96, 128, 3), np.uint8)
+    portrait[:, :10] = 255
+    encode_video(portrait, tmp_path / "landscape.mp4")
+    subprocess.run([ffmpeg_binary(), "-y", "-loglevel", "error", "-display_rotation", "90", "-i", str(tmp_path / "landscape.mp4"),
+                    "-c", "copy", str(root / "b" / "rotated.mp4")], check=True)
+    m = build_manifest("folder", tmp_path / "data")
+    out = tmp_path / "store"
+    extract(m, out, ExtractConfig(frames=8, size=48, format="webdataset"))
+    got = {vid: (clip, meta) for vid, clip, _, meta in Store.open(out).samples("train")}
+    clip, meta = got["a/short"]
+    assert meta["looped"] and meta["indices"] == [0, 1, 2, 3, 4, 0, 1, 2]
+    np.testing.assert_array_equal(clip[0], clip[5])
+    wide_clip, wide_meta = got["b/wide"]
+    assert wide_meta["display_size"] == [128, 72] and wide_clip[..., :4, :].max() < 40  # band cropped away
+    anamorphic, a_meta = got["b/anamorphic"]
+    assert a_meta["sar"] == 2.0 and a_meta["display_size"] == [128, 96]
+    row = anamorphic[0, 24, :, 0].astype(int)
+    bright = np.flatnonzero(row > 128)
+    assert 14 <= len(bright) <= 18 and abs(bright.mean() - 31.5) < 2  # 16 of 64 px wide, centred: stretched 2x
+    rotated, r_meta = got["b/rotated"]
+    assert r_meta["rotation"] in (90, 270) and r_meta["display_size"] == [96, 128]
+    ref = reference_clip(root / "b" / "rotated.mp4", r_meta["indices"], 48, 64)
+    assert psnr(rotated, ref) >= 35
+
+
+def test_scale_out_parts_then_finalize_equal_single_run(synth_h264, tmp_path, stores):
+    m, base = stores
+    cfg = ExtractConfig(format="webdataset", shard_size="200KB", **SMALL)
+    out = tmp_path / "parts"
+    r0 = extract(m, out, cfg, part=(0, 2))
+    assert not r0.finalized and not (out / "store.json").exists()
+    with pytest.raises(VidpipeError, match="not extracted yet"):
+        finalize(out)
+    r1 = extract(m, out, cfg, part=(1, 2))
+    assert r1.finalized  # the last part to finish writes store.json
+    assert file_checksums(out) == file_checksums(base / "webdataset")
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_gives_identical_content(synth_h264, tmp_path, stores):
+    _, base = stores
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "vidpipe", "extract", "--dataset", "synthetic", "--root", str(synth_h264), "--out", str(out),
+           "--frames", "8", "--size", "48", "--shard-size", "200KB", "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    parts = out / "_extract" / "parts"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(parts.glob("*.json"))) < 2:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, ffmpeg children included
+    proc.wait()
+    done_at_kill = len(list(parts.glob("*.json")))
+    assert 2 <= done_at_kill < 14 and not (out / "store.json").exists()
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert file_checksums(out) == file_checksums(base / "webdataset")
+    assert not list(out.rglob("*.tmp"))
+    assert Store.open(out).verify() == []
+
+
+def test_cli_extract_errors_are_one_line(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(cli, ["extract", "--dataset", "hmdb51", "--root", str(tmp_path / "nope"), "--out", str(tmp_path / "s")])
+    assert res.exit_code == 1 and "does not exist" in res.output and "Traceback" not in res.output
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "precious.txt").write_text("keep me")
+    m = tmp_path / "m.jsonl"
+    res = runner.invoke(cli, ["manifest", "--dataset", "folder", "--root", str(tmp_path / "occupied"), "-o", str(m)])
+    assert res.exit_code == 1
+    assert ffmpeg_binary()
+
+
+def test_cli_extract_inspect_finalize(synth_h264, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "store"
+    args = ["extract", "--dataset", "synthetic", "--root", str(synth_h264), "--out", str(out), "--frames", "4", "--size", "32",
+            "--format", "zarr"]
+    res = runner.invoke(cli, args + ["--num-shards", "2", "--shard-id", "1"])
+    assert res.exit_code == 0, res.output
+    assert "shards done" in res.output and not (out / "store.json").exists()
+    res = runner.invoke(cli, args + ["--num-shards", "2", "--shard-id", "0"])
+    assert res.exit_code == 0 and "stored" in res.output and (out / "store.json").is_file()
+    res = runner.invoke(cli, ["extract", "--finalize", str(out)])
+    assert res.exit_code == 0 and "finalized" in res.output
+    res = runner.invoke(cli, args)
+    assert res.exit_code == 0 and "nothing to do" in res.output
+    grid = tmp_path / "grid.png"
+    res = runner.invoke(cli, ["inspect", str(out), "--grid", str(grid)])
+    assert res.exit_code == 0 and "zarr store of synthetic" in res.output
+    assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and grid.stat().st_size > 10_000
+    res = runner.invoke(cli, ["inspect", str(tmp_path)])
+    assert res.exit_code == 1 and "not a finished vidpipe store" in res.output

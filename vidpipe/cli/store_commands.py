@@ -1,0 +1,119 @@
+"""Commands that build and check stores: extract, inspect, verify."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from vidpipe.cli import ui
+from vidpipe.cli.main import cli
+from vidpipe.errors import VidpipeError
+from vidpipe.pipeline import cards, datasets
+from vidpipe.pipeline.extract import BACKENDS, FORMATS, ExtractConfig, extract, finalize
+from vidpipe.pipeline.manifest import Manifest
+from vidpipe.pipeline.store import Store
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.1f} MB"
+
+
+def print_store_summary(index: dict, title: str) -> None:
+    rows = []
+    for split, e in index["splits"].items():
+        size = sum(f["bytes"] for f in e["files"])
+        rows.append([split, e["listed"], e["count"], e["failed"], e["shards"], _mb(size), _mb(size // max(1, e["count"]))])
+    ui.table(title, ["split", "listed", "stored", "failed", "shards", "bytes", "per video"], rows)
+
+
+@cli.command("extract")
+@click.option("--dataset", type=click.Choice(list(datasets.ADAPTERS)), help="Dataset adapter (with --root).")
+@click.option("--root", type=click.Path(), help="Dataset root in its official layout.")
+@click.option("--split", type=int, default=None, help="Official split number (HMDB51, UCF101).")
+@click.option("--manifest", "manifest_path", type=click.Path(), help="A manifest from `vidpipe manifest`, instead of --dataset/--root.")
+@click.option("--out", type=click.Path(file_okay=False), help="Store directory.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="webdataset", help="Store format.")
+@click.option("--frames", type=int, default=None, help="Frames per video [default: the dataset card's, else 32].")
+@click.option("--size", type=int, default=None, help="Frame height; width = floor(size * 4/3) [default: the card's, else 128].")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", help="Decoder.")
+@click.option("--workers", type=int, default=os.cpu_count(), help="Videos decoded in parallel (one ffmpeg process each).")
+@click.option("--shard-size", default="256MB", help="Bytes of frames per shard file.")
+@click.option("--max-failures", type=float, default=0.05, help="Fraction of failed videos above which the exit status is non-zero.")
+@click.option("--num-shards", type=int, default=None, help="Split the work into this many parts (several machines) [default: $WORLD_SIZE or 1].")
+@click.option("--shard-id", type=int, default=None, help="Which part this process extracts [default: $RANK or 0].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store made with other settings.")
+@click.option("--finalize", "finalize_store", type=click.Path(file_okay=False), help="Only merge the parts of STORE into store.json.")
+def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, size, backend, workers, shard_size, max_failures,
+                num_shards, shard_id, overwrite, finalize_store):
+    """Decode every video once into a WebDataset or zarr store."""
+    if finalize_store:
+        index = finalize(finalize_store)
+        print_store_summary(index, f"finalized {finalize_store}")
+        return
+    if not out:
+        raise VidpipeError("--out STORE is required")
+    if manifest_path:
+        manifest = Manifest.read(manifest_path)
+    elif dataset and root:
+        manifest = datasets.build_manifest(dataset, root, split)
+    else:
+        raise VidpipeError("give --dataset and --root, or --manifest")
+    defaults = cards.load_card(manifest.dataset).get("extract", {}) if (cards.CARDS_DIR / f"{manifest.dataset}.toml").is_file() else {}
+    cfg = ExtractConfig(
+        frames=frames or defaults.get("frames", 32), size=size or defaults.get("size", 128), format=fmt, backend=backend,
+        shard_size=shard_size, workers=workers, max_failures=max_failures,
+    )
+    num_shards = num_shards or int(os.environ.get("WORLD_SIZE", 1))
+    shard_id = shard_id if shard_id is not None else int(os.environ.get("RANK", 0))
+    spec = cfg.spec
+    ui.console.print(f"extract {len(manifest.records)} videos of {manifest.dataset} -> {out} "
+                     f"({cfg.format}, {spec.frames}x{spec.height}x{spec.width}, {cfg.workers} workers, part {shard_id + 1}/{num_shards})")
+    with ui.progress_bar(len(manifest.records), "extract") as advance:
+        report = extract(manifest, out, cfg, overwrite=overwrite, part=(shard_id, num_shards), progress=advance)
+    if report.nothing_to_do:
+        ui.out.print(f"nothing to do: every shard of this part is already in {out}")
+    else:
+        rate = report.videos / report.seconds if report.seconds else 0
+        ui.table("this run", ["videos", "failed", "seconds", "videos/s", "source frames/s", "written"],
+                 [[report.videos, report.failures, f"{report.seconds:.1f}", f"{rate:.1f}",
+                   f"{report.source_frames / max(report.seconds, 1e-9):.0f}", _mb(report.bytes_written)]], justify_right_from=0)
+    if report.finalized:
+        print_store_summary(report.summary, f"store {out} ({report.summary['format']})")
+        if report.summary["failures"]:
+            ui.warn(f"{len(report.summary['failures'])} videos failed; reasons in {Path(out) / 'failures.jsonl'}")
+    else:
+        ui.out.print(f"{report.units_done}/{report.units_total} shards done; the last part to finish writes store.json "
+                     f"(or run `vidpipe extract --finalize {out}`)")
+
+
+@cli.command("inspect")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--grid", type=click.Path(dir_okay=False), help="Write a PNG with sample frames of each class.")
+@click.option("--split", default=None, help="Split for the grid [default: the first].")
+@click.option("--per-class", default=1, help="Videos per class in the grid.")
+def inspect_cmd(store, grid, split, per_class):
+    """Print a store's summary; optionally write a PNG grid of frames per class."""
+    s = Store.open(store)
+    c = s.index["clip"]
+    ui.out.print(f"{store}: {s.format} store of {s.index['dataset']}, {s.index['num_classes']} classes, "
+                 f"clips {c['frames']}x{c['height']}x{c['width']}x3 uint8, backends {s.index['backends']}")
+    print_store_summary(s.index, "splits")
+    if grid:
+        ui.out.print(f"wrote {s.contact_sheet(grid, split, per_class=per_class)}")
+
+
+@cli.command("verify")
+@click.argument("store", type=click.Path(file_okay=False))
+def verify_cmd(store):
+    """Re-check every checksum and read every sample."""
+    s = Store.open(store)
+    n = sum(len(e["files"]) for e in s.index["splits"].values())
+    with ui.progress_bar(n, "verify", unit="files") as advance:
+        problems = s.verify(progress=advance)
+    if problems:
+        for p in problems[:20]:
+            ui.console.print(f"[red]{p}[/red]")
+        raise VidpipeError(f"{len(problems)} problems in {store}; re-extract the affected shards (delete them and rerun extract)")
+    ui.out.print(f"{store}: {n} files, checksums and samples OK")
