@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def print_store_summary(index: dict, title: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="webdataset", help="Store format.")
 @click.option("--frames", type=int, default=None, help="Frames per video [default: the dataset card's, else 32].")
 @click.option("--size", type=int, default=None, help="Frame height; width = floor(size * 4/3) [default: the card's, else 128].")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", help="Decoder.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto",
+              help="Decoder: auto = DALI when installed and a GPU is present, else ffmpeg; dali routes what it cannot decode to ffmpeg.")
 @click.option("--workers", type=int, default=os.cpu_count(), help="Videos decoded in parallel (one ffmpeg process each).")
 @click.option("--shard-size", default="256MB", help="Bytes of frames per shard file.")
 @click.option("--max-failures", type=float, default=0.05, help="Fraction of failed videos above which the exit status is non-zero.")
@@ -76,11 +78,15 @@ def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, size, bac
         ui.out.print(f"nothing to do: every shard of this part is already in {out}")
     else:
         rate = report.videos / report.seconds if report.seconds else 0
-        ui.table("this run", ["videos", "failed", "seconds", "videos/s", "source frames/s", "written"],
-                 [[report.videos, report.failures, f"{report.seconds:.1f}", f"{rate:.1f}",
+        ui.table("this run", ["videos", "failed", "rerouted to ffmpeg", "seconds", "videos/s", "source frames/s", "written"],
+                 [[report.videos, report.failures, report.rerouted, f"{report.seconds:.1f}", f"{rate:.1f}",
                    f"{report.source_frames / max(report.seconds, 1e-9):.0f}", _mb(report.bytes_written)]], justify_right_from=0)
     if report.finalized:
         print_store_summary(report.summary, f"store {out} ({report.summary['format']})")
+        rerouted = report.summary.get("rerouted", [])
+        if rerouted:
+            reasons = collections.Counter(r["reason"] for r in rerouted)
+            ui.table("decoded by ffmpeg instead of DALI", ["reason", "videos"], [[r, n] for r, n in reasons.most_common()])
         if report.summary["failures"]:
             ui.warn(f"{len(report.summary['failures'])} videos failed; reasons in {Path(out) / 'failures.jsonl'}")
     else:

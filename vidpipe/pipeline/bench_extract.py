@@ -26,7 +26,22 @@ BENCH_SETS = {
     "synthetic": (dict(codec="h264", width=128, height=96, frames=32), "the demo's synthetic set: H.264 mp4, 128x96, 32 frames"),
     "hmdb51-like": (dict(codec="mpeg4", width=320, height=240, frames=90, fps=30.0, noise=8.0, encoder_args=("-q:v", "5")),
                     "Xvid AVI 320x240, 90 frames at 30 fps (~3 s), ~200 KB a video like HMDB51's"),
+    "720p-h264": (dict(codec="h264", width=1280, height=720, frames=90, fps=30.0, noise=6.0),
+                  "H.264 mp4 1280x720, 90 frames at 30 fps (3 s): the DALI (GPU) vs ffmpeg (CPU) comparison"),
 }
+# (row label, extract settings) per set; the DALI row needs DALI and a GPU
+RUNS = {
+    "synthetic": [("webdataset", dict(format="webdataset")), ("zarr", dict(format="zarr"))],
+    "hmdb51-like": [("webdataset", dict(format="webdataset")), ("zarr", dict(format="zarr"))],
+    "720p-h264": [("webdataset", dict(format="webdataset", backend="ffmpeg")), ("webdataset, DALI", dict(format="webdataset", backend="dali"))],
+}
+
+
+def default_sets() -> tuple[str, ...]:
+    from vidpipe.pipeline import dali_backend
+
+    gpu_dali = dali_backend.dali_installed() and dali_backend.gpu_present()
+    return ("synthetic", "hmdb51-like") + (("720p-h264",) if gpu_dali else ())
 
 
 def decode_ceiling(paths: list[Path], workers: int) -> float:
@@ -43,11 +58,11 @@ def decode_ceiling(paths: list[Path], workers: int) -> float:
 
 
 def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers: int | None = None,
-                  frames: int = 32, size: int = 128, sets=tuple(BENCH_SETS), log=print) -> dict:
+                  frames: int = 32, size: int = 128, sets=None, log=print) -> dict:
     workers = workers or os.cpu_count() or 1
     work = Path(work) if work else Path(tempfile.mkdtemp(prefix="vidpipe-bench-"))
     results = {"workers": workers, "cpus": os.cpu_count(), "frames": frames, "size": size, "rows": []}
-    for name in sets:
+    for name in sets or default_sets():
         settings, description = BENCH_SETS[name]
         data = work / name
         log(f"[{name}] writing {videos_per_class * len(CLASSES)} videos: {description}")
@@ -61,16 +76,18 @@ def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers:
         row = {"set": name, "description": description, "videos": len(paths), "source_frames": source_frames,
                "source_bytes": source_bytes, "ceiling_s": ceiling, "ceiling_videos_per_s": len(paths) / ceiling,
                "ceiling_frames_per_s": source_frames / ceiling}
-        for fmt in ("webdataset", "zarr"):
-            out = work / f"{name}-{fmt}"
+        row["runs"] = {}
+        for label, settings in RUNS[name]:
+            out = work / f"{name}-{label.replace(', ', '-')}"
             if out.exists():
                 remove_store(out)  # time a full extraction, not a no-op rerun
-            report = extract(manifest, out, ExtractConfig(frames=frames, size=size, format=fmt, workers=workers))
+            report = extract(manifest, out, ExtractConfig(frames=frames, size=size, workers=workers, **settings))
             store_bytes = sum(f["bytes"] for s in report.summary["splits"].values() for f in s["files"])
-            row[fmt] = {"seconds": report.seconds, "videos_per_s": report.videos / report.seconds,
-                        "frames_per_s": report.source_frames / report.seconds,
-                        "fraction_of_ceiling": ceiling / report.seconds,
-                        "store_bytes": store_bytes, "bytes_per_video": store_bytes / len(paths)}
+            row["runs"][label] = {
+                "seconds": report.seconds, "backends": report.summary["backends"],
+                "videos_per_s": report.videos / report.seconds, "frames_per_s": report.source_frames / report.seconds,
+                "fraction_of_ceiling": ceiling / report.seconds, "store_bytes": store_bytes, "bytes_per_video": store_bytes / len(paths),
+            }
         results["rows"].append(row)
     return results
 
@@ -80,9 +97,8 @@ def table_rows(results: dict) -> list[list]:
     for r in results["rows"]:
         rows.append([r["set"], "ffmpeg -f null (ceiling)", r["videos"], f"{r['ceiling_videos_per_s']:.1f}",
                      f"{r['ceiling_frames_per_s']:.0f}", "100%", "-", f"{r['source_bytes'] / r['videos'] / 1024:.0f} KB (source)"])
-        for fmt in ("webdataset", "zarr"):
-            x = r[fmt]
-            rows.append([r["set"], f"extract -> {fmt}", r["videos"], f"{x['videos_per_s']:.1f}", f"{x['frames_per_s']:.0f}",
+        for label, x in r["runs"].items():
+            rows.append([r["set"], f"extract -> {label}", r["videos"], f"{x['videos_per_s']:.1f}", f"{x['frames_per_s']:.0f}",
                          f"{100 * x['fraction_of_ceiling']:.0f}%", f"{x['store_bytes'] / 2**20:.1f} MB",
                          f"{x['bytes_per_video'] / 1024:.0f} KB"])
     return rows

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from vidpipe import __version__
 from vidpipe.errors import VidpipeError
+from vidpipe.pipeline import dali_backend
 from vidpipe.pipeline.decode import ClipSpec, decode_clip_ffmpeg
 from vidpipe.pipeline.ffmpeg import DecodeError, probe_many
 from vidpipe.pipeline.manifest import Manifest
@@ -29,7 +31,7 @@ from vidpipe.pipeline.writers import Unit, WebDatasetShard, ZarrShard, file_entr
 
 STORE_FORMAT_VERSION = 1
 FORMATS = ("webdataset", "zarr")
-BACKENDS = ("auto", "ffmpeg")
+BACKENDS = ("auto", "ffmpeg", "dali")
 SAMPLE_OVERHEAD = 2048  # tar headers, npy header and json per sample, for shard sizing
 CHUNK = 4  # videos a worker probes with one ffmpeg process, then decodes one by one
 
@@ -78,8 +80,18 @@ class ExtractConfig:
         d = asdict(self)
         d.pop("workers")
         d.pop("max_failures")
-        d["backend"] = "ffmpeg" if self.backend == "auto" else self.backend
+        d["backend"] = resolve_backend(self.backend)
         return d
+
+
+def resolve_backend(backend: str) -> str:
+    """auto = DALI where it is installed and useful (a GPU to decode on), else ffmpeg."""
+    if backend == "dali":
+        dali_backend.require_dali()
+        return "dali"
+    if backend == "auto":
+        return "dali" if dali_backend.dali_installed() and dali_backend.gpu_present() else "ffmpeg"
+    return backend
 
 
 def plan_units(manifest: Manifest, cfg: ExtractConfig) -> list[Unit]:
@@ -169,24 +181,58 @@ class ExtractReport:
     source_frames: int = 0
     seconds: float = 0.0
     bytes_written: int = 0
+    rerouted: int = 0  # asked for DALI, decoded by ffmpeg (reasons in store.json)
     units_done: int = 0
     units_total: int = 0
     summary: dict | None = None  # store.json when finalized
 
 
-def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int) -> list:
-    """[(job, clip or None, meta or failure)] for consecutive jobs; one ffmpeg process probes them all."""
-    infos = probe_many([manifest.abspath(record) for _, _, record in jobs])
+_thread_state = threading.local()
+
+
+def _dali_decoder(spec: ClipSpec) -> dali_backend.DaliDecoder:
+    # DALI pipelines are not shared between threads: one per decode worker.
+    if getattr(_thread_state, "dali", None) is None:
+        _thread_state.dali = dali_backend.DaliDecoder(spec, batch_size=CHUNK, gpu=dali_backend.gpu_present())
+    return _thread_state.dali
+
+
+def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, backend: str) -> list:
+    """[(job, clip or None, meta or failure)] for consecutive jobs; one ffmpeg process probes them all.
+
+    With the DALI backend, the files DALI can decode here go to it as one batch; the others, and any
+    it rejects, are decoded by ffmpeg with the reason recorded in meta["rerouted"].
+    """
+    paths = [manifest.abspath(record) for _, _, record in jobs]
+    infos = probe_many(paths)
+    done, reroute = {}, {}
+    if backend == "dali":
+        gpu = dali_backend.gpu_present()
+        for k, info in enumerate(infos):
+            if not isinstance(info, DecodeError):
+                reason = dali_backend.route(info, gpu)
+                if reason:
+                    reroute[k] = reason
+        to_dali = [k for k, info in enumerate(infos) if not isinstance(info, DecodeError) and k not in reroute]
+        if to_dali:
+            results = _dali_decoder(spec).decode([(paths[k], infos[k]) for k in to_dali])
+            for k, result in zip(to_dali, results):
+                if isinstance(result, str):
+                    reroute[k] = result
+                else:
+                    done[k] = result
     out = []
-    for job, info in zip(jobs, infos):
+    for k, (job, info) in enumerate(zip(jobs, infos)):
         record = job[2]
         try:
             if isinstance(info, DecodeError):
                 raise info
-            clip, meta = decode_clip_ffmpeg(manifest.abspath(record), spec, threads, info=info)
+            clip, meta = done[k] if k in done else decode_clip_ffmpeg(paths[k], spec, threads, info=info)
         except DecodeError as e:
             out.append((job, None, {"id": record.id, "path": record.path, "split": record.split, "reason": str(e)}))
             continue
+        if k in reroute:
+            meta = {**meta, "rerouted": reroute[k]}
         out.append((job, clip, {"id": record.id, "label": record.label, "label_name": record.label_name, "path": record.path, **meta}))
     return out
 
@@ -230,7 +276,8 @@ def extract(
         threads = max(1, (os.cpu_count() or 1) // cfg.workers)
         t0 = time.perf_counter()
         jobs = [(u, pos, r) for u in todo for pos, r in enumerate(u.records)]
-        decode = lambda chunk: _decode_chunk(manifest, chunk, spec, threads)  # noqa: E731
+        backend = cfg.identity()["backend"]
+        decode = lambda chunk: _decode_chunk(manifest, chunk, spec, threads, backend)  # noqa: E731
         pool = ThreadPoolExecutor(cfg.workers)
         writer, failures, metas = None, [], []
         try:
@@ -244,6 +291,7 @@ def extract(
                     writer.add(pos, record, clip, meta)
                     metas.append(meta)
                     report.source_frames += meta["num_frames"]
+                    report.rerouted += "rerouted" in meta
                 report.videos += 1
                 if progress:
                     progress()
@@ -333,6 +381,8 @@ def finalize(store: str | Path) -> dict:
                      "split_id": manifest.split_id, "missing": len(manifest.missing)},
         "splits": splits,
         "backends": _count_backends(parts),
+        "rerouted": [{"id": v["id"], "codec": v["codec"], "reason": v["rerouted"]}
+                     for p in parts.values() for v in p["videos"] if "rerouted" in v],
         "failures": failures,
     }
     tmp = store / "store.json.tmp"

@@ -1,0 +1,30 @@
+"""The benchmarks run end to end on tiny inputs (their numbers are for the README, not for asserts)."""
+
+import json
+
+from click.testing import CliRunner
+
+from vidpipe.cli.main import cli
+from vidpipe.pipeline.bench_extract import RUNS, bench_extract, table_rows
+
+
+def test_bench_extract_smoke(tmp_path):
+    results = bench_extract(tmp_path / "work", videos_per_class=2, sets=("synthetic",), frames=4, size=32, log=lambda m: None)
+    (row,) = results["rows"]
+    assert row["videos"] == 20 and row["source_frames"] == 640 and row["ceiling_videos_per_s"] > 0
+    assert set(row["runs"]) == {label for label, _ in RUNS["synthetic"]}
+    for run in row["runs"].values():
+        assert run["videos_per_s"] > 0 and run["backends"] == {"ffmpeg": 20}
+        assert run["bytes_per_video"] >= 4 * 32 * 42 * 3 * 0.1
+    assert len(table_rows(results)) == 3
+
+
+def test_bench_extract_cli_writes_json(tmp_path, monkeypatch):
+    import vidpipe.pipeline.bench_extract as be
+
+    monkeypatch.setattr(be, "default_sets", lambda: ("synthetic",))
+    out = tmp_path / "extract.json"
+    res = CliRunner().invoke(cli, ["bench", "extract", "--work", str(tmp_path / "w"), "--videos-per-class", "2",
+                                   "--frames", "4", "--size", "32", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "ceiling" in res.output and json.loads(out.read_text())["rows"][0]["set"] == "synthetic"

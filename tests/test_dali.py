@@ -1,0 +1,104 @@
+"""The DALI backend on the CPU (VP9), its routing to ffmpeg, and agreement with the ffmpeg backend."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from vidpipe.cli.main import cli
+from vidpipe.pipeline import dali_backend
+from vidpipe.pipeline.datasets import build_manifest
+from vidpipe.pipeline.decode import ClipSpec
+from vidpipe.pipeline.extract import ExtractConfig, extract
+from vidpipe.pipeline.ffmpeg import encode_video, ffmpeg_binary, probe, read_all_frames
+from vidpipe.pipeline.store import Store
+from vidpipe.pipeline.synth import SynthConfig, synth
+
+needs_dali = pytest.mark.skipif(not dali_backend.dali_installed(), reason="NVIDIA DALI not installed (pip install -e .[dali])")
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 99.0 if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def mixed_root(tmp_path_factory):
+    """VP9 synthetic videos plus files DALI's CPU decoder must not get: H.264, Xvid AVI, a rotated VP9."""
+    root = tmp_path_factory.mktemp("mixed")
+    synth(root, SynthConfig(videos_per_class=2, codec="vp9", frames=24, seed=2))
+    frames = read_all_frames(next((root / "train" / "size_grow").glob("*.webm")))
+    encode_video(frames, root / "train" / "size_grow" / "as_h264.mp4", "h264")
+    encode_video(frames, root / "train" / "size_grow" / "as_xvid.avi", "mpeg4")
+    subprocess.run([ffmpeg_binary(), "-y", "-loglevel", "error", "-display_rotation", "90", "-i",
+                    str(next((root / "train" / "size_shrink").glob("*.webm"))), "-c", "copy",
+                    str(root / "train" / "size_shrink" / "rotated.webm")], check=True)
+    return root
+
+
+@needs_dali
+def test_dali_cpu_store_matches_ffmpeg_store(mixed_root, tmp_path):
+    m = build_manifest("synthetic", mixed_root)
+    settings = dict(frames=8, size=48, format="webdataset")
+    extract(m, tmp_path / "ffmpeg", ExtractConfig(backend="ffmpeg", **settings))
+    report = extract(m, tmp_path / "dali", ExtractConfig(backend="dali", **settings))
+    index = report.summary
+    assert index["settings"]["backend"] == "dali"
+    assert index["backends"] == {"dali-cpu": 20, "ffmpeg": 3}
+    reasons = {r["id"]: r["reason"] for r in index["rerouted"]}
+    assert set(reasons) == {"size_grow/as_h264", "size_grow/as_xvid", "size_shrink/rotated"}
+    assert "codec h264" in reasons["size_grow/as_h264"] and "no GPU" in reasons["size_grow/as_h264"]
+    assert "codec mpeg4" in reasons["size_grow/as_xvid"] and "rotation" in reasons["size_shrink/rotated"]
+    assert report.rerouted == 3
+
+    ff = {vid: (clip, meta) for vid, clip, _, meta in Store.open(tmp_path / "ffmpeg").samples("train")}
+    worst = 99.0
+    for vid, clip, label, meta in Store.open(tmp_path / "dali").samples("train"):
+        assert meta["indices"] == ff[vid][1]["indices"]  # the same sampled frames
+        assert clip.shape == (8, 48, 64, 3) and clip.dtype == np.uint8
+        if meta["backend"] == "dali-cpu":
+            worst = min(worst, psnr(clip, ff[vid][0]))
+    assert worst >= 30, worst
+    assert Store.open(tmp_path / "dali").verify() == []
+
+
+@needs_dali
+def test_run_time_rejection_is_retried_alone_and_reported(mixed_root):
+    """A file DALI cannot decode (H.264 on the CPU, forced past routing) does not sink its batch."""
+    vp9 = next((mixed_root / "train" / "size_grow").glob("*.webm"))
+    h264 = mixed_root / "train" / "size_grow" / "as_h264.mp4"
+    decoder = dali_backend.DaliDecoder(ClipSpec(4, 32, 42), batch_size=4, gpu=False)
+    results = decoder.decode([(vp9, probe(vp9)), (h264, probe(h264)), (vp9, probe(vp9))])
+    assert isinstance(results[1], str) and "DALI rejected it" in results[1]
+    assert results[0][0].shape == (4, 32, 42, 3) and np.array_equal(results[0][0], results[2][0])
+
+
+def test_dali_requested_but_missing_is_one_line(monkeypatch, tmp_path, synth_h264):
+    monkeypatch.setattr(dali_backend, "dali_installed", lambda: False)
+    res = CliRunner().invoke(cli, ["extract", "--dataset", "synthetic", "--root", str(synth_h264), "--out",
+                                   str(tmp_path / "s"), "--backend", "dali"])
+    assert res.exit_code == 1 and "pip install -e .[dali]" in res.output and "Traceback" not in res.output
+
+
+def test_auto_is_ffmpeg_without_a_gpu(monkeypatch):
+    from vidpipe.pipeline.extract import resolve_backend
+
+    monkeypatch.setattr(dali_backend, "gpu_present", lambda: False)
+    assert resolve_backend("auto") == "ffmpeg"
+    monkeypatch.setattr(dali_backend, "gpu_present", lambda: True)
+    monkeypatch.setattr(dali_backend, "dali_installed", lambda: True)
+    assert resolve_backend("auto") == "dali"
+
+
+def test_routing_rules():
+    from vidpipe.pipeline.ffmpeg import VideoInfo
+
+    base = dict(width=320, height=240, sar=1.0, rotation=0, fps=30.0, num_frames=90, duration=3.0)
+    assert dali_backend.route(VideoInfo(codec="vp9", **base), gpu=False) is None
+    assert "codec h264" in dali_backend.route(VideoInfo(codec="h264", **base), gpu=False)
+    assert dali_backend.route(VideoInfo(codec="h264", **base), gpu=True) is None
+    assert "codec mpeg4" in dali_backend.route(VideoInfo(codec="mpeg4", **base), gpu=True)
+    assert "rotation" in dali_backend.route(VideoInfo(codec="vp9", **{**base, "rotation": 90}), gpu=True)
