@@ -1,0 +1,127 @@
+"""Loaders from stores: both formats agree, augmentation keeps shapes, DDP splits cover the data."""
+
+import collections
+
+import numpy as np
+import pytest
+import torch
+
+from vidpipe.pipeline.augment import AugmentConfig, DeviceTransform
+from vidpipe.pipeline.datasets import build_manifest
+from vidpipe.pipeline.extract import ExtractConfig, extract
+from vidpipe.pipeline.loaders import ClipConfig, WebDatasetClips, ZarrClips, clip_loader
+from vidpipe.pipeline.sampling import Sampling
+from vidpipe.pipeline.store import Store
+
+
+@pytest.fixture(scope="module")
+def stores(synth_h264, tmp_path_factory):
+    m = build_manifest("synthetic", synth_h264)
+    base = tmp_path_factory.mktemp("loader_stores")
+    for fmt in ("webdataset", "zarr"):  # small shards: several per split
+        extract(m, base / fmt, ExtractConfig(format=fmt, frames=16, size=48, shard_size="300KB"))
+    return Store.open(base / "webdataset"), Store.open(base / "zarr")
+
+
+def items_by_id(dataset):
+    return {it["ids"]: it for it in (dataset[i] for i in range(len(dataset)))} if isinstance(dataset, ZarrClips) \
+        else {it["ids"]: it for it in dataset}
+
+
+def test_formats_yield_the_same_clip_for_the_same_id_and_seed(stores):
+    wds_store, zarr_store = stores
+    cfg = ClipConfig(sampling=Sampling.tsn(8), train=True, augment=AugmentConfig(size=32), seed=3)
+    a, b = items_by_id(WebDatasetClips(wds_store, "train", cfg)), items_by_id(ZarrClips(zarr_store, "train", cfg))
+    assert a.keys() == b.keys() and len(a) == 20
+    for vid in a:
+        np.testing.assert_array_equal(a[vid]["clips"], b[vid]["clips"])
+        assert a[vid]["labels"] == b[vid]["labels"] and a[vid]["flips"] == b[vid]["flips"]
+        np.testing.assert_array_equal(a[vid]["boxes"], b[vid]["boxes"])
+    other = items_by_id(ZarrClips(zarr_store, "train", ClipConfig(sampling=Sampling.tsn(8), seed=4)))
+    assert any(not np.array_equal(other[v]["clips"], b[v]["clips"]) for v in b)  # the seed matters
+
+
+def test_clip_is_the_stored_frames_at_the_sampled_indices(stores):
+    _, zarr_store = stores
+    stored = {vid: frames for vid, frames, _, _ in zarr_store.samples("test")}
+    cfg = ClipConfig(sampling=Sampling(4, 2, 3), train=False)
+    for vid, it in items_by_id(ZarrClips(zarr_store, "test", cfg)).items():
+        # 16 stored frames, 3 clips of 4 frames 2 apart: max_offset 8 -> offsets 0, 4, 8
+        expected = stored[vid][[[0, 2, 4, 6], [4, 6, 8, 10], [8, 10, 12, 14]]]
+        np.testing.assert_array_equal(it["clips"], expected)
+
+
+def test_augmentation_keeps_shapes_and_dtype_and_flips_labels(stores):
+    _, zarr_store = stores
+    flip_map = {i: i ^ 1 for i in range(10)}  # partner classes swap under a flip
+    cfg = ClipConfig(sampling=Sampling.tsn(8), train=True, augment=AugmentConfig(size=32), flip_map=flip_map)
+    ds = ZarrClips(zarr_store, "train", cfg)
+    items = [ds[i] for i in range(len(ds))]
+    flipped = [it for it in items if it["flips"]]
+    assert 0 < len(flipped) < len(items)
+    for it, row in zip(items, ds.labels):
+        assert it["labels"] == (flip_map[int(row)] if it["flips"] else int(row))
+    batch = next(iter(clip_loader(zarr_store, "train", cfg, batch_size=4, workers=0)))
+    assert batch["clips"].dtype == torch.uint8 and batch["clips"].shape == (4, 1, 8, 48, 64, 3)
+    x = DeviceTransform(cfg.augment).train(batch["clips"], batch["boxes"], batch["flips"])
+    assert x.shape == (4, 3, 8, 32, 32) and x.dtype == torch.float32
+    # a flip on the device mirrors what no flip gives
+    clips, boxes = batch["clips"][:1], batch["boxes"][:1]
+    plain = DeviceTransform(cfg.augment).train(clips, boxes, torch.tensor([False]))
+    mirrored = DeviceTransform(cfg.augment).train(clips, boxes, torch.tensor([True]))
+    torch.testing.assert_close(plain.flip(-1), mirrored)
+
+
+def test_test_views_and_three_crops(stores):
+    _, zarr_store = stores
+    aug = AugmentConfig(size=32, test_short_side=40, test_crop="three")
+    cfg = ClipConfig(sampling=Sampling(4, 2, 3), train=False, augment=aug)
+    batch = next(iter(clip_loader(zarr_store, "test", cfg, batch_size=2, workers=0)))
+    assert batch["clips"].shape == (2, 3, 4, 48, 64, 3)
+    x = DeviceTransform(aug).test(batch["clips"])
+    assert x.shape == (2 * 3 * 3, 3, 4, 32, 32)  # videos x clips x crops
+    # the normalised values come from the uint8 frames with the configured mean/std
+    mean = torch.tensor(aug.mean).view(1, 3, 1, 1, 1)
+    assert x.mean().abs() < 5 and ((x * torch.tensor(aug.std).view(1, 3, 1, 1, 1) + mean) >= -1e-5).all()
+
+
+@pytest.mark.parametrize("fmt", ["webdataset", "zarr"])
+def test_two_ranks_cover_every_sample_once(stores, fmt):
+    store = stores[0] if fmt == "webdataset" else stores[1]
+    cfg = ClipConfig(sampling=Sampling.tsn(4), train=(fmt == "zarr"))  # WebDataset eval split: by shard
+    seen = collections.Counter()
+    for rank in range(2):
+        for batch in clip_loader(store, "train", cfg, batch_size=3, workers=0, rank=rank, world_size=2):
+            seen.update(batch["ids"])
+    assert len(seen) == 20 and set(seen.values()) == {1}
+
+
+def test_resampled_ranks_get_equal_batches_even_with_fewer_shards_than_workers(synth_h264, tmp_path):
+    m = build_manifest("synthetic", synth_h264)
+    extract(m, tmp_path / "one", ExtractConfig(format="webdataset", frames=8, size=32))
+    wds_store = Store.open(tmp_path / "one")
+    assert len(wds_store.shard_paths("test")) == 1  # fewer shards than ranks x workers
+    cfg = ClipConfig(sampling=Sampling.tsn(4), train=True)
+    counts = []
+    for rank in range(2):
+        loader = clip_loader(wds_store, "test", cfg, batch_size=2, workers=2, rank=rank, world_size=2)
+        counts.append(sum(1 for _ in loader))
+    assert counts == [len(loader)] * 2 == [3, 3]  # ceil(10 / (2 ranks x 2))
+
+
+def test_zarr_batches_identical_at_any_worker_count(stores):
+    _, zarr_store = stores
+    cfg = ClipConfig(sampling=Sampling.tsn(8), train=True, seed=7)
+
+    def batches(workers):
+        loader = clip_loader(zarr_store, "train", cfg, batch_size=4, workers=workers)
+        loader.set_epoch(2)
+        return [(b["ids"], b["clips"], b["boxes"]) for b in loader]
+
+    a, b = batches(0), batches(2)
+    assert [x[0] for x in a] == [x[0] for x in b]
+    for (_, ca, ba), (_, cb, bb) in zip(a, b):
+        assert torch.equal(ca, cb) and torch.equal(ba, bb)
+    loader = clip_loader(zarr_store, "train", cfg, batch_size=4, workers=0)
+    loader.set_epoch(3)
+    assert [x["ids"] for x in loader] != [x[0] for x in a]  # a new epoch reshuffles
