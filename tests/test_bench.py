@@ -28,3 +28,23 @@ def test_bench_extract_cli_writes_json(tmp_path, monkeypatch):
                                    "--frames", "4", "--size", "32", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "ceiling" in res.output and json.loads(out.read_text())["rows"][0]["set"] == "synthetic"
+
+
+def test_bench_loader_smoke(synth_h264, tmp_path):
+    from vidpipe.pipeline.bench_loader import bench_loader
+    from vidpipe.pipeline.bench_loader import table_rows as loader_rows
+    from vidpipe.pipeline.datasets import build_manifest
+    from vidpipe.pipeline.extract import ExtractConfig, extract
+    from vidpipe.pipeline.loaders import ClipConfig
+    from vidpipe.pipeline.sampling import Sampling
+    from vidpipe.pipeline.store import Store
+
+    m = build_manifest("synthetic", synth_h264)
+    for fmt in ("webdataset", "zarr"):
+        extract(m, tmp_path / fmt, ExtractConfig(format=fmt, frames=8, size=32))
+    stores = [Store.open(tmp_path / f) for f in ("webdataset", "zarr")]
+    results = bench_loader(m, stores, ClipConfig(sampling=Sampling.tsn(4)), workers=0, batch_size=4, clips=8, decode_clips=4)
+    paths = [r["path"] for r in results["rows"]]
+    assert paths[0].startswith("decode every epoch") and "webdataset store" in paths and "zarr store" in paths
+    assert all(r["clips_per_s"] > 0 for r in results["rows"]) and len(loader_rows(results)) == 5
+    assert all("of_ceiling" in r for r in results["rows"] if r["path"].endswith(" store"))

@@ -33,3 +33,36 @@ def bench_extract_cmd(work, videos_per_class, workers, frames, size, json_path):
              ["set", "path", "videos", "videos/s", "src frames/s", "of ceiling", "store", "per video"], results["rows"] and table_rows(results), justify_right_from=2)
     write_json(results, Path(json_path))
     ui.out.print(f"wrote {json_path}")
+
+
+@bench.command("loader")
+@click.option("--dataset", required=True, help="Dataset adapter of the source videos (for the decode-every-epoch row).")
+@click.option("--root", required=True, type=click.Path(), help="Dataset root.")
+@click.option("--store", "stores", required=True, multiple=True, type=click.Path(file_okay=False), help="A store of the same videos; repeat for both formats.")
+@click.option("--split", default="train", help="Split to read.")
+@click.option("--workers", default=2, help="DataLoader workers for every row.")
+@click.option("--batch-size", default=8, help="Clips per batch.")
+@click.option("--clips", default=400, help="Clips drawn from each store row.")
+@click.option("--decode-clips", default=64, help="Clips drawn in the (slow) decode-every-epoch row.")
+@click.option("--sampling", default="1x1x8", help="clip_len x frame_interval x num_clips (1x1x8 = TSN 8 segments).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default="benchmarks/results/loader.json", help="Where to write the results.")
+def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, decode_clips, sampling, json_path):
+    """Clips/s: decode every epoch vs WebDataset and zarr stores vs a raw read of the store files."""
+    from vidpipe.pipeline import datasets
+    from vidpipe.pipeline.augment import AugmentConfig
+    from vidpipe.pipeline.bench_extract import write_json
+    from vidpipe.pipeline.bench_loader import bench_loader, table_rows
+    from vidpipe.pipeline.loaders import ClipConfig
+    from vidpipe.pipeline.sampling import Sampling
+    from vidpipe.pipeline.store import Store
+
+    opened = [Store.open(s) for s in stores]
+    manifest = datasets.build_manifest(dataset, root)
+    cfg = ClipConfig(sampling=Sampling.parse(sampling), train=True, augment=AugmentConfig(size=112))
+    results = bench_loader(manifest, opened, cfg, split, workers, batch_size, clips, decode_clips)
+    results["machine"] = platform.platform()
+    t, h, w, _ = results["clip_shape"]
+    ui.table(f"loader throughput ({split}, sampling {sampling}, stored clips {t}x{h}x{w}, batch {batch_size})",
+             ["path", "clips/s", "MB/s", "vs decode", "of raw read", "workers"], table_rows(results))
+    write_json(results, Path(json_path))
+    ui.out.print(f"wrote {json_path}")

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import math
 import os
+import re
+import tarfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +34,19 @@ from vidpipe.errors import VidpipeError
 from vidpipe.pipeline.augment import AugmentConfig, train_params
 from vidpipe.pipeline.sampling import Sampling, view_indices
 from vidpipe.pipeline.store import Store
+
+
+class SharedEpoch:
+    """An epoch number that persistent DataLoader workers see change (a shared-memory tensor)."""
+
+    def __init__(self):
+        self._value = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def set(self, epoch: int) -> None:
+        self._value[0] = epoch
+
+    def get(self) -> int:
+        return int(self._value[0])
 
 
 def id_seed(video_id: str) -> int:
@@ -47,15 +63,19 @@ class ClipConfig:
     seed: int = 0
     flip_map: dict[int, int] | None = None  # label -> label after a horizontal flip (Something-Something)
 
-    def make_item(self, frames: np.ndarray, label: int, video_id: str, epoch: int) -> dict:
+    def plan(self, shape: tuple[int, ...], label: int, video_id: str, epoch: int) -> tuple[np.ndarray, np.ndarray, bool, int]:
+        """Every random choice for one sample: (indices (V, F), crop box, flip, label after the flip map)."""
         rng = np.random.default_rng([self.seed, epoch, id_seed(video_id)])
-        inds = view_indices(frames.shape[0], self.sampling, self.train, rng)  # (V, F)
-        clip = frames[inds]  # (V, F, H, W, 3)
-        box, flip = (train_params(rng, frames.shape[1], frames.shape[2], self.augment) if self.train
-                     else (np.zeros(4, np.int64), False))
+        inds = view_indices(shape[0], self.sampling, self.train, rng)
+        box, flip = train_params(rng, shape[1], shape[2], self.augment) if self.train else (np.zeros(4, np.int64), False)
         if flip and self.flip_map:
             label = self.flip_map.get(label, label)
-        return {"clips": clip, "labels": label, "ids": video_id, "boxes": box, "flips": flip}
+        return inds, box, flip, label
+
+    def make_item(self, frames: np.ndarray, label: int, video_id: str, epoch: int) -> dict:
+        """From all T stored frames (T, H, W, 3)."""
+        inds, box, flip, label = self.plan(frames.shape, label, video_id, epoch)
+        return {"clips": frames[inds], "labels": label, "ids": video_id, "boxes": box, "flips": flip}
 
 
 class ZarrClips(Dataset):
@@ -71,11 +91,11 @@ class ZarrClips(Dataset):
         self.rows = np.flatnonzero(group["valid"][:])  # failed videos leave holes; skip them
         self.labels = group["labels"][:][self.rows]
         self.ids = list(group["ids"][:][self.rows])
-        self.spec, self.epoch = spec, 0
+        self.spec, self.epoch = spec, SharedEpoch()
         self._frames, self._pid = None, None
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch.set(epoch)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -89,7 +109,7 @@ class ZarrClips(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         frames = self._array()[int(self.rows[i])]
-        return self.spec.make_item(frames, int(self.labels[i]), self.ids[i], self.epoch)
+        return self.spec.make_item(frames, int(self.labels[i]), self.ids[i], self.epoch.get())
 
 
 class WebDatasetClips(IterableDataset):
@@ -106,11 +126,11 @@ class WebDatasetClips(IterableDataset):
             raise VidpipeError(f"{store.root} is a {store.format} store; use ZarrClips (or clip_loader) for it")
         self.urls = store.shard_paths(split)
         self.count = store.index["splits"][split]["count"]
-        self.spec, self.shuffle_buffer, self.epoch = spec, shuffle_buffer, 0
+        self.spec, self.shuffle_buffer, self.epoch = spec, shuffle_buffer, SharedEpoch()
         self.rank, self.world_size, self.resampled = rank, world_size, resampled
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch.set(epoch)
 
     def _worker(self) -> tuple[int, int]:
         info = get_worker_info()
@@ -119,32 +139,89 @@ class WebDatasetClips(IterableDataset):
     def _shards(self):
         worker, num_workers = self._worker()
         if self.resampled:
-            rng = np.random.default_rng([self.spec.seed, self.epoch, self.rank, worker])
+            rng = np.random.default_rng([self.spec.seed, self.epoch.get(), self.rank, worker])
             while True:
                 yield {"url": self.urls[int(rng.integers(len(self.urls)))]}
         urls = list(self.urls)
         if self.spec.train:
-            np.random.default_rng([self.spec.seed, self.epoch]).shuffle(urls)  # same order on every rank
+            np.random.default_rng([self.spec.seed, self.epoch.get()]).shuffle(urls)  # same order on every rank
         yield from ({"url": u} for u in itertools.islice(urls, self.rank * num_workers + worker, None, self.world_size * num_workers))
 
     def __iter__(self):
         import webdataset as wds
 
         worker, _ = self._worker()
-        stages = [self._shards, wds.tarfile_to_samples()]
-        if self.spec.train:
+        stages = [self._shards, self._members]
+        if self.spec.train:  # the buffer holds small handles (offsets), not frames
             stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 64),
-                                      seed=hash((self.spec.seed, self.epoch, self.rank, worker)) & 0xFFFFFFFF))
-        stages += [wds.decode(), wds.map(self._item)]
+                                      seed=hash((self.spec.seed, self.epoch.get(), self.rank, worker)) & 0xFFFFFFFF))
+        stages.append(wds.map(self._item))
         return iter(wds.DataPipeline(*stages))
 
+    @staticmethod
+    def _members(shards):
+        """Local shards opened for random access: one handle per sample (frames' byte offset, cls, json).
+
+        Stored frames are an uncompressed C-order .npy, so the item stage reads only the frames the
+        temporal sampling picks (8 of 32 for TSN) instead of streaming every byte of the tar.
+        """
+        for shard in shards:
+            with tarfile.open(shard["url"], "r:") as tar:
+                samples: dict[str, dict] = {}
+                for member in tar:
+                    key, ext = _MEMBER.match(member.name).groups()
+                    entry = samples.setdefault(key, {"__key__": key, "__url__": shard["url"]})
+                    if ext == "frames.npy":
+                        entry["offset"] = member.offset_data
+                    else:
+                        entry[ext] = tar.extractfile(member).read()
+                yield from samples.values()
+
     def _item(self, sample: dict) -> dict:
-        return self.spec.make_item(sample["frames.npy"], int(sample["cls"]), sample["json"]["id"], self.epoch)
+        meta = json.loads(sample["json"])
+        with open(sample["__url__"], "rb", buffering=0) as fh:
+            fh.seek(sample["offset"])
+            major, _ = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh)
+            assert dtype == np.uint8 and not fortran and len(shape) == 4, f"unexpected frames.npy {shape} {dtype}"
+            inds, box, flip, label = self.spec.plan(shape, int(sample["cls"]), meta["id"], self.epoch.get())
+            unique = np.unique(inds)
+            frames = _read_frames(fh, fh.tell(), shape, unique)
+        clip = frames[np.searchsorted(unique, inds)]  # (V, F, H, W, 3)
+        return {"clips": clip, "labels": label, "ids": meta["id"], "boxes": box, "flips": flip}
+
+
+_MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's convention: key = up to the first dot of the base name
+
+
+def _read_frames(fh, data_start: int, shape: tuple[int, ...], wanted: np.ndarray) -> np.ndarray:
+    """Frames `wanted` (sorted, unique) of a C-order (T, H, W, C) uint8 array stored at data_start;
+    runs of consecutive frames are read with one call."""
+    frame_bytes = int(np.prod(shape[1:]))
+    out = np.empty((len(wanted), *shape[1:]), np.uint8)
+    view = memoryview(out).cast("B")
+    k = 0
+    while k < len(wanted):
+        run = 1
+        while k + run < len(wanted) and wanted[k + run] == wanted[k] + run:
+            run += 1
+        fh.seek(data_start + int(wanted[k]) * frame_bytes)
+        got = fh.readinto(view[k * frame_bytes : (k + run) * frame_bytes])
+        if got != run * frame_bytes:
+            raise VidpipeError(f"{fh.name}: frames.npy ends early; run `vidpipe verify` on the store")
+        k += run
+    return out
 
 
 def _collate(items: list[dict]) -> dict:
+    first = items[0]["clips"]
+    clips = torch.empty((len(items), *first.shape), dtype=torch.uint8)
+    if get_worker_info() is not None:  # stack straight into shared memory: the batch then crosses to the main process uncopied
+        clips.share_memory_()
+    np.stack([it["clips"] for it in items], out=clips.numpy())
     return {
-        "clips": torch.from_numpy(np.stack([it["clips"] for it in items])),
+        "clips": clips,
         "labels": torch.tensor([it["labels"] for it in items], dtype=torch.int64),
         "ids": [it["ids"] for it in items],
         "boxes": torch.from_numpy(np.stack([it["boxes"] for it in items])),
@@ -159,10 +236,15 @@ def dist_info() -> tuple[int, int]:
 
 
 class EpochLoader:
-    """A DataLoader that knows its epoch: `set_epoch(e)` reseeds sampling, shuffling and augmentation."""
+    """A DataLoader that knows its epoch: `set_epoch(e)` reseeds sampling, shuffling and augmentation.
+
+    Workers are persistent (started once, not every epoch); they read the epoch from shared memory.
+    """
 
     def __init__(self, dataset, loader_kwargs: dict, sampler=None, batches_per_epoch: int | None = None):
         self.dataset, self.sampler, self.kwargs, self.batches_per_epoch = dataset, sampler, loader_kwargs, batches_per_epoch
+        self.loader = DataLoader(dataset, sampler=sampler, collate_fn=_collate,
+                                 persistent_workers=loader_kwargs["num_workers"] > 0, **loader_kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
@@ -176,8 +258,7 @@ class EpochLoader:
         return math.ceil(n / self.kwargs["batch_size"])
 
     def __iter__(self):
-        loader = DataLoader(self.dataset, sampler=self.sampler, collate_fn=_collate, **self.kwargs)
-        return iter(loader) if self.batches_per_epoch is None else itertools.islice(loader, self.batches_per_epoch)
+        return iter(self.loader) if self.batches_per_epoch is None else itertools.islice(self.loader, self.batches_per_epoch)
 
 
 def clip_loader(store: str | Store, split: str, spec: ClipConfig, batch_size: int = 8, workers: int = 2,
@@ -188,8 +269,7 @@ def clip_loader(store: str | Store, split: str, spec: ClipConfig, batch_size: in
     store = store if isinstance(store, Store) else Store.open(store)
     if rank is None or world_size is None:
         rank, world_size = dist_info()
-    kwargs = dict(batch_size=batch_size, num_workers=workers, pin_memory=pin_memory,
-                  persistent_workers=False, drop_last=False)
+    kwargs = dict(batch_size=batch_size, num_workers=workers, pin_memory=pin_memory, drop_last=False)
     if store.format == "zarr":
         dataset = ZarrClips(store, split, spec)
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=spec.train, seed=spec.seed)
