@@ -48,3 +48,16 @@ def test_bench_loader_smoke(synth_h264, tmp_path):
     assert paths[0].startswith("decode every epoch") and "webdataset store" in paths and "zarr store" in paths
     assert all(r["clips_per_s"] > 0 for r in results["rows"]) and len(loader_rows(results)) == 5
     assert all("of_ceiling" in r for r in results["rows"] if r["path"].endswith(" store"))
+
+
+def test_bench_features_smoke(synth_h264, tmp_path):
+    from vidpipe.pipeline.bench_features import bench_features
+    from vidpipe.pipeline.bench_features import table_rows as feature_rows
+    from vidpipe.pipeline.datasets import build_manifest
+    from vidpipe.pipeline.extract import ExtractConfig, extract
+
+    extract(build_manifest("synthetic", synth_h264), tmp_path / "s", ExtractConfig(format="zarr", frames=2, size=32))
+    results = bench_features(tmp_path / "s", backbones=("resnet18",), device="cpu", work=tmp_path / "w")
+    (row,) = results["rows"]
+    assert row["videos"] == 30 and row["frames_per_s"] > 0 and row["features"] == [2, 512]
+    assert row["bytes_per_video"] > 0 and len(feature_rows(results)) == 1

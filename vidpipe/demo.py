@@ -13,11 +13,11 @@ from vidpipe.cli import ui
 from vidpipe.cli.store_commands import print_store_summary
 from vidpipe.pipeline import cards, datasets
 from vidpipe.pipeline.extract import ExtractConfig, extract
+from vidpipe.pipeline.features import FeatureConfig, cache_features
 from vidpipe.pipeline.store import Store
 from vidpipe.pipeline.synth import SynthConfig, synth
 
 STILL_TO_COME = [
-    "cache-features with a frozen resnet18 (--weights random, offline)",
     "train tsn_mean (order-blind) and resnet_temporal_vit (temporal)",
     "eval both and print them side by side",
 ]
@@ -43,6 +43,12 @@ def run(out: Path) -> None:
         ui.console.print(f"   verify: {'OK' if not problems else problems}")
     Store.open(out / "store-zarr").contact_sheet(out / "frames.png", "train")
     ui.console.print(f"   a frame grid per class: {out / 'frames.png'}")
+    features = out / "features-resnet18"
+    ui.console.print(f"[bold]3. cache-features[/bold] -> {features} (frozen resnet18, --weights random: offline demo)")
+    report = cache_features(out / "store-zarr", features, FeatureConfig(backbone="resnet18", weights="random"))
+    shape = "x".join(map(str, report.summary["features"]["shape"]))
+    rate = f", {report.videos / report.seconds:.1f} videos/s" if report.videos else ""
+    ui.console.print(f"   {sum(e['count'] for e in report.summary['splits'].values())} videos -> {shape} float16 features each{rate}")
     ui.console.print("[bold]still to come[/bold] (later issues): " + "; ".join(STILL_TO_COME))
     ui.out.print(f"demo finished in {time.perf_counter() - t0:.1f}s")
 

@@ -66,3 +66,22 @@ def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, d
              ["path", "clips/s", "MB/s", "vs decode", "of raw read", "workers"], table_rows(results))
     write_json(results, Path(json_path))
     ui.out.print(f"wrote {json_path}")
+
+
+@bench.command("features")
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="A clip store.")
+@click.option("--backbone", "backbones", multiple=True, default=("resnet18", "resnet50", "r2plus1d_18"), help="Backbones to time (repeat).")
+@click.option("--batch-size", default=4, help="Videos per forward pass.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where the backbones run.")
+@click.option("--tokens", is_flag=True, help="Also store token maps of frame backbones.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default="benchmarks/results/features.json", help="Where to write the results.")
+def bench_features_cmd(store, backbones, batch_size, device, tokens, json_path):
+    """Features/s and bytes per video of each backbone over a clip store (random weights: speed only)."""
+    from vidpipe.pipeline.bench_extract import write_json
+    from vidpipe.pipeline.bench_features import bench_features, table_rows
+
+    results = bench_features(store, backbones, batch_size, device, tokens)
+    ui.table(f"feature caching over {store} (torch threads {results['torch_threads']})",
+             ["backbone", "device", "videos", "videos/s", "frames/s", "stored per video", "bytes/video"], table_rows(results), justify_right_from=2)
+    write_json(results, Path(json_path))
+    ui.out.print(f"wrote {json_path}")

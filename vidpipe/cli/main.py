@@ -30,3 +30,4 @@ def main():  # console-script entry point
 from vidpipe.cli import data_commands  # noqa: E402,F401  (registers the commands on `cli`)
 from vidpipe.cli import store_commands  # noqa: E402,F401
 from vidpipe.cli import bench_commands  # noqa: E402,F401
+from vidpipe.cli import feature_commands  # noqa: E402,F401

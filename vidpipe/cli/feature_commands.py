@@ -1,0 +1,42 @@
+"""`vidpipe cache-features`: frozen backbone features, computed once."""
+
+from __future__ import annotations
+
+import click
+
+from vidpipe.cli import ui
+from vidpipe.cli.main import cli
+from vidpipe.models.backbones import BACKBONES
+
+
+@cli.command("cache-features")
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="A clip store from `vidpipe extract`.")
+@click.option("--backbone", type=click.Choice(list(BACKBONES)), default="resnet50", help="Frozen torchvision backbone.")
+@click.option("--weights", default="DEFAULT", help="torchvision weights name (IMAGENET1K_V2, KINETICS400_V1, DEFAULT), a .pth/.safetensors PATH, or random.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Feature store directory.")
+@click.option("--batch-size", default=4, help="Videos per forward pass.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where the backbone runs.")
+@click.option("--tokens", is_flag=True, help="Also store spatial token maps (frame backbones; clip backbones always store them).")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", help="Storage precision.")
+@click.option("--overwrite", is_flag=True, help="Replace a feature store made with other settings.")
+def cache_features_cmd(store, backbone, weights, out, batch_size, device, tokens, dtype, overwrite):
+    """Run a frozen backbone once over every stored clip and store its features."""
+    from vidpipe.pipeline.features import FeatureConfig, cache_features
+    from vidpipe.pipeline.store import Store
+
+    cfg = FeatureConfig(backbone=backbone, weights=weights, tokens=tokens or BACKBONES[backbone][0] == "clip",
+                        batch_size=batch_size, device=device, dtype=dtype)
+    total = sum(e["count"] for e in Store.open(store).index["splits"].values())
+    with ui.progress_bar(total, "features") as advance:
+        report = cache_features(store, out, cfg, overwrite=overwrite, progress=advance)
+    s = report.summary
+    if report.nothing_to_do:
+        ui.out.print(f"nothing to do: {out} already holds these features")
+    if s["random_weights"]:
+        ui.warn("RANDOM weights (--weights random): these features are for demos and tests, not for accuracy numbers")
+    rate = report.frames / report.seconds if report.seconds and report.frames else 0
+    rows = [[split, e["count"], "x".join(map(str, s["features"]["shape"])),
+             f"{sum(f['bytes'] for f in e['files']) / 2**20:.1f} MB"] for split, e in s["splits"].items()]
+    ui.table(f"{backbone} features ({s['weights']['id']}, {s['dtype']}) -> {out}", ["split", "videos", "per video", "bytes"], rows)
+    if rate:
+        ui.out.print(f"{report.videos} videos in {report.seconds:.1f}s: {report.videos / report.seconds:.1f} videos/s, {rate:.0f} frames/s")

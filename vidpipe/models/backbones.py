@@ -1,0 +1,163 @@
+"""Frozen torchvision backbones for the feature cache: weights, their preprocessing, forward_features.
+
+Weights come from (a) a torchvision weights name (`IMAGENET1K_V2`, `KINETICS400_V1`, `DEFAULT`),
+fetched through torchvision's own cache/download mechanism; (b) a local `.pth` / `.safetensors` state
+dict of the same architecture; or (c) `random` (seeded init, for offline demos and tests, and marked as
+such). Preprocessing (resize, crop, mean/std) always comes from a torchvision weights record: the named
+one, or the architecture's DEFAULT for (b) and (c).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from vidpipe.errors import VidpipeError
+
+BACKBONES = {
+    # name -> (kind, pooled feature width, frames per clip the weights expect (clip backbones))
+    "resnet18": ("frame", 512, None),
+    "resnet50": ("frame", 2048, None),
+    "r2plus1d_18": ("clip", 512, 16),
+}
+RANDOM_SEED = 0
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What the weights were trained on: resize, centre crop, mean/std (from the torchvision record)."""
+
+    resize_size: tuple[int, ...]  # (short side,) for images; (h, w) for torchvision's video transforms
+    crop_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str  # which weights record they come from
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    id: str  # "torchvision:ResNet50_Weights.IMAGENET1K_V2", "file:<name>", "random"
+    source: str  # torchvision | file | random
+    sha256: str | None
+    random: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _weights_enum(arch: str):
+    return torchvision.models.get_model_weights(arch)
+
+
+def preprocess_of(record) -> Preprocess:
+    t = record.transforms()
+    resize = t.resize_size if isinstance(t.resize_size, (list, tuple)) else [t.resize_size]
+    crop = t.crop_size if isinstance(t.crop_size, (list, tuple)) else [t.crop_size]
+    crop = (crop[0], crop[-1])
+    return Preprocess(tuple(int(v) for v in resize), tuple(int(v) for v in crop), tuple(t.mean), tuple(t.std), f"{type(record).__name__}.{record.name}")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_state_dict_file(path: Path) -> dict:
+    """A plain state dict from .safetensors or .pth (weights only: nothing arbitrary is unpickled)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise VidpipeError(f"cannot read {path} as a weights-only state dict ({type(e).__name__}); save it with torch.save(model.state_dict(), path)") from None
+    for wrapper in ("state_dict", "model"):  # common checkpoint wrappers
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise VidpipeError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}  # DDP-saved checkpoints
+
+
+def resolve_weights(arch: str, weights: str) -> tuple[dict | None, WeightsInfo, Preprocess]:
+    if arch not in BACKBONES:
+        raise VidpipeError(f"unknown backbone '{arch}'; choose one of {', '.join(BACKBONES)}")
+    enum = _weights_enum(arch)
+    if weights == "random":
+        return None, WeightsInfo("random", "random", None, True), preprocess_of(enum.DEFAULT)
+    path = Path(weights)
+    if path.suffix in (".pth", ".pt", ".safetensors") or path.exists():
+        if not path.is_file():
+            raise VidpipeError(f"weights file {path} not found")
+        return load_state_dict_file(path), WeightsInfo(f"file:{path.name}", "file", sha256_file(path), False), preprocess_of(enum.DEFAULT)
+    try:
+        record = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        names = ", ".join(["DEFAULT", *(w.name for w in enum)])
+        raise VidpipeError(f"{arch} has no torchvision weights '{weights}'; choose one of {names}, a .pth/.safetensors PATH, or random") from None
+    try:
+        state = record.get_state_dict(progress=False, check_hash=True)
+    except Exception as e:  # offline: URLError / OSError / RuntimeError from the download
+        raise VidpipeError(
+            f"could not fetch {type(record).__name__}.{record.name} ({type(e).__name__}); this machine may be offline: "
+            f"pass --weights PATH to a local .pth/.safetensors state dict (or --weights random for a demo)"
+        ) from None
+    return state, WeightsInfo(f"torchvision:{type(record).__name__}.{record.name}", "torchvision", None, False), preprocess_of(record)
+
+
+class Backbone(nn.Module):
+    """A frozen torchvision network cut before its classifier.
+
+    forward_features(x) -> (pooled, tokens):
+      frame backbones (resnet): x (N, 3, H, W) -> pooled (N, D), tokens (N, D, h, w)
+      clip backbones (r2plus1d_18): x (N, 3, T, H, W) -> pooled (N, D), tokens (N, D, T/8, h, w)
+    """
+
+    def __init__(self, arch: str, state_dict: dict | None):
+        super().__init__()
+        self.arch = arch
+        self.kind, self.dim, self.clip_len = BACKBONES[arch]
+        if state_dict is None:
+            torch.manual_seed(RANDOM_SEED)  # `random` weights are the same on every run
+        net = torchvision.models.get_model(arch, weights=None)
+        if state_dict is not None:
+            try:
+                missing, unexpected = net.load_state_dict(state_dict, strict=False)
+            except RuntimeError as e:  # shape mismatches raise even when not strict
+                first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
+                raise VidpipeError(f"weights do not fit torchvision {arch} ({first[:160]}); pass a state dict saved from torchvision.models.{arch}") from None
+            if missing or unexpected:
+                raise VidpipeError(
+                    f"weights do not fit torchvision {arch}: {len(missing)} missing keys (e.g. {missing[:2]}), "
+                    f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); pass a state dict saved from torchvision.models.{arch}"
+                )
+        net.fc = nn.Identity()
+        self.net = net.eval().requires_grad_(False)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.net
+        if self.kind == "frame":
+            x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        else:
+            x = n.stem(x)
+        tokens = n.layer4(n.layer3(n.layer2(n.layer1(x))))  # (N, D, h, w) or (N, D, t, h, w)
+        pooled = tokens.flatten(2).mean(-1)  # == avgpool + flatten
+        return pooled, tokens
+
+
+def build_backbone(arch: str, weights: str) -> tuple[Backbone, WeightsInfo, Preprocess]:
+    state, info, pre = resolve_weights(arch, weights)
+    return Backbone(arch, state), info, pre
