@@ -1,0 +1,115 @@
+"""Every registered model: forward/backward on tiny inputs and its parameter count recomputed by hand."""
+
+import pytest
+import torch
+import torchvision
+
+from vidpipe.errors import VidpipeError
+from vidpipe.models import count_params, create_model, list_models, model_entry
+from vidpipe.models.registry import make_config, register_model
+
+D, C = 64, 7  # input feature width, classes
+
+TINY = {  # small options so every model runs in milliseconds
+    "tsn_mean": {},
+    "resnet_temporal_vit": {"dim": 32, "depth": 2, "heads": 4, "max_frames": 16},
+    "temporal_retnet": {"dim": 32, "depth": 2, "heads": 4},
+    "perceiver": {"num_latents": 4, "dim": 32, "heads": 4, "cross_layers": 1, "self_layers": 1},
+    "r2plus1d_18": {},
+}
+
+
+def tiny_input(name):
+    kind = model_entry(name).input
+    if kind == "frame_features":
+        return torch.randn(2, 8, D)
+    if kind == "clip_tokens":
+        return torch.randn(2, 2, D, 2, 3, 3)
+    return torch.randn(1, 3, 8, 32, 32)
+
+
+def test_every_model_has_tiny_options():
+    assert set(list_models()) == set(TINY)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_backward_and_contract(name):
+    model = create_model(name, C, D, TINY[name])
+    x = tiny_input(name)
+    logits = model(x)
+    assert logits.shape == (x.shape[0], C)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_head(model.forward_features(x)), model(x))
+    model.train()
+    logits = model(x)
+    logits.sum().backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert all(p.grad is not None for p in trainable), "every parameter receives a gradient"
+    assert model.forward_head(model.forward_features(x), pre_logits=True).ndim == 2
+
+
+def _layer(dim, hidden):  # nn.TransformerEncoderLayer: in/out projections, two linears, two LayerNorms
+    return (3 * dim * dim + 3 * dim) + (dim * dim + dim) + (dim * hidden + hidden) + (hidden * dim + dim) + 4 * dim
+
+
+def expected_params(name):
+    o = make_config(name, TINY[name])
+    if name == "tsn_mean":
+        return 2 * D + D * C + C
+    if name == "resnet_temporal_vit":
+        return (D * o.dim + o.dim) + o.dim + (o.max_frames + 1) * o.dim + o.depth * _layer(o.dim, int(o.dim * o.mlp_ratio)) + 2 * o.dim + (o.dim * C + C)
+    if name == "temporal_retnet":
+        hidden = int(o.dim * o.ffn_ratio)
+        block = 4 * o.dim + 5 * o.dim * o.dim + 2 * o.dim + (o.dim * hidden + hidden + hidden * o.dim + o.dim)
+        return (D * o.dim + o.dim) + o.depth * block + 2 * o.dim + (o.dim * C + C)
+    if name == "perceiver":
+        hidden = int(o.dim * o.mlp_ratio)
+        cross = 6 * o.dim + (4 * o.dim * o.dim + 4 * o.dim) + (o.dim * hidden + hidden + hidden * o.dim + o.dim)
+        return ((D * o.dim + o.dim) + (o.max_time + 2 * o.max_side) * o.dim + o.num_latents * o.dim
+                + o.cross_layers * cross + o.self_layers * _layer(o.dim, hidden) + 2 * o.dim + (o.dim * C + C))
+    if name == "r2plus1d_18":
+        return count_params(torchvision.models.video.r2plus1d_18(num_classes=C))  # torchvision's own network
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_parameter_count(name):
+    assert count_params(create_model(name, C, D, TINY[name])) == expected_params(name)
+
+
+def test_r2plus1d_18_has_31_5m_parameters_at_400_classes():
+    assert round(count_params(create_model("r2plus1d_18", 400)) / 1e6, 1) == 31.5
+
+
+def test_retnet_parallel_equals_recurrent_in_float64():
+    model = create_model("temporal_retnet", C, D, TINY["temporal_retnet"]).double().eval()
+    x = torch.randn(3, 11, D, dtype=torch.float64)
+    torch.testing.assert_close(model.forward_features(x), model.forward_recurrent(x), rtol=0, atol=1e-10)
+    # causal: the first 5 outputs do not depend on later frames
+    y = x.clone()
+    y[:, 5:] = torch.randn_like(y[:, 5:])
+    torch.testing.assert_close(model.forward_features(x)[:, :5], model.forward_features(y)[:, :5], rtol=0, atol=1e-10)
+
+
+def test_retnet_decays_follow_the_paper():
+    msr = create_model("temporal_retnet", C, D, TINY["temporal_retnet"]).blocks[0].msr
+    torch.testing.assert_close(msr.gamma, torch.tensor([1 - 2.0**-5, 1 - 2.0**-6, 1 - 2.0**-7, 1 - 2.0**-8]))
+
+
+def test_tsn_mean_is_order_blind_and_temporal_vit_is_not():
+    x = torch.randn(2, 8, D)
+    perm = torch.randperm(8)
+    tsn = create_model("tsn_mean", C, D).eval()
+    torch.testing.assert_close(tsn(x), tsn(x[:, perm]))
+    vit = create_model("resnet_temporal_vit", C, D, TINY["resnet_temporal_vit"]).eval()
+    assert not torch.allclose(vit(x), vit(x[:, perm]))
+
+
+def test_registry_refuses_duplicates_and_unknowns():
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("tsn_mean", object, "frame_features", "again")(lambda *a: None)
+    with pytest.raises(VidpipeError, match="unknown model 'nope'.*tsn_mean"):
+        create_model("nope", C, D)
+    with pytest.raises(VidpipeError, match="no option"):
+        create_model("tsn_mean", C, D, {"depth": 3})
