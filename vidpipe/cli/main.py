@@ -31,3 +31,4 @@ from vidpipe.cli import data_commands  # noqa: E402,F401  (registers the command
 from vidpipe.cli import store_commands  # noqa: E402,F401
 from vidpipe.cli import bench_commands  # noqa: E402,F401
 from vidpipe.cli import feature_commands  # noqa: E402,F401
+from vidpipe.cli import train_commands  # noqa: E402,F401

@@ -152,3 +152,17 @@ def synth(out: str | Path, cfg: SynthConfig | None = None, workers: int = 2, pro
     summary = {"config": asdict(cfg), "classes": CLASSES, "train_per_class": n_train, "test_per_class": cfg.videos_per_class - n_train}
     (out / "synth.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def within_pair_accuracy(cm, classes: list[str]) -> float:
+    """Of the test videos predicted as a member of their own pair, the fraction given the right member.
+
+    0.5 is chance: what an order-blind model gets, since the partners have the same frames.
+    """
+    index = {c: i for i, c in enumerate(classes)}
+    right = inside = 0
+    for pair, fwd, rev in PAIRS:
+        a, b = index[f"{pair}_{fwd}"], index[f"{pair}_{rev}"]
+        right += int(cm[a, a] + cm[b, b])
+        inside += int(cm[a, a] + cm[a, b] + cm[b, a] + cm[b, b])
+    return right / inside if inside else 0.0

@@ -1,0 +1,221 @@
+"""Training inputs for each kind of model, read from stores (never from videos).
+
+- frame_features: (B, F, D) float, F frames TSN-sampled from a feature store's T per-frame features
+  (random segment offsets in training, segment centres at test), seeded by (seed, epoch, video id).
+- clip_tokens: (B, C, D, t, h, w) float, the token maps of a clip-backbone feature store.
+- clips: (B*V, 3, F, S, S) float from a clip store: uint8 batches, augmented and normalised on the device.
+Batches are dicts with `inputs`, `labels`, `ids` and `views` (views per video, averaged at test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from vidpipe.errors import VidpipeError
+from vidpipe.pipeline.augment import KINETICS_MEAN, KINETICS_STD, AugmentConfig, DeviceTransform
+from vidpipe.pipeline.loaders import ClipConfig, SharedEpoch, clip_loader, id_seed
+from vidpipe.pipeline.sampling import Sampling, frame_indices
+from vidpipe.train.config import TrainConfig
+
+
+def open_data_index(path: str | Path) -> dict:
+    index_path = Path(path) / "store.json"
+    if not index_path.is_file():
+        raise VidpipeError(f"{index_path} not found: --data must be a feature store (cache-features) or a clip store (extract)")
+    return json.loads(index_path.read_text())
+
+
+def provenance(index: dict) -> dict:
+    """What the model's inputs are made of; eval and resume refuse data with a different provenance."""
+    if index.get("format") == "vidpipe-features":
+        return {"kind": "features", "backbone": index["backbone"], "weights": index["weights"], "preprocess": index["preprocess"],
+                "dtype": index["dtype"], "clip": index["source_store"]["clip"], "random_weights": index["random_weights"]}
+    return {"kind": "clips", "clip": index["clip"], "settings": {k: v for k, v in index["settings"].items() if k != "backend"}}
+
+
+class FeatureFrames(Dataset):
+    """Per-frame features (N, T, D) held in memory (float16), F frames sampled per item."""
+
+    def __init__(self, root: Path, index: dict, split: str, frames: int, train: bool, seed: int):
+        import zarr
+
+        group = zarr.open_group(root / index["splits"][split]["array"], mode="r")
+        self.features = group["features"][:]  # (N, T, D) float16
+        self.labels = group["labels"][:].astype(np.int64)
+        self.ids = list(group["ids"][:])
+        self.sampling, self.train, self.seed, self.epoch = Sampling.tsn(frames), train, seed, SharedEpoch()
+
+    def __len__(self):
+        return len(self.labels)
+
+    def set_epoch(self, epoch):
+        self.epoch.set(epoch)
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng([self.seed, self.epoch.get(), id_seed(self.ids[i])])
+        idx = frame_indices(self.features.shape[1], self.sampling, self.train, rng).ravel()
+        return torch.from_numpy(self.features[i, idx].astype(np.float32)), int(self.labels[i]), self.ids[i]
+
+
+class FeatureTokens(Dataset):
+    """Clip-backbone token maps (N, C, D, t, h, w), read per item (zarr opened per process)."""
+
+    def __init__(self, root: Path, index: dict, split: str):
+        import zarr
+
+        self.path = root / index["splits"][split]["array"]
+        group = zarr.open_group(self.path, mode="r")
+        if "tokens" not in group:
+            raise VidpipeError(f"{root} has no token maps; re-run cache-features with --tokens (r2plus1d_18 stores them)")
+        self.labels = group["labels"][:].astype(np.int64)
+        self.ids = list(group["ids"][:])
+        self._tokens, self._pid, self.epoch = None, None, SharedEpoch()
+
+    def __len__(self):
+        return len(self.labels)
+
+    def set_epoch(self, epoch):
+        self.epoch.set(epoch)
+
+    def __getitem__(self, i):
+        if self._pid != os.getpid():
+            import zarr
+
+            self._tokens, self._pid = zarr.open_group(self.path, mode="r")["tokens"], os.getpid()
+        return torch.from_numpy(self._tokens[i].astype(np.float32)), int(self.labels[i]), self.ids[i]
+
+
+def _collate(items):
+    return {"inputs": torch.stack([x for x, _, _ in items]), "labels": torch.tensor([y for _, y, _ in items]),
+            "ids": [i for _, _, i in items], "views": 1}
+
+
+@dataclass
+class TrainData:
+    """Loaders plus what the model needs to know: classes, input width, provenance, device transform."""
+
+    train: object
+    val: object
+    classes: list[str]
+    in_dim: int | None
+    input_kind: str
+    provenance: dict
+    transform: DeviceTransform | None = None
+    val_split: str = ""
+    feature_norm: dict | None = None  # per-channel mean/std of the training split's features
+
+    def to_device(self, batch: dict, device: torch.device, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = batch["labels"].to(device, non_blocking=True)
+        if self.transform is None:
+            x = batch["inputs"].to(device, non_blocking=True)
+            if self.feature_norm is not None:
+                shape = (1, 1, -1) if x.ndim == 3 else (1, 1, -1, 1, 1, 1)  # (B, T, D) or (B, C, D, t, h, w)
+                mean = torch.tensor(self.feature_norm["mean"], device=device).view(shape)
+                std = torch.tensor(self.feature_norm["std"], device=device).view(shape)
+                x = (x - mean) / std
+            return x, labels
+        clips = batch["clips"].to(device, non_blocking=True)  # uint8 over the bus
+        if train:
+            return self.transform.train(clips, batch["boxes"], batch["flips"]), labels
+        return self.transform.test(clips), labels
+
+
+class _ClipBatches:
+    """Adapts clip_loader batches to the loop's dict (views per video for test-time averaging)."""
+
+    def __init__(self, loader, views: int):
+        self.loader, self.views = loader, views
+
+    def set_epoch(self, epoch):
+        self.loader.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield {**batch, "views": self.views}
+
+
+def feature_statistics(dataset, limit: int = 1024) -> dict:
+    """Per-channel mean/std of a feature split (its first `limit` videos): frozen features share a large
+    common component, and standardising them is what lets a small head see the changes over time."""
+    if isinstance(dataset, FeatureFrames):
+        x = dataset.features[:limit].astype(np.float64).reshape(-1, dataset.features.shape[-1])
+    else:
+        x = np.stack([dataset[i][0].numpy() for i in range(min(limit, len(dataset)))]).astype(np.float64)
+        x = np.moveaxis(x, 2, -1).reshape(-1, x.shape[2])  # channels last
+    return {"mean": x.mean(0).tolist(), "std": (x.std(0) + 1e-6).tolist()}
+
+
+def build_data(cfg: TrainConfig, input_kind: str, rank: int = 0, world_size: int = 1, train: bool = True, split: str | None = None,
+               feature_norm: dict | None = None) -> TrainData:
+    root = Path(cfg.data.path)
+    index = open_data_index(root)
+    is_features = index.get("format") == "vidpipe-features"
+    splits = list(index["splits"])
+    val_split = split or cfg.data.val_split or ("val" if "val" in splits else "test")
+    for s in ([cfg.data.train_split] if train else []) + [val_split]:
+        if s not in splits:
+            raise VidpipeError(f"{root} has no split '{s}'; it has {', '.join(splits)}")
+    d = cfg.data
+    if input_kind in ("frame_features", "clip_tokens"):
+        if not is_features:
+            raise VidpipeError(f"model {cfg.model} reads features; run `vidpipe cache-features --store {root}` and pass --data FEATURES")
+        if input_kind == "frame_features" and index["kind"] != "frame":
+            raise VidpipeError(f"model {cfg.model} needs per-frame features (resnet18/resnet50); {root} holds {index['backbone']} clip features")
+        if input_kind == "clip_tokens" and index["kind"] != "clip":
+            raise VidpipeError(f"model {cfg.model} needs clip token maps (r2plus1d_18); {root} holds {index['backbone']} frame features")
+
+        def make(split_name, is_train):
+            ds = (FeatureFrames(root, index, split_name, d.frames, is_train, cfg.seed) if input_kind == "frame_features"
+                  else FeatureTokens(root, index, split_name))
+            sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=is_train, seed=cfg.seed)
+            loader = DataLoader(ds, batch_size=d.batch_size, sampler=sampler, num_workers=d.workers, collate_fn=_collate,
+                                persistent_workers=d.workers > 0)
+            return _Epochs(loader, ds, sampler)
+
+        in_dim = index["features"]["shape"][-1] if input_kind == "frame_features" else index["tokens"]["shape"][1]
+        train_loader = make(d.train_split, True) if train else None
+        if feature_norm is None:
+            if not train:
+                raise VidpipeError("evaluating features needs the training split's feature statistics (from the checkpoint)")
+            feature_norm = feature_statistics(train_loader.dataset)
+        return TrainData(train_loader, make(val_split, False), index["classes"], in_dim, input_kind, provenance(index),
+                         val_split=val_split, feature_norm=feature_norm)
+    if is_features:
+        raise VidpipeError(f"model {cfg.model} trains on clips; pass --data a clip store from `vidpipe extract`, not features")
+    mean, std = (KINETICS_MEAN, KINETICS_STD) if cfg.model == "r2plus1d_18" else (AugmentConfig.mean, AugmentConfig.std)
+    aug = AugmentConfig(size=d.crop_size, test_short_side=round(d.crop_size * 128 / 112),
+                        test_crop="three" if d.test_crops == 3 else "center", mean=mean, std=std)
+    flip_map = {int(k): int(v) for k, v in d.flip_map.items()}
+    train_loader = None
+    if train:
+        spec = ClipConfig(Sampling(d.frames, d.frame_interval, 1), True, aug, cfg.seed, flip_map or None)
+        train_loader = _ClipBatches(clip_loader(root, d.train_split, spec, d.batch_size, d.workers, rank, world_size), 1)
+    test_spec = ClipConfig(Sampling(d.frames, d.frame_interval, d.test_clips), False, aug, cfg.seed)
+    val_loader = _ClipBatches(clip_loader(root, val_split, test_spec, d.batch_size, d.workers, rank, world_size),
+                              d.test_clips * aug.test_crops)
+    return TrainData(train_loader, val_loader, index["classes"], None, input_kind, provenance(index), DeviceTransform(aug), val_split)
+
+
+class _Epochs:
+    def __init__(self, loader, dataset, sampler):
+        self.loader, self.dataset, self.sampler = loader, dataset, sampler
+
+    def set_epoch(self, epoch):
+        self.dataset.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)

@@ -1,0 +1,66 @@
+"""`vidpipe eval`: a checkpoint on a split, multi-view averaged, with the full report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from vidpipe.errors import VidpipeError
+from vidpipe.models import create_model
+from vidpipe.train.checkpoint import load_model_weights, read_meta
+from vidpipe.train.config import from_dict, TrainConfig
+from vidpipe.train.data import build_data
+from vidpipe.train.loop import amp_dtype, evaluate, setup
+from vidpipe.train.metrics import plot_confusion, write_per_class_csv
+
+
+def resolve_checkpoint(run_or_ckpt: str | Path) -> Path:
+    p = Path(run_or_ckpt)
+    if p.is_dir():
+        p = p / "checkpoints" / "best.safetensors"
+    if not p.is_file():
+        raise VidpipeError(f"no checkpoint at {p}; pass a run directory from `vidpipe train` or a .safetensors checkpoint")
+    return p
+
+
+def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = None, split: str | None = None,
+                        out: str | Path | None = None, test_clips: int | None = None, test_crops: int | None = None,
+                        batch_size: int | None = None, workers: int | None = None) -> dict:
+    ckpt = resolve_checkpoint(run_or_ckpt)
+    meta = read_meta(ckpt)
+    raw = meta["config"]
+    raw["data"]["path"] = str(data_path or raw["data"]["path"])
+    for key, value in (("test_clips", test_clips), ("test_crops", test_crops), ("batch_size", batch_size), ("workers", workers)):
+        if value is not None:
+            raw["data"][key] = value
+    cfg = from_dict(TrainConfig, raw)
+    _, _, device = setup(cfg)
+    data = build_data(cfg, meta["input"], train=False, split=split, feature_norm=meta.get("feature_norm"))
+    if data.classes != meta["classes"]:
+        raise VidpipeError(f"{raw['data']['path']} has other classes than the checkpoint ({len(data.classes)} vs {len(meta['classes'])}, "
+                           f"first difference at {next((i for i, (a, b) in enumerate(zip(data.classes, meta['classes'])) if a != b), '-')}); "
+                           "evaluate on data of the same dataset")
+    if data.provenance != meta["provenance"]:
+        diffs = [k for k in meta["provenance"] if data.provenance.get(k) != meta["provenance"][k]]
+        raise VidpipeError(f"{raw['data']['path']} was made differently from the training data ({', '.join(diffs)} differ); "
+                           "evaluate on a store made with the same settings, backbone and weights")
+    model = create_model(meta["model"], len(meta["classes"]), meta["in_dim"], raw["model_options"]).to(device)
+    load_model_weights(ckpt, model)
+    metrics, cm, preds = evaluate(model, data, device, amp_dtype(cfg, device))
+    out = Path(out) if out else ckpt.parent.parent / f"eval-{data.val_split}"
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"checkpoint": str(ckpt), "epoch": meta.get("epoch"), "model": meta["model"], "data": raw["data"]["path"],
+              "split": data.val_split, "views": {"clips": cfg.data.test_clips, "crops": cfg.data.test_crops},
+              "random_weights_features": bool(meta["provenance"].get("random_weights")), "metrics": metrics}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_per_class_csv(cm, data.classes, out / "per_class.csv")
+    plot_confusion(cm, data.classes, out / "confusion.png", f"{meta['model']} on {data.val_split}: top-1 {metrics['top1']:.3f}")
+    np.save(out / "confusion.npy", cm)
+    with open(out / "predictions.jsonl", "w") as fh:
+        for vid, s, y in zip(preds["ids"], preds["scores"], preds["labels"]):
+            fh.write(json.dumps({"id": vid, "label": int(y), "pred": int(np.argmax(s)), "score": float(np.max(s))}) + "\n")
+    result["out"] = str(out)
+    result["confusion"] = cm
+    return result
