@@ -95,7 +95,7 @@ def resolve_backend(backend: str) -> str:
 
 
 def plan_units(manifest: Manifest, cfg: ExtractConfig) -> list[Unit]:
-    per_shard = max(1, cfg.shard_size // (cfg.spec.nbytes + SAMPLE_OVERHEAD))
+    per_shard = per_shard_count(cfg)
     units = []
     for split in manifest.splits:
         records = manifest.split_records(split)
