@@ -296,3 +296,18 @@ def test_cli_extract_inspect_finalize(synth_h264, tmp_path):
     assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and grid.stat().st_size > 10_000
     res = runner.invoke(cli, ["inspect", str(tmp_path)])
     assert res.exit_code == 1 and "not a finished vidpipe store" in res.output
+
+
+def test_decode_count_reads_ffmpeg_summary_not_paths(synth_h264, tmp_path):
+    """A folder called 'errors' must not make a good video look damaged; a cut Xvid AVI must."""
+    from vidpipe.pipeline.ffmpeg import count_decodable_frames
+
+    good = tmp_path / "corrupt_errors_invalid" / "clip.mp4"
+    good.parent.mkdir()
+    good.write_bytes(next((synth_h264 / "train" / "size_grow").glob("*.mp4")).read_bytes())
+    assert count_decodable_frames(good) == (24, False)
+    avi = encode_video(read_all_frames(good), tmp_path / "x.avi", "mpeg4")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(avi.read_bytes()[: avi.stat().st_size // 2])
+    decoded, damaged = count_decodable_frames(cut)
+    assert damaged and 0 < decoded < 24

@@ -59,7 +59,6 @@ class VideoInfo:
 
 
 _DURATION = re.compile(r"Duration: (\d+):(\d+):([\d.]+)")
-_FRAME_COUNT = re.compile(r"frame=\s*(\d+)")
 _DAMAGE_WORDS = r"(?:corrupt|truncat|invalid data|error while decoding)"
 PROBE_BATCH = 16  # files per probing process: an ffmpeg start costs ~10 ms, a demux of a short clip ~1 ms
 
@@ -79,6 +78,13 @@ def _first_error_line(stderr: str) -> str:
     return lines[-1][:200] if lines else "ffmpeg failed without a message"
 
 
+def _demuxer_damage(err: str, k: int) -> str | None:
+    """The demuxer's first complaint about input #k in a verbose log: the message after the
+    "[in#k/fmt @ 0x..] " prefix. Lines that echo a file name are not complaints (paths may say "error")."""
+    m = re.search(rf"^\[in#{k}/[^\]]*\] ((?!Input file #)[^\n]*{_DAMAGE_WORDS}[^\n]*)$", err, re.IGNORECASE | re.MULTILINE)
+    return m.group(1).strip()[:200] if m else None
+
+
 def _parse_input(err: str, k: int) -> VideoInfo:
     """The VideoInfo of input #k from the verbose log of a stream-copy run over several inputs."""
     start = err.find(f"Input #{k},")
@@ -95,8 +101,7 @@ def _parse_input(err: str, k: int) -> VideoInfo:
     rot = re.search(r"rotation of (-?[\d.]+) degrees", header)
     dur = _DURATION.search(header)
     packets = re.search(rf"Input stream #{k}:\d+ \(video\): (\d+) packets read", err)
-    # the message after the "[in#k/fmt @ 0x..] " prefix; lines that echo a file name are not complaints
-    damage = re.search(rf"^\[in#{k}/[^\]]*\] ((?!Input file #)[^\n]*{_DAMAGE_WORDS}[^\n]*)$", err, re.IGNORECASE | re.MULTILINE)
+    damage = _demuxer_damage(err, k)
     return VideoInfo(
         codec=stream.group(1),
         width=int(stream.group(2)),
@@ -106,7 +111,7 @@ def _parse_input(err: str, k: int) -> VideoInfo:
         fps=float(fps.group(1)) if fps else 0.0,
         num_frames=int(packets.group(1)) if packets else 0,
         duration=(int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3))) if dur else 0.0,
-        damage=damage.group(1).strip()[:200] if damage else None,
+        damage=damage,
     )
 
 
@@ -238,13 +243,20 @@ def _read_into(cmd: list[str], buffer: memoryview, timeout: float) -> tuple[int,
 
 
 def count_decodable_frames(path: str | Path, threads: int = 1, timeout: float = 600) -> tuple[int, bool]:
-    """(frames that actually decode, whether the decoder reported errors) by a full decode to null."""
-    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-threads", str(threads), "-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
+    """(frames that actually decode, whether decoding reported damage) by a full decode to null.
+
+    Both come from ffmpeg's own end-of-run summary ("N frames decoded; M decode errors") and the
+    demuxer's complaints, never from free text that also holds the file's path.
+    """
+    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "verbose", "-threads", str(threads), "-i", str(path),
+           "-map", "0:v:0", "-f", "null", "-"]
     res = _run(cmd, timeout)
     err = res.stderr.decode(errors="replace")
-    counts = _FRAME_COUNT.findall(err)
-    had_errors = res.returncode != 0 or bool(re.search(r"error|invalid|corrupt|truncat", err, re.IGNORECASE))
-    return (int(counts[-1]) if counts else 0), had_errors
+    summary = re.search(r"Input stream #0:\d+ \(video\): \d+ packets read[^\n]*?(\d+) frames decoded; (\d+) decode errors", err)
+    if summary is None:
+        return 0, True
+    decoded, errors = int(summary.group(1)), int(summary.group(2))
+    return decoded, res.returncode != 0 or errors > 0 or _demuxer_damage(err, 0) is not None
 
 
 ENCODERS = {
