@@ -9,7 +9,6 @@ one, or the architecture's DEFAULT for (b) and (c).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torchvision
 from torch import nn
 
 from vidpipe.errors import VidpipeError
+from vidpipe.pipeline.writers import sha256_file
 
 BACKBONES = {
     # name -> (kind, pooled feature width, frames per clip the weights expect (clip backbones))
@@ -63,14 +63,6 @@ def preprocess_of(record) -> Preprocess:
     crop = t.crop_size if isinstance(t.crop_size, (list, tuple)) else [t.crop_size]
     crop = (crop[0], crop[-1])
     return Preprocess(tuple(int(v) for v in resize), tuple(int(v) for v in crop), tuple(t.mean), tuple(t.std), f"{type(record).__name__}.{record.name}")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_state_dict_file(path: Path) -> dict:

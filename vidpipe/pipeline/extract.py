@@ -113,7 +113,7 @@ def _control(store: Path) -> Path:
     return store / "_extract"
 
 
-def _plan_document(manifest: Manifest, cfg: ExtractConfig, manifest_sha: str) -> dict:
+def _plan_document(cfg: ExtractConfig, manifest_sha: str) -> dict:
     return {"settings": cfg.identity(), "manifest_sha256": manifest_sha, "vidpipe_store": STORE_FORMAT_VERSION}
 
 
@@ -121,7 +121,7 @@ def _prepare_store(store: Path, manifest: Manifest, cfg: ExtractConfig, overwrit
     plan_file = _control(store) / "plan.json"
     manifest_text = manifest.dumps()
     manifest_sha = hashlib.sha256(manifest_text.encode()).hexdigest()
-    wanted = _plan_document(manifest, cfg, manifest_sha)
+    wanted = _plan_document(cfg, manifest_sha)
     if plan_file.is_file():
         existing = json.loads(plan_file.read_text())
         if existing == wanted:

@@ -111,14 +111,14 @@ class WebDatasetShard:
         self.tmp.unlink(missing_ok=True)
 
 
-def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_shard: int, create: bool = True):
+def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_shard: int):
     """STORE/<split>.zarr/frames: (N, T, H, W, 3) uint8, one video per chunk, `per_shard` chunks per file."""
     import zarr
     from zarr.codecs import ZstdCodec
 
     path = store / f"{split}.zarr"
     shape = (count, spec.frames, spec.height, spec.width, 3)
-    if (path / "frames" / "zarr.json").is_file() or not create:
+    if (path / "frames" / "zarr.json").is_file():
         arr = zarr.open_array(path / "frames", mode="r+")
         assert arr.shape == shape, f"existing {path}/frames has shape {arr.shape}, plan says {shape}"
         return arr
