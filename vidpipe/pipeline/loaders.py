@@ -241,9 +241,9 @@ class EpochLoader:
     Workers are persistent (started once, not every epoch); they read the epoch from shared memory.
     """
 
-    def __init__(self, dataset, loader_kwargs: dict, sampler=None, batches_per_epoch: int | None = None):
+    def __init__(self, dataset, loader_kwargs: dict, sampler=None, batches_per_epoch: int | None = None, collate_fn=None):
         self.dataset, self.sampler, self.kwargs, self.batches_per_epoch = dataset, sampler, loader_kwargs, batches_per_epoch
-        self.loader = DataLoader(dataset, sampler=sampler, collate_fn=_collate,
+        self.loader = DataLoader(dataset, sampler=sampler, collate_fn=collate_fn or _collate,
                                  persistent_workers=loader_kwargs["num_workers"] > 0, **loader_kwargs)
 
     def set_epoch(self, epoch: int) -> None:

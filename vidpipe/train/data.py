@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from vidpipe.errors import VidpipeError
 from vidpipe.pipeline.augment import KINETICS_MEAN, KINETICS_STD, AugmentConfig, DeviceTransform
-from vidpipe.pipeline.loaders import ClipConfig, SharedEpoch, clip_loader, id_seed
+from vidpipe.pipeline.loaders import ClipConfig, EpochLoader, SharedEpoch, clip_loader, id_seed
 from vidpipe.pipeline.sampling import Sampling, frame_indices
 from vidpipe.train.config import TrainConfig
 
@@ -178,9 +178,8 @@ def build_data(cfg: TrainConfig, input_kind: str, rank: int = 0, world_size: int
             ds = (FeatureFrames(root, index, split_name, d.frames, is_train, cfg.seed) if input_kind == "frame_features"
                   else FeatureTokens(root, index, split_name))
             sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=is_train, seed=cfg.seed)
-            loader = DataLoader(ds, batch_size=d.batch_size, sampler=sampler, num_workers=d.workers, collate_fn=_collate,
-                                persistent_workers=d.workers > 0)
-            return _Epochs(loader, ds, sampler)
+            kwargs = dict(batch_size=d.batch_size, num_workers=d.workers, pin_memory=False, drop_last=False)
+            return EpochLoader(ds, kwargs, sampler=sampler, collate_fn=_collate)
 
         in_dim = index["features"]["shape"][-1] if input_kind == "frame_features" else index["tokens"]["shape"][1]
         train_loader = make(d.train_split, True) if train else None
@@ -204,18 +203,3 @@ def build_data(cfg: TrainConfig, input_kind: str, rank: int = 0, world_size: int
     val_loader = _ClipBatches(clip_loader(root, val_split, test_spec, d.batch_size, d.workers, rank, world_size),
                               d.test_clips * aug.test_crops)
     return TrainData(train_loader, val_loader, index["classes"], None, input_kind, provenance(index), DeviceTransform(aug), val_split)
-
-
-class _Epochs:
-    def __init__(self, loader, dataset, sampler):
-        self.loader, self.dataset, self.sampler = loader, dataset, sampler
-
-    def set_epoch(self, epoch):
-        self.dataset.set_epoch(epoch)
-        self.sampler.set_epoch(epoch)
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        return iter(self.loader)
