@@ -1,6 +1,13 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+
+def psnr(a, b) -> float:
+    """Peak signal-to-noise ratio of two uint8 images or clips, in dB (99 for identical inputs)."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 99.0 if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:

@@ -1,13 +1,12 @@
 """The DALI backend on the CPU (VP9), its routing to ffmpeg, and agreement with the ffmpeg backend."""
 
-import json
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import psnr
 from vidpipe.cli.main import cli
 from vidpipe.pipeline import dali_backend
 from vidpipe.pipeline.datasets import build_manifest
@@ -20,9 +19,6 @@ from vidpipe.pipeline.synth import SynthConfig, synth
 needs_dali = pytest.mark.skipif(not dali_backend.dali_installed(), reason="NVIDIA DALI not installed (pip install -e .[dali])")
 
 
-def psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 99.0 if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
 @pytest.fixture(scope="module")

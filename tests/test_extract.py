@@ -14,6 +14,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from click.testing import CliRunner
 
+from tests.conftest import psnr
 from vidpipe.cli.main import cli
 from vidpipe.errors import VidpipeError
 from vidpipe.pipeline.datasets import build_manifest
@@ -25,9 +26,6 @@ from vidpipe.pipeline.store import Store
 SMALL = dict(frames=8, size=48)  # 8 x 48 x 64 clips
 
 
-def psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 99.0 if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
 def reference_clip(path, indices, height, width):

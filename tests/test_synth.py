@@ -6,16 +6,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import psnr
 from vidpipe.cli.main import cli
 from vidpipe.errors import VidpipeError
 from vidpipe.pipeline.datasets import build_manifest
 from vidpipe.pipeline.ffmpeg import probe, read_all_frames
-from vidpipe.pipeline.synth import CLASSES, PAIRS, SynthConfig, render, synth, video_seed
+from vidpipe.pipeline.synth import CLASSES, PAIRS, SynthConfig, render, video_seed
 
 
-def psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255**2 / mse)
 
 
 @pytest.mark.parametrize("codec, ext, codec_name", [("h264", ".mp4", "h264"), ("vp9", ".webm", "vp9"), ("mpeg4", ".avi", "mpeg4")])

@@ -60,7 +60,7 @@ def run(out: Path) -> None:
         seconds = time.perf_counter() - t_train
         result = evaluate_checkpoint(run)
         m = result["metrics"]
-        pair = within_pair_accuracy(result["confusion"], cfg_classes(run))
+        pair = within_pair_accuracy(result["confusion"], result["classes"])
         rows.append([model, f"{m['top1']:.3f}", f"{pair:.3f}", f"{m['top5']:.3f}", f"{m['macro_f1']:.3f}", f"{seconds:.0f}s"])
     ui.table("synthetic pairs, test split (features from a frozen resnet18 with RANDOM weights)",
              ["model", "top-1", "within-pair acc", "top-5", "macro-F1", "train time"], rows)
@@ -68,11 +68,6 @@ def run(out: Path) -> None:
                  "(0.5 = chance; the two members have the same frames in opposite orders)")
     ui.out.print(f"demo finished in {time.perf_counter() - t0:.1f}s")
 
-
-def cfg_classes(run: Path) -> list[str]:
-    import json
-
-    return json.loads((run / "config.json").read_text())["classes"]
 
 
 def main() -> None:

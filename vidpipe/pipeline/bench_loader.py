@@ -15,7 +15,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from vidpipe.pipeline.decode import ClipSpec, decode_clip_ffmpeg

@@ -63,4 +63,5 @@ def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = 
             fh.write(json.dumps({"id": vid, "label": int(y), "pred": int(np.argmax(s)), "score": float(np.max(s))}) + "\n")
     result["out"] = str(out)
     result["confusion"] = cm
+    result["classes"] = meta["classes"]
     return result
