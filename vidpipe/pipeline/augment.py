@@ -90,11 +90,11 @@ class DeviceTransform:
 
     def __init__(self, cfg: AugmentConfig):
         self.cfg = cfg
+        self._mean = torch.tensor(cfg.mean).view(1, 3, 1, 1, 1)
+        self._std = torch.tensor(cfg.std).view(1, 3, 1, 1, 1)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, 3, S, S) uint8 -> (N, 3, T, S, S) float
-        mean = torch.tensor(self.cfg.mean, device=x.device).view(1, 3, 1, 1, 1)
-        std = torch.tensor(self.cfg.std, device=x.device).view(1, 3, 1, 1, 1)
-        return (x.permute(0, 2, 1, 3, 4).float().div_(255.0) - mean) / std
+        return (x.permute(0, 2, 1, 3, 4).float().div_(255.0) - self._mean.to(x.device)) / self._std.to(x.device)
 
     def train(self, clips: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         b, v, t, h, w, c = clips.shape

@@ -111,14 +111,17 @@ class TrainData:
     val_split: str = ""
     feature_norm: dict | None = None  # per-channel mean/std of the training split's features
 
+    def __post_init__(self):
+        self._norm = None if self.feature_norm is None else \
+            (torch.tensor(self.feature_norm["mean"]), torch.tensor(self.feature_norm["std"]))  # built once, not per batch
+
     def to_device(self, batch: dict, device: torch.device, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         labels = batch["labels"].to(device, non_blocking=True)
         if self.transform is None:
             x = batch["inputs"].to(device, non_blocking=True)
-            if self.feature_norm is not None:
+            if self._norm is not None:
                 shape = (1, 1, -1) if x.ndim == 3 else (1, 1, -1, 1, 1, 1)  # (B, T, D) or (B, C, D, t, h, w)
-                mean = torch.tensor(self.feature_norm["mean"], device=device).view(shape)
-                std = torch.tensor(self.feature_norm["std"], device=device).view(shape)
+                mean, std = (t.to(device).view(shape) for t in self._norm)
                 x = (x - mean) / std
             return x, labels
         clips = batch["clips"].to(device, non_blocking=True)  # uint8 over the bus
