@@ -20,3 +20,11 @@ def test_console_script_lists_commands():
     assert res.returncode == 0, res.stderr
     for command in ("datasets", "manifest", "synth"):
         assert command in res.stdout
+
+
+def test_cli_starts_without_importing_torch():
+    # `vidpipe --help`, `vidpipe datasets`, `vidpipe extract` must not pay torch's ~3 s import
+    code = "import sys, vidpipe.cli.main; print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"

@@ -6,12 +6,17 @@ import click
 
 from vidpipe.cli import ui
 from vidpipe.cli.main import cli
-from vidpipe.models.backbones import BACKBONES
+
+
+def _backbones():
+    from vidpipe.models.backbones import BACKBONES
+
+    return BACKBONES
 
 
 @cli.command("cache-features")
 @click.option("--store", required=True, type=click.Path(file_okay=False), help="A clip store from `vidpipe extract`.")
-@click.option("--backbone", type=click.Choice(list(BACKBONES)), default="resnet50", help="Frozen torchvision backbone.")
+@click.option("--backbone", type=ui.LazyChoice(_backbones), default="resnet50", help="Frozen torchvision backbone.")
 @click.option("--weights", default="DEFAULT", help="torchvision weights name (IMAGENET1K_V2, KINETICS400_V1, DEFAULT), a .pth/.safetensors PATH, or random.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Feature store directory.")
 @click.option("--batch-size", default=4, help="Videos per forward pass.")
@@ -24,7 +29,7 @@ def cache_features_cmd(store, backbone, weights, out, batch_size, device, tokens
     from vidpipe.pipeline.features import FeatureConfig, cache_features
     from vidpipe.pipeline.store import Store
 
-    cfg = FeatureConfig(backbone=backbone, weights=weights, tokens=tokens or BACKBONES[backbone][0] == "clip",
+    cfg = FeatureConfig(backbone=backbone, weights=weights, tokens=tokens or _backbones()[backbone][0] == "clip",
                         batch_size=batch_size, device=device, dtype=dtype)
     total = sum(e["count"] for e in Store.open(store).index["splits"].values())
     with ui.progress_bar(total, "features") as advance:

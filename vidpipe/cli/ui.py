@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import contextlib
 
+import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 console = Console(stderr=True, soft_wrap=True)  # tables lay out; sentences never wrap mid-word
 out = Console(soft_wrap=True)
+
+
+class LazyChoice(click.Choice):
+    """A click.Choice whose names come from `load()` on first use, so that `vidpipe --help` and the
+    commands that do not need them never import torch (the backbone table lives beside the models)."""
+
+    def __init__(self, load):
+        self._load, self._names = load, None
+        super().__init__(())
+
+    @property
+    def choices(self):
+        if self._names is None:
+            self._names = tuple(self._load())
+        return self._names
+
+    @choices.setter
+    def choices(self, value):  # click.Choice.__init__ assigns (); the loader is the source
+        pass
 
 
 @contextlib.contextmanager

@@ -37,11 +37,19 @@ RUNS = {
 }
 
 
-def default_sets() -> tuple[str, ...]:
+def dali_gpu_missing() -> str | None:
+    """Why the DALI GPU row cannot run here, or None when it can."""
     from vidpipe.pipeline import dali_backend
 
-    gpu_dali = dali_backend.dali_installed() and dali_backend.gpu_present()
-    return ("synthetic", "hmdb51-like") + (("720p-h264",) if gpu_dali else ())
+    if not dali_backend.dali_installed():
+        return "DALI is not installed"
+    if not dali_backend.gpu_present():
+        return "no GPU"
+    return None
+
+
+def default_sets() -> tuple[str, ...]:
+    return ("synthetic", "hmdb51-like") + (("720p-h264",) if dali_gpu_missing() is None else ())
 
 
 def decode_ceiling(paths: list[Path], workers: int) -> float:
@@ -78,6 +86,10 @@ def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers:
                "ceiling_frames_per_s": source_frames / ceiling}
         row["runs"] = {}
         for label, settings in RUNS[name]:
+            if settings.get("backend") == "dali" and (missing := dali_gpu_missing()):
+                row["runs"][label] = {"skipped": f"{missing}: the DALI row needs DALI and a GPU"}
+                log(f"[{name}] {label}: skipped ({missing})")
+                continue
             out = work / f"{name}-{label.replace(', ', '-')}"
             if out.exists():
                 remove_store(out)  # time a full extraction, not a no-op rerun
@@ -98,6 +110,9 @@ def table_rows(results: dict) -> list[list]:
         rows.append([r["set"], "ffmpeg -f null (ceiling)", r["videos"], f"{r['ceiling_videos_per_s']:.1f}",
                      f"{r['ceiling_frames_per_s']:.0f}", "100%", "-", f"{r['source_bytes'] / r['videos'] / 1024:.0f} KB (source)"])
         for label, x in r["runs"].items():
+            if "skipped" in x:
+                rows.append([r["set"], f"extract -> {label}", r["videos"], "-", "-", "-", "-", f"skipped: {x['skipped']}"])
+                continue
             rows.append([r["set"], f"extract -> {label}", r["videos"], f"{x['videos_per_s']:.1f}", f"{x['frames_per_s']:.0f}",
                          f"{100 * x['fraction_of_ceiling']:.0f}%", f"{x['store_bytes'] / 2**20:.1f} MB",
                          f"{x['bytes_per_video'] / 1024:.0f} KB"])
