@@ -13,16 +13,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CARDS_DIR = Path(__file__).resolve().parents[2] / "manifests"
+# The repo's top-level manifests/ folder; a wheel ships it as vidpipe/manifests (pyproject's package-dir).
+_PACKAGE = Path(__file__).resolve().parents[1]
+CARDS_DIR = next((d for d in (_PACKAGE / "manifests", _PACKAGE.parent / "manifests") if d.is_dir()), _PACKAGE.parent / "manifests")
 APPROX_TOLERANCE = 0.1  # approximate card counts (Kinetics) warn only beyond 10 %
 
 
 def load_card(name: str) -> dict:
     path = CARDS_DIR / f"{name}.toml"
     if not path.is_file():
-        raise VidpipeError(f"no dataset card {path}; every adapter needs one in manifests/")
-    with open(path, "rb") as fh:
-        return tomllib.load(fh)
+        raise VidpipeError(f"no dataset card {name}.toml in {CARDS_DIR}; every adapter needs one in manifests/")
+    return tomllib.loads(path.read_text())
 
 
 def _expected_total(spec: dict, split_id: int | None) -> int | None:

@@ -34,8 +34,10 @@ def dali_installed() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def gpu_present() -> bool:
-    import torch
-
+    try:
+        import torch
+    except ImportError:  # extraction itself does not need torch
+        return False
     return torch.cuda.is_available()
 
 
