@@ -68,8 +68,22 @@ def test_run_time_rejection_is_retried_alone_and_reported(mixed_root):
     h264 = mixed_root / "train" / "size_grow" / "as_h264.mp4"
     decoder = dali_backend.DaliDecoder(ClipSpec(4, 32, 42), batch_size=4, gpu=False)
     results = decoder.decode([(vp9, probe(vp9)), (h264, probe(h264)), (vp9, probe(vp9))])
-    assert isinstance(results[1], str) and "DALI rejected it" in results[1]
+    assert isinstance(results[1], str) and results[1].startswith("DALI rejected it at run time: ")
+    assert "no longer valid" not in results[1] and "[/" not in results[1]  # DALI's boilerplate and C++ positions
+    assert "Failed to create video decoder" in results[1]
     assert results[0][0].shape == (4, 32, 42, 3) and np.array_equal(results[0][0], results[2][0])
+
+
+@needs_dali
+def test_frames_dali_cannot_reach_are_rejected_not_padded(mixed_root, tmp_path):
+    """When the probed frame count overstates what DALI can decode (here: a truncated copy given the
+    whole file's probe), DALI must reject the file, not fill the missing frames with black."""
+    vp9 = next((mixed_root / "train" / "size_grow").glob("*.webm"))
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(vp9.read_bytes()[: vp9.stat().st_size // 3])
+    decoder = dali_backend.DaliDecoder(ClipSpec(8, 32, 42), batch_size=4, gpu=False)
+    (result,) = decoder.decode([(cut, probe(vp9))])
+    assert isinstance(result, str) and "out-of-bounds frame index" in result, result
 
 
 def test_dali_requested_but_missing_is_one_line(monkeypatch, tmp_path, synth_h264):

@@ -11,6 +11,7 @@ file is counted with its reason.
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
 
@@ -59,6 +60,16 @@ def route(info: VideoInfo, gpu: bool) -> str | None:
     return None
 
 
+def rejection_reason(error: Exception) -> str:
+    """The informative sentence of a DALI error, whose text ends in C++ positions and boilerplate."""
+    text = re.sub(r"\[/[^\]]*\]\s*", "", str(error)).replace("Current pipeline object is no longer valid.", "")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("C++ context")]
+    if not lines:
+        return type(error).__name__
+    sentence = re.split(r"(?<=\.)\s", lines[-1], maxsplit=1)[0]
+    return re.sub(r'^Assert on ".*?" failed:\s*', "", sentence)[:200]
+
+
 class DaliDecoder:
     """A DALI pipeline fed one batch of encoded files at a time (use one per thread)."""
 
@@ -77,7 +88,9 @@ class DaliDecoder:
             frames = fn.external_source(name="frames", dtype=types.INT32)
             width = fn.external_source(name="width", dtype=types.FLOAT)
             height = fn.external_source(name="height", dtype=types.FLOAT)
-            video = fn.decoders.video(encoded, device="mixed" if self.gpu else "cpu", frames=frames)
+            # pad_mode="none": a frame past what DALI can decode is an error (the file then goes to ffmpeg),
+            # never a black frame in the store
+            video = fn.decoders.video(encoded, device="mixed" if self.gpu else "cpu", frames=frames, pad_mode="none")
             return fn.resize(video, resize_x=width, resize_y=height, antialias=True, interp_type=types.INTERP_LINEAR)
 
         pipe = pipeline()
@@ -108,7 +121,7 @@ class DaliDecoder:
         except Exception as e:  # DALI invalidates a pipeline after an error: rebuild, then retry one by one
             self._pipe = None
             if len(items) == 1:
-                return [f"DALI rejected it at run time: {str(e).strip().splitlines()[-1][:160] if str(e).strip() else type(e).__name__}"]
+                return [f"DALI rejected it at run time: {rejection_reason(e)}"]
             return [r for job in jobs for r in self.decode([job])]
         results = []
         for (path, info, unique, g), frames in zip(items, decoded):
