@@ -6,11 +6,14 @@ Each step is the same library call the CLI makes; steps that are not built yet a
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 import time
 from pathlib import Path
 
 from vidpipe.cli import ui
 from vidpipe.cli.store_commands import print_store_summary
+from vidpipe.errors import VidpipeError
 from vidpipe.pipeline import cards, datasets
 from vidpipe.pipeline.extract import ExtractConfig, extract
 from vidpipe.pipeline.features import FeatureConfig, cache_features
@@ -22,10 +25,22 @@ from vidpipe.train.loop import train
 
 DEMO_MODELS = ("tsn_mean", "resnet_temporal_vit")
 DEMO_TRAINING = ["optim.epochs=40", "optim.lr=5e-4", "data.frames=16", "data.batch_size=16", "data.workers=0"]
+MARKER = ".vidpipe-demo"  # written into the output folder; only such a folder is ever cleared
+
+
+def prepare_out(out: Path) -> None:
+    """Start every demo from an empty folder, clearing an earlier demo's output but nothing else."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise VidpipeError(f"{out} exists and was not made by the demo; remove it or pass another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by `make demo` (python -m vidpipe.demo); cleared by the next demo\n")
 
 
 def run(out: Path) -> None:
     t0 = time.perf_counter()
+    prepare_out(out)
     data = out / "data"
     ui.console.print(f"[bold]1. synth[/bold] -> {data}")
     synth(data, SynthConfig(videos_per_class=20))
@@ -69,11 +84,13 @@ def run(out: Path) -> None:
     ui.out.print(f"demo finished in {time.perf_counter() - t0:.1f}s")
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
-    run(parser.parse_args().out)
+    try:
+        run(parser.parse_args().out)
+    except VidpipeError as e:
+        sys.exit(f"Error: {e}")
 
 
 if __name__ == "__main__":
