@@ -22,7 +22,7 @@ PIP="$PYTHON -m pip"
 
 runtime_requirements() {  # one per line: vidpipe's dependencies and its dali extra, without torch/torchvision
   "$PYTHON" - <<'EOF'
-import re, sys
+import re
 try:
     import tomllib
 except ImportError:

@@ -15,7 +15,7 @@ else:  # pragma: no cover
 
 # The repo's top-level manifests/ folder; a wheel ships it as vidpipe/manifests (pyproject's package-dir).
 _PACKAGE = Path(__file__).resolve().parents[1]
-CARDS_DIR = next((d for d in (_PACKAGE / "manifests", _PACKAGE.parent / "manifests") if d.is_dir()), _PACKAGE.parent / "manifests")
+CARDS_DIR = _PACKAGE / "manifests" if (_PACKAGE / "manifests").is_dir() else _PACKAGE.parent / "manifests"
 APPROX_TOLERANCE = 0.1  # approximate card counts (Kinetics) warn only beyond 10 %
 
 
