@@ -90,7 +90,7 @@ def test_dali_requested_but_missing_is_one_line(monkeypatch, tmp_path, synth_h26
     monkeypatch.setattr(dali_backend, "dali_installed", lambda: False)
     res = CliRunner().invoke(cli, ["extract", "--dataset", "synthetic", "--root", str(synth_h264), "--out",
                                    str(tmp_path / "s"), "--backend", "dali"])
-    assert res.exit_code == 1 and "pip install -e .[dali]" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 1 and "pip install \"vidpipe[dali]\"" in res.output and "Traceback" not in res.output
 
 
 def test_auto_is_ffmpeg_without_a_gpu(monkeypatch):
@@ -112,3 +112,31 @@ def test_routing_rules():
     assert dali_backend.route(VideoInfo(codec="h264", **base), gpu=True) is None
     assert "codec mpeg4" in dali_backend.route(VideoInfo(codec="mpeg4", **base), gpu=True)
     assert "rotation" in dali_backend.route(VideoInfo(codec="vp9", **{**base, "rotation": 90}), gpu=True)
+
+
+@needs_dali
+def test_both_backends_fail_the_same_files_with_reasons(tmp_path, monkeypatch):
+    """A VP9 file cut in half is refused by both backends (DALI once stored it), and a probe that finds
+    no frames is one recorded failure on the DALI path, not the end of the run."""
+    root = tmp_path / "data"
+    synth(root, SynthConfig(videos_per_class=2, codec="vp9", frames=24, seed=3))
+    whole = next((root / "train" / "size_grow").glob("*.webm"))
+    (root / "train" / "size_grow" / "cut_in_half.webm").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    m = build_manifest("synthetic", root)
+    failed = {}
+    for backend in ("ffmpeg", "dali"):
+        index = extract(m, tmp_path / backend, ExtractConfig(backend=backend, frames=8, size=32, max_failures=0.5)).summary
+        failed[backend] = {f["id"]: f["reason"] for f in index["failures"]}
+        assert index["splits"]["train"]["count"] == 20
+    assert set(failed["ffmpeg"]) == set(failed["dali"]) == {"size_grow/cut_in_half"}
+    assert failed["dali"]["size_grow/cut_in_half"] == failed["ffmpeg"]["size_grow/cut_in_half"]
+    assert "truncated" in failed["dali"]["size_grow/cut_in_half"]
+
+    from vidpipe.pipeline import extract as extract_mod
+    from vidpipe.pipeline.ffmpeg import VideoInfo
+
+    no_frames = VideoInfo(codec="vp9", width=128, height=96, sar=1.0, rotation=0, fps=25.0, num_frames=0, duration=0.0)
+    monkeypatch.setattr(extract_mod, "probe_many", lambda paths: [no_frames for _ in paths])
+    record = m.split_records("train")[0]
+    (result,) = extract_mod._decode_chunk(m, [(None, 0, record)], ClipSpec(8, 32, 42), 1, "dali")
+    assert result[1] is None and result[2]["reason"] == "no video frames"

@@ -309,3 +309,68 @@ def test_decode_count_reads_ffmpeg_summary_not_paths(synth_h264, tmp_path):
     cut.write_bytes(avi.read_bytes()[: avi.stat().st_size // 2])
     decoded, damaged = count_decodable_frames(cut)
     assert damaged and 0 < decoded < 24
+
+
+def _tree_bytes(store):
+    """Every file of a store (but the lock file) -> its bytes."""
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file() and p.name != "lock"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["webdataset", "zarr"])
+def test_parts_started_together_give_the_bytes_of_one_run(synth_h264, tmp_path, fmt):
+    """Three parts launched at the same moment (each cleaning up and creating arrays at start-up, the
+    last ones finalizing together), then --finalize: byte-identical to a single run, every time."""
+    args = ["--dataset", "synthetic", "--root", str(synth_h264), "--frames", "4", "--size", "32", "--shard-size", "30KB",
+            "--format", fmt, "--workers", "1"]
+    single = tmp_path / "single"
+    subprocess.run([sys.executable, "-m", "vidpipe", "extract", *args, "--out", str(single)], check=True, capture_output=True)
+    reference = _tree_bytes(single)
+    assert len([k for k in reference if k.endswith((".tar", "/0/0/0/0"))]) >= 6  # several units per part
+    for attempt in range(3):
+        out = tmp_path / f"parts-{attempt}"
+        procs = [subprocess.Popen([sys.executable, "-m", "vidpipe", "extract", *args, "--out", str(out), "--num-shards", "3",
+                                   "--shard-id", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err[-2000:]
+        res = subprocess.run([sys.executable, "-m", "vidpipe", "extract", "--finalize", str(out)], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-2000:]
+        got = _tree_bytes(out)
+        assert got.keys() == reference.keys(), set(got) ^ set(reference)
+        assert [k for k in got if got[k] != reference[k]] == []
+
+
+def test_a_part_leaves_other_units_temporary_files_alone(synth_h264, tmp_path):
+    """A part cleans only the leftovers of its own units: another part's shard being written survives."""
+    m = build_manifest("synthetic", synth_h264)
+    cfg = ExtractConfig(format="webdataset", frames=4, size=32, shard_size="30KB")
+    out = tmp_path / "store"
+    extract(m, out, cfg, part=(0, 2))
+    other_units_tmp = out / "train" / "train-000001.tar.tmp"  # unit 1 belongs to part 1 (units are dealt round-robin)
+    other_units_tmp.write_bytes(b"being written by part 1")
+    own_leftover = out / "test" / "test-000000.tar.tmp"
+    (out / "_extract" / "parts" / "test-000000.json").unlink()  # part 0 must redo this unit
+    own_leftover.write_bytes(b"left by a killed run")
+    extract(m, out, cfg, part=(0, 2))
+    assert other_units_tmp.read_bytes() == b"being written by part 1"
+    assert not own_leftover.exists()
+
+
+def test_store_records_the_ffmpeg_it_used_and_skips_an_old_one(synth_h264, tmp_path, monkeypatch):
+    from vidpipe.pipeline import ffmpeg
+
+    old = tmp_path / "bin" / "ffmpeg"  # an FFmpeg 4.4 on PATH: its logs are not the ones parsed
+    old.parent.mkdir()
+    old.write_text("#!/bin/sh\necho 'ffmpeg version 4.4.2-0ubuntu0.22.04.1 Copyright (c) 2000-2021'\nexit 1\n")
+    old.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{old.parent}:{os.environ['PATH']}")
+    ffmpeg._select_binary.cache_clear()
+    try:
+        assert ffmpeg.ffmpeg_binary() != str(old)
+        m = build_manifest("synthetic", synth_h264)
+        m.records = m.records[:3]
+        index = extract(m, tmp_path / "store", ExtractConfig(frames=4, size=32)).summary
+        assert index["ffmpeg"]["path"] == ffmpeg.ffmpeg_binary() and int(index["ffmpeg"]["version"].split(".")[0]) >= 7
+    finally:
+        ffmpeg._select_binary.cache_clear()

@@ -86,18 +86,25 @@ def test_clip_features_equal_a_torchvision_r2plus1d_forward(synth_h264, tmp_path
     np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL * np.abs(expected).max())
 
 
-def test_resume_and_refusals(clip_store, resnet18_file, tmp_path):
+def test_resume_and_refusals(clip_store, resnet18_file, tmp_path, monkeypatch):
+    import zarr
+
+    from vidpipe.pipeline import features as features_mod
+
+    monkeypatch.setattr(features_mod, "UNIT", 8)  # 20 train videos -> units of 8, 8 and 4
     cfg = FeatureConfig(backbone="resnet18", weights="random")
     first = cache_features(clip_store, tmp_path / "f", cfg)
     assert first.summary["random_weights"] and first.summary["weights"]["id"] == "random"
     again = cache_features(clip_store, tmp_path / "f", cfg)
     assert again.nothing_to_do
-    # an interrupted run: drop the record of the last unit and its data, then resume
+    # an interrupted run: the middle unit was never recorded and its rows never written; resume redoes it alone
     parts = sorted((tmp_path / "f" / "_cache" / "parts").glob("train-*.json"))
+    assert len(parts) == 3
     before = FeatureStore.open(tmp_path / "f").arrays("train")["features"][:]
-    parts[-1].unlink()
+    parts[1].unlink()
+    zarr.open_group(tmp_path / "f" / "train.zarr", mode="a")["features"][8:16] = 0
     resumed = cache_features(clip_store, tmp_path / "f", cfg)
-    assert not resumed.nothing_to_do and resumed.videos == 20 - 32 * (len(parts) - 1)
+    assert not resumed.nothing_to_do and resumed.videos == 8  # the two finished units were skipped
     np.testing.assert_array_equal(FeatureStore.open(tmp_path / "f").arrays("train")["features"][:], before)
     with pytest.raises(VidpipeError, match="made differently .*weights.*--overwrite"):
         cache_features(clip_store, tmp_path / "f", FeatureConfig(backbone="resnet18", weights=str(resnet18_file)))

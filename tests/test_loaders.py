@@ -5,6 +5,7 @@ import collections
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.v2.functional as TVF
 
 from vidpipe.pipeline.augment import AugmentConfig, DeviceTransform
 from vidpipe.pipeline.datasets import build_manifest
@@ -72,17 +73,44 @@ def test_augmentation_keeps_shapes_and_dtype_and_flips_labels(stores):
     torch.testing.assert_close(plain.flip(-1), mirrored)
 
 
-def test_test_views_and_three_crops(stores):
+def test_test_views_and_three_crops_match_torchvision(stores):
+    """Test-time views against torchvision's own resize/crop/normalize on the same uint8 frames, with
+    mmaction2's ThreeCrop offsets (0, step, 2 * step along the long side) and its floor-centred crop."""
     _, zarr_store = stores
     aug = AugmentConfig(size=32, test_short_side=40, test_crop="three")
     cfg = ClipConfig(sampling=Sampling(4, 2, 3), train=False, augment=aug)
     batch = next(iter(clip_loader(zarr_store, "test", cfg, batch_size=2, workers=0)))
-    assert batch["clips"].shape == (2, 3, 4, 48, 64, 3)
-    x = DeviceTransform(aug).test(batch["clips"])
+    clips = batch["clips"]
+    assert clips.shape == (2, 3, 4, 48, 64, 3)
+    x = DeviceTransform(aug).test(clips)
     assert x.shape == (2 * 3 * 3, 3, 4, 32, 32)  # videos x clips x crops
-    # the normalised values come from the uint8 frames with the configured mean/std
-    mean = torch.tensor(aug.mean).view(1, 3, 1, 1, 1)
-    assert x.mean().abs() < 5 and ((x * torch.tensor(aug.std).view(1, 3, 1, 1, 1) + mean) >= -1e-5).all()
+    x = x.view(2, 3, 3, 3, 4, 32, 32)
+    for b in range(2):
+        for v in range(3):
+            frames = clips[b, v].permute(0, 3, 1, 2)  # (T, 3, 48, 64)
+            resized = TVF.resize(frames, [40], antialias=True)  # short side 40 -> 40 x 53
+            assert resized.shape[-2:] == (40, 53)
+            step = (53 - 32) // 2
+            for c, left in enumerate((0, step, 2 * step)):
+                crop = TVF.crop(resized, (40 - 32) // 2, left, 32, 32)
+                ref = TVF.normalize(crop.float() / 255, list(aug.mean), list(aug.std)).permute(1, 0, 2, 3)  # (3, T, 32, 32)
+                torch.testing.assert_close(x[b, v, c], ref, rtol=0, atol=1e-5)
+    centre = DeviceTransform(AugmentConfig(size=32, test_short_side=40)).test(clips[:1, :1])
+    ref = TVF.center_crop(TVF.resize(clips[0, 0].permute(0, 3, 1, 2), [40], antialias=True), [32, 32])
+    ref = TVF.normalize(ref.float() / 255, list(aug.mean), list(aug.std)).permute(1, 0, 2, 3)
+    torch.testing.assert_close(centre[0], ref, rtol=0, atol=1e-5)
+
+
+def test_webdataset_with_several_workers_yields_every_clip_once_in_len_batches(stores):
+    wds_store, _ = stores
+    assert len(wds_store.shard_paths("train")) >= 3
+    cfg = ClipConfig(sampling=Sampling.tsn(4), train=True, seed=1)
+    for workers in (2, 3):
+        loader = clip_loader(wds_store, "train", cfg, batch_size=3, workers=workers)
+        batches = [b["ids"] for b in loader]
+        ids = [i for b in batches for i in b]
+        assert len(ids) == 20 and len(set(ids)) == 20  # 18 of 20 once: each worker's tail was cut off
+        assert len(batches) == len(loader) == 7 and all(len(b) == 3 for b in batches[:-1])
 
 
 @pytest.mark.parametrize("fmt", ["webdataset", "zarr"])

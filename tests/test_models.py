@@ -32,21 +32,38 @@ def test_every_model_has_tiny_options():
     assert set(list_models()) == set(TINY)
 
 
+# What forward_features returns for tiny_input(name), written from each model's documented layout
+# (not read off the model): per-frame features, tokens with a CLS, latents, or a 3D token map.
+FEATURES = {
+    "tsn_mean": (2, 8, D),  # the frame features themselves; the mean over time is the head's
+    "resnet_temporal_vit": (2, 1 + 8, 32),  # CLS + one token per frame
+    "temporal_retnet": (2, 8, 32),  # one output per frame (causal)
+    "perceiver": (2, 4, 32),  # the latents
+    "r2plus1d_18": (1, 512, 1, 2, 2),  # 8 x 32 x 32 clip -> T/8, H/16, W/16
+}
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_forward_backward_and_contract(name):
     model = create_model(name, C, D, TINY[name])
     x = tiny_input(name)
-    logits = model(x)
-    assert logits.shape == (x.shape[0], C)
+    assert model(x).shape == (x.shape[0], C)
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_head(model.forward_features(x)), model(x))
+        features = model.forward_features(x)
+        assert features.shape == FEATURES[name]
+        pre = model.forward_head(features, pre_logits=True)
+        assert pre.shape == (x.shape[0], model.num_features)
+        assert model.head.in_features == model.num_features  # the classifier reads the pre-logits
     model.train()
     logits = model(x)
     logits.sum().backward()
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert all(p.grad is not None for p in trainable), "every parameter receives a gradient"
-    assert model.forward_head(model.forward_features(x), pre_logits=True).ndim == 2
+
+
+def test_every_model_declares_its_features():
+    assert set(FEATURES) == set(list_models())
 
 
 def _layer(dim, hidden):  # nn.TransformerEncoderLayer: in/out projections, two linears, two LayerNorms

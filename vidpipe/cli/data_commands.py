@@ -57,7 +57,7 @@ def manifest_cmd(dataset, root, split, val_fraction, output, per_class):
 @click.option("--videos-per-class", default=20, help="Videos per class (70 % train, 30 % test).")
 @click.option("--codec", type=click.Choice(["h264", "vp9", "mpeg4"]), default="h264", help="Video codec (mp4 / webm / Xvid avi).")
 @click.option("--size", default="128x96", help="Frame size WxH (even numbers).")
-@click.option("--frames", default=32, help="Frames per video.")
+@click.option("--frames", default=48, help="Frames per video (48: an odd multiple of the 16 the synthetic card stores, so stored pairs stay exact reversals).")
 @click.option("--seed", default=0, help="Random seed; the output is deterministic for a seed.")
 @click.option("--workers", default=2, help="Parallel encoders.")
 def synth_cmd(out, videos_per_class, codec, size, frames, seed, workers):

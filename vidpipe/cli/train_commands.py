@@ -43,16 +43,18 @@ def train_cmd(model, data_path, out, config_path, resume, overrides):
     if summary:
         last, best = summary["last"], summary["best"]
         v = last["val"]
-        ui.table(f"{model} -> {out}", ["epoch", "val top-1", "top-5", "mean-class", "macro-F1", "best top-1 (epoch)", "clips/s", "data wait", "peak MB"],
-                 [[last["epoch"], f"{v['top1']:.3f}", f"{v['top5']:.3f}", f"{v['mean_class_acc']:.3f}", f"{v['macro_f1']:.3f}",
-                   f"{best['top1']:.3f} ({best['epoch']})", f"{last['clips_per_s']:.0f}", f"{100 * last['data_wait_fraction']:.0f}%",
+        val_cells = [f"{v['top1']:.3f}", f"{v['top5']:.3f}", f"{v['mean_class_acc']:.3f}", f"{v['macro_f1']:.3f}"] if v else ["-"] * 4
+        chosen = f"best val top-1 {best['top1']:.3f} (epoch {best['epoch']})" if best else "last epoch (no val split)"
+        ui.table(f"{model} -> {out}; val = {summary['selection']['split'] or 'none'}",
+                 ["epoch", "val top-1", "top-5", "mean-class", "macro-F1", "checkpoint for eval", "clips/s", "data wait", "peak MB"],
+                 [[last["epoch"], *val_cells, chosen, f"{last['clips_per_s']:.0f}", f"{100 * last['data_wait_fraction']:.0f}%",
                    f"{last['peak_memory_mb']:.0f}"]], justify_right_from=0)
 
 
 @cli.command("eval")
 @click.argument("run_or_checkpoint", type=click.Path())
 @click.option("--data", "data_path", type=click.Path(file_okay=False), help="Store to evaluate on [default: the training data].")
-@click.option("--split", default=None, help="Split [default: val if present, else test].")
+@click.option("--split", default=None, help="Split [default: test if present, else val]; val on a store without one is the run's carve of train.")
 @click.option("--out", type=click.Path(file_okay=False), help="Report directory [default: RUN/eval-SPLIT].")
 @click.option("--test-clips", type=int, default=None, help="Clip stores: clips per video, averaged.")
 @click.option("--test-crops", type=click.Choice(["1", "3"]), default=None, help="Clip stores: 1 centre or 3 spatial crops.")
@@ -64,6 +66,7 @@ def eval_cmd(run_or_checkpoint, data_path, split, out, test_clips, test_crops):
     m = r["metrics"]
     if r["random_weights_features"]:
         ui.warn("features from RANDOM backbone weights: a demo number, not an accuracy claim")
+    ui.out.print(f"checkpoint: {r['checkpoint']}, chosen by {r['chosen_by']}")
     ui.table(f"{r['model']} on {r['split']} ({m['videos']} videos) -> {r['out']}", ["top-1", "top-5", "mean-class acc", "macro-F1", "loss"],
              [[f"{m['top1']:.3f}", f"{m['top5']:.3f}", f"{m['mean_class_acc']:.3f}", f"{m['macro_f1']:.3f}", f"{m['loss']:.3f}"]],
              justify_right_from=0)

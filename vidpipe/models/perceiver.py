@@ -45,6 +45,7 @@ class PerceiverHead(nn.Module):
     def __init__(self, cfg: PerceiverConfig, num_classes: int, in_dim: int):
         super().__init__()
         self.cfg = cfg
+        self.num_features = cfg.dim
         self.proj = nn.Linear(in_dim, cfg.dim)
         self.pos_t = nn.Parameter(torch.zeros(cfg.max_time, cfg.dim))
         self.pos_h = nn.Parameter(torch.zeros(cfg.max_side, cfg.dim))
@@ -58,6 +59,9 @@ class PerceiverHead(nn.Module):
         self.self_attn = nn.TransformerEncoder(layer, cfg.self_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, num_classes)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"latents", "pos_t", "pos_h", "pos_w"}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, D, t, h, w) -> (B, N, dim)
         b, c, d, t, h, w = x.shape

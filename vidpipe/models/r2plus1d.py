@@ -33,6 +33,7 @@ class R2Plus1D(nn.Module):
                 net.load_state_dict(state)
         self.stem, self.layers = net.stem, nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
         self.drop = nn.Dropout(cfg.dropout)
+        self.num_features = net.fc.in_features
         self.head = nn.Linear(net.fc.in_features, num_classes)  # replaces the 400-way Kinetics classifier
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W) -> (B, 512, T/8, H/16, W/16)

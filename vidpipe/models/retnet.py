@@ -101,6 +101,7 @@ class RetentionBlock(nn.Module):
 class TemporalRetNet(nn.Module):
     def __init__(self, cfg: TemporalRetNetConfig, num_classes: int, in_dim: int):
         super().__init__()
+        self.num_features = cfg.dim
         self.proj = nn.Linear(in_dim, cfg.dim)
         self.blocks = nn.ModuleList(RetentionBlock(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim)

@@ -27,6 +27,7 @@ class TemporalViT(nn.Module):
     def __init__(self, cfg: TemporalViTConfig, num_classes: int, in_dim: int):
         super().__init__()
         self.cfg = cfg
+        self.num_features = cfg.dim
         self.proj = nn.Linear(in_dim, cfg.dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.max_frames + 1, cfg.dim))
@@ -37,6 +38,9 @@ class TemporalViT(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, num_classes)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token", "pos_embed"}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T + 1, dim)
         b, t, _ = x.shape

@@ -20,16 +20,17 @@ class TSNMeanConfig:
 class TSNMean(nn.Module):
     def __init__(self, cfg: TSNMeanConfig, num_classes: int, in_dim: int):
         super().__init__()
+        self.num_features = in_dim
         self.norm = nn.LayerNorm(in_dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(in_dim, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, D)
-        return self.norm(x.mean(dim=1))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D): the frozen features, per frame
+        return x
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(x)
-        return x if pre_logits else self.head(x)  # (B, num_classes)
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:  # (B, T, D) -> (B, num_classes)
+        x = self.drop(self.norm(x.mean(dim=1)))  # the segmental consensus: mean over time, (B, D)
+        return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

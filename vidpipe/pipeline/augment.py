@@ -80,9 +80,12 @@ def test_boxes(h: int, w: int, cfg: AugmentConfig) -> list[tuple[int, int, int, 
     s = cfg.size
     if cfg.test_crop == "center":
         return [((h - s) // 2, (w - s) // 2, s, s)]
+    # mmaction2's ThreeCrop: offsets 0, step and 2 * step along the long side, step = (long - size) // 2
     if w >= h:
-        return [((h - s) // 2, x, s, s) for x in (0, (w - s) // 2, w - s)]
-    return [(y, (w - s) // 2, s, s) for y in (0, (h - s) // 2, h - s)]
+        step = (w - s) // 2
+        return [((h - s) // 2, x, s, s) for x in (0, step, 2 * step)]
+    step = (h - s) // 2
+    return [(y, (w - s) // 2, s, s) for y in (0, step, 2 * step)]
 
 
 class DeviceTransform:

@@ -21,7 +21,7 @@ from vidpipe.pipeline.ffmpeg import Geometry, VideoInfo
 
 CPU_CODECS = {"vp8", "vp9", "mjpeg"}
 GPU_CODECS = {"h264", "hevc", "vp8", "vp9", "av1", "mjpeg"}
-INSTALL_HINT = "install it with `pip install -e .[dali]` (nvidia-dali-cuda130)"
+INSTALL_HINT = 'install it with `pip install "vidpipe[dali]"` (nvidia-dali-cuda130)'
 
 
 @functools.lru_cache(maxsize=1)

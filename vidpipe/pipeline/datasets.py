@@ -9,13 +9,12 @@ a missing root or annotation file is a VidpipeError that names what was expected
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 from pathlib import Path
 
 from vidpipe.errors import VidpipeError
-from vidpipe.pipeline.manifest import Manifest, Record
+from vidpipe.pipeline.manifest import Manifest, Record, hash_fraction
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 SPLIT_DIRS = ("train", "val", "test")
@@ -199,11 +198,6 @@ def msr_daily_activity3d(root, split=None) -> Manifest:
     if not rows:
         raise VidpipeError(f"msr_daily_activity3d: no files named a<AA>_s<SS>_e<EE>_rgb.avi below {root}")
     return _finish("msr_daily_activity3d", root, MSR_ACTIVITIES, rows)
-
-
-def hash_fraction(key: str) -> float:
-    """A stable number in [0, 1) from a string, the same on every machine and Python run."""
-    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") / 2**64
 
 
 def folder(root, split=None, val_fraction: float = 0.2, dataset: str = "folder") -> Manifest:

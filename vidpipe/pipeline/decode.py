@@ -37,20 +37,26 @@ def uniform_indices(num_frames: int, t: int) -> tuple[list[int], bool]:
     return [int((i + 0.5) * num_frames / t) for i in range(t)], False
 
 
+def check_usable(info: VideoInfo) -> None:
+    """Raise DecodeError (the reason recorded in failures.jsonl) for a probed video no backend may store:
+    no frames, a demuxer complaint, or fewer packets than the header's duration implies (truncated)."""
+    if info.num_frames == 0:
+        raise DecodeError("no video frames")
+    if info.damage:
+        raise DecodeError(f"corrupt or truncated: {info.damage}")
+    if info.duration > 0 and info.fps > 0 and info.num_frames < TRUNCATION_SLACK * info.duration * info.fps - 1:
+        expected = round(info.duration * info.fps)
+        raise DecodeError(f"truncated: header implies {expected} frames ({info.duration:.2f}s), only {info.num_frames} present")
+
+
 def decode_clip_ffmpeg(path, spec: ClipSpec, threads: int = 1, info: VideoInfo | None = None) -> tuple[np.ndarray, dict]:
     """Decode one video with ffmpeg (`info` from an earlier probe saves a process).
 
     Raises DecodeError with the reason when the video cannot be used.
     """
     info = info or probe(path)
+    check_usable(info)
     num_frames = info.num_frames
-    if num_frames == 0:
-        raise DecodeError("no video frames")
-    if info.damage:
-        raise DecodeError(f"corrupt or truncated: {info.damage}")
-    if info.duration > 0 and info.fps > 0 and num_frames < TRUNCATION_SLACK * info.duration * info.fps - 1:
-        expected = round(info.duration * info.fps)
-        raise DecodeError(f"truncated: header implies {expected} frames ({info.duration:.2f}s), only {num_frames} present")
     geometry = Geometry.cover(info.display_size, spec.height, spec.width)
     indices, looped = uniform_indices(num_frames, spec.frames)
     unique = sorted(set(indices))

@@ -6,11 +6,18 @@ STORE/_extract/parts/<unit>.json. A rerun skips recorded units and redoes the re
 run (Ctrl-C, kill -9) ends with the same bytes as an uninterrupted one. Units are dealt round-robin
 to `--num-shards` parts, so several machines can fill one store; the last part to finish (or
 `--finalize`) writes STORE/store.json.
+
+Parts never touch each other's files: each unit has its own temporary names and a part clears only
+the leftovers of the units it is about to write. Preparing the store (plan, manifest, zarr arrays)
+and finalizing it happen under an exclusive lock on STORE/_extract/lock, and finalizing is
+idempotent, so parts that start or finish at the same moment give the same bytes as one run.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -24,10 +31,10 @@ from pathlib import Path
 from vidpipe import __version__
 from vidpipe.errors import VidpipeError
 from vidpipe.pipeline import dali_backend
-from vidpipe.pipeline.decode import ClipSpec, decode_clip_ffmpeg
-from vidpipe.pipeline.ffmpeg import DecodeError, probe_many
+from vidpipe.pipeline.decode import ClipSpec, check_usable, decode_clip_ffmpeg
+from vidpipe.pipeline.ffmpeg import DecodeError, ffmpeg_version, probe_many
 from vidpipe.pipeline.manifest import Manifest
-from vidpipe.pipeline.writers import Unit, WebDatasetShard, ZarrShard, file_entry, sha256_file
+from vidpipe.pipeline.writers import Unit, WebDatasetShard, ZarrShard, file_entry, sha256_file, zarr_frames_array
 
 STORE_FORMAT_VERSION = 1
 FORMATS = ("webdataset", "zarr")
@@ -113,6 +120,19 @@ def _control(store: Path) -> Path:
     return store / "_extract"
 
 
+@contextlib.contextmanager
+def _store_lock(store: Path):
+    """Exclusive, blocking lock on STORE/_extract/lock for the steps parts must not run together.
+    flock is released by the kernel when the holder dies, so a killed part never leaves it held."""
+    _control(store).mkdir(parents=True, exist_ok=True)
+    fd = os.open(_control(store) / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _plan_document(cfg: ExtractConfig, manifest_sha: str) -> dict:
     return {"settings": cfg.identity(), "manifest_sha256": manifest_sha, "vidpipe_store": STORE_FORMAT_VERSION}
 
@@ -132,7 +152,7 @@ def _prepare_store(store: Path, manifest: Manifest, cfg: ExtractConfig, overwrit
                 diffs.append("a different manifest")
             raise VidpipeError(f"{store} was extracted with other settings ({'; '.join(diffs)}); pass --overwrite to replace it or choose another --out")
         remove_store(store)
-    elif store.exists() and any(store.iterdir()):
+    elif store.exists() and any(p.name != "_extract" for p in store.iterdir()):
         if not (store / "store.json").is_file():
             raise VidpipeError(f"{store} exists and is not a vidpipe store; choose an empty or new --out")
         if not overwrite:
@@ -140,9 +160,12 @@ def _prepare_store(store: Path, manifest: Manifest, cfg: ExtractConfig, overwrit
         remove_store(store)
     (_control(store) / "parts").mkdir(parents=True, exist_ok=True)
     (store / "manifest.jsonl").write_text(manifest_text)
+    if cfg.format == "zarr":  # created once here, never by parts racing each other
+        for split in manifest.splits:
+            zarr_frames_array(store, split, len(manifest.split_records(split)), cfg.spec, per_shard_count(cfg), create=True)
     tmp = plan_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True))
-    tmp.replace(plan_file)
+    tmp.replace(plan_file)  # the plan is written last: its presence means the store is prepared
 
 
 def remove_store(store: Path) -> None:
@@ -164,10 +187,14 @@ def _unit_done(store: Path, unit: Unit) -> bool:
     return all((store / f["path"]).is_file() and (store / f["path"]).stat().st_size == f["bytes"] for f in record["files"])
 
 
-def _clean_partials(store: Path) -> None:
-    for pattern in ("**/*.tar.tmp", "**/*.partial"):
-        for p in store.glob(pattern):
-            p.unlink(missing_ok=True)
+def _clean_partials(store: Path, units: list[Unit], fmt: str) -> None:
+    """Remove what an interrupted run left of these units' files (and of no other unit's)."""
+    for unit in units:
+        if fmt == "webdataset":
+            (store / unit.split / f"{unit.name}.tar.tmp").unlink(missing_ok=True)
+        else:  # zarr writes a shard file through "<name>.<uuid>.partial"
+            for p in ZarrShard.shard_path(store, unit).parent.glob("*.partial"):
+                p.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------ the run
@@ -204,7 +231,7 @@ def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, 
     it rejects, are decoded by ffmpeg with the reason recorded in meta["rerouted"].
     """
     paths = [manifest.abspath(record) for _, _, record in jobs]
-    infos = probe_many(paths)
+    infos = [_usable(info) for info in probe_many(paths)]  # one failure policy, whichever decoder runs
     done, reroute = {}, {}
     if backend == "dali":
         gpu = dali_backend.gpu_present()
@@ -237,6 +264,16 @@ def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, 
     return out
 
 
+def _usable(info):
+    if isinstance(info, DecodeError):
+        return info
+    try:
+        check_usable(info)
+    except DecodeError as e:
+        return e
+    return info
+
+
 def _ordered_chunks(pool: ThreadPoolExecutor, fn, items: list, chunk: int, ahead: int):
     """Yield fn(chunk) results item by item, in order, with at most `ahead` chunks in flight (bounded memory)."""
     pending = collections.deque()
@@ -264,15 +301,17 @@ def extract(
         raise VidpipeError(f"--shard-id must be in [0, {num_shards}); got {shard_id}")
     if not manifest.records:
         raise VidpipeError("the manifest lists no videos; check the dataset root and split")
-    _prepare_store(store, manifest, cfg, overwrite)
+    if store.is_dir() and any(store.iterdir()) and not (_control(store).is_dir() or (store / "store.json").is_file()):
+        raise VidpipeError(f"{store} exists and is not a vidpipe store; choose an empty or new --out")  # before the lock adds a file
+    with _store_lock(store):
+        _prepare_store(store, manifest, cfg, overwrite)
     spec, per_shard = cfg.spec, per_shard_count(cfg)
     units = plan_units(manifest, cfg)
     mine = [u for k, u in enumerate(units) if k % num_shards == shard_id]
     todo = [u for u in mine if not _unit_done(store, u)]
     report = ExtractReport(store, finalized=False, nothing_to_do=not todo, units_total=len(units))
     if todo:
-        _clean_partials(store)
-        split_counts = {s: len(manifest.split_records(s)) for s in manifest.splits}
+        _clean_partials(store, todo, cfg.format)
         threads = max(1, (os.cpu_count() or 1) // cfg.workers)
         t0 = time.perf_counter()
         jobs = [(u, pos, r) for u in todo for pos, r in enumerate(u.records)]
@@ -283,8 +322,7 @@ def extract(
         try:
             for (unit, pos, record), clip, meta in _ordered_chunks(pool, decode, jobs, CHUNK, ahead=2 * cfg.workers):
                 if writer is None:
-                    writer = (WebDatasetShard(store, unit) if cfg.format == "webdataset"
-                              else ZarrShard(store, unit, spec, per_shard, split_counts[unit.split]))
+                    writer = WebDatasetShard(store, unit) if cfg.format == "webdataset" else ZarrShard(store, unit, spec)
                 if clip is None:
                     failures.append(meta)
                 else:
@@ -337,8 +375,16 @@ def _write_part(store: Path, unit: Unit, files: list[dict], metas: list[dict], f
 
 # ------------------------------------------------------------------ finalize
 def finalize(store: str | Path) -> dict:
-    """Merge the part records into STORE/store.json (and STORE/failures.jsonl). Idempotent."""
+    """Merge the part records into STORE/store.json (and STORE/failures.jsonl). Idempotent, and
+    serialised by the store lock: parts finishing together each finalize in turn, to the same bytes."""
     store = Path(store)
+    if not (_control(store) / "plan.json").is_file():
+        raise VidpipeError(f"{store} has no _extract/plan.json: it is not an extraction in progress; run `vidpipe extract` first")
+    with _store_lock(store):
+        return _finalize(store)
+
+
+def _finalize(store: Path) -> dict:
     plan_file = _control(store) / "plan.json"
     if not plan_file.is_file():
         raise VidpipeError(f"{store} has no _extract/plan.json: it is not an extraction in progress; run `vidpipe extract` first")
@@ -364,7 +410,7 @@ def finalize(store: str | Path) -> dict:
             entry["array"] = f"{split}.zarr"
             entry["files"] = _finalize_zarr(store, split, manifest, videos, spec)
         splits[split] = entry
-    (store / "failures.jsonl").write_text("".join(json.dumps(f) + "\n" for f in failures))
+    _write_text_atomic(store / "failures.jsonl", "".join(json.dumps(f) + "\n" for f in failures))
     summary = {
         "format": cfg.format,
         "vidpipe_store": STORE_FORMAT_VERSION,
@@ -377,6 +423,7 @@ def finalize(store: str | Path) -> dict:
         "sampling": "T indices at the centres of T equal segments of the whole video; index mod n when n < T",
         "resize": "resize to cover height x width keeping display aspect (SAR, rotation), then centre-crop",
         "settings": plan["settings"],
+        "ffmpeg": ffmpeg_version(),
         "manifest": {"file": "manifest.jsonl", "sha256": sha256_file(store / "manifest.jsonl"), "root": manifest.root,
                      "split_id": manifest.split_id, "missing": len(manifest.missing)},
         "splits": splits,
@@ -385,10 +432,14 @@ def finalize(store: str | Path) -> dict:
                      for p in parts.values() for v in p["videos"] if "rerouted" in v],
         "failures": failures,
     }
-    tmp = store / "store.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(store / "store.json")
+    _write_text_atomic(store / "store.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _count_backends(parts: dict) -> dict:

@@ -1,7 +1,7 @@
 """ffmpeg as a subprocess: locate the binary, probe a file, decode chosen frames, encode frames.
 
-The binary is the one on PATH, else the one bundled in the imageio-ffmpeg wheel, so `pip install`
-alone is enough. ffprobe is not bundled, so probing parses `ffmpeg -i` with a stream copy (a demux,
+The binary is the one on PATH when it is FFmpeg 7.0 or newer (the log formats parsed here), else the
+one bundled in the imageio-ffmpeg wheel, so `pip install` alone is enough. ffprobe is not bundled, so probing parses `ffmpeg -i` with a stream copy (a demux,
 no decode) that also counts the video packets.
 """
 
@@ -20,16 +20,47 @@ import numpy as np
 from vidpipe.errors import VidpipeError
 
 
+# The log lines parsed here ("[in#0/fmt @ ...]" demuxer prefixes, "N frames decoded; M decode errors"
+# summaries, -fps_mode) are those of FFmpeg 7.0 and later.
+MIN_VERSION = (7, 0)
+
+
+def _version_of(binary: str) -> tuple[int, int] | None:
+    try:
+        first = subprocess.run([binary, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"ffmpeg version n?(\d+)\.(\d+)", first)
+    return (int(m.group(1)), int(m.group(2))) if m else None  # git snapshots ("N-1234-g...") carry no number
+
+
 @functools.lru_cache(maxsize=1)
-def ffmpeg_binary() -> str:
+def _select_binary() -> tuple[str, str]:
+    """(path, version text): the ffmpeg on PATH when it is recent enough, else the imageio-ffmpeg wheel's."""
     on_path = shutil.which("ffmpeg")
     if on_path:
-        return on_path
+        version = _version_of(on_path)
+        if version is not None and version >= MIN_VERSION:
+            return on_path, ".".join(map(str, version))
     try:
         import imageio_ffmpeg
     except ImportError:  # pragma: no cover - a declared dependency
+        if on_path:
+            return on_path, "unknown"
         raise VidpipeError("no ffmpeg found: install ffmpeg or `pip install imageio-ffmpeg`") from None
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    bundled = imageio_ffmpeg.get_ffmpeg_exe()
+    version = _version_of(bundled)
+    return bundled, ".".join(map(str, version)) if version else "unknown"
+
+
+def ffmpeg_binary() -> str:
+    return _select_binary()[0]
+
+
+def ffmpeg_version() -> dict:
+    """Which ffmpeg decodes, for store.json: {"path", "version"}."""
+    path, version = _select_binary()
+    return {"path": path, "version": version}
 
 
 class DecodeError(Exception):

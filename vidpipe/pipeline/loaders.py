@@ -13,6 +13,12 @@ count, format or rank. zarr: the order of samples is also identical for any work
 sampler; DistributedSampler under DDP). WebDataset: the set of samples in an epoch is the same, but
 the order depends on how shards are dealt to workers and on the seeded shuffle buffer, so it is
 reproducible only for the same worker count and ranks.
+
+Completeness. Outside DDP training every stored clip is yielded exactly once per epoch: WebDataset
+workers each end on a partial batch, and the loader re-cuts those tails into full batches in the main
+process instead of dropping them, so `len(loader)` is the number of batches actually produced. Under
+DDP, evaluation splits WebDataset samples (not shards) between ranks, so every rank gets work whatever
+the shard count; training draws shards with replacement and gives every rank the same batch count.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 
 from vidpipe.errors import VidpipeError
 from vidpipe.pipeline.augment import AugmentConfig, train_params
+from vidpipe.pipeline.manifest import hash_fraction
 from vidpipe.pipeline.sampling import Sampling, view_indices
 from vidpipe.pipeline.store import Store
 
@@ -53,6 +60,18 @@ def id_seed(video_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(video_id.encode(), digest_size=8).digest(), "big")
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """A stable carve of one split by a hash of the video id: `held=True` keeps the carved `fraction`
+    (e.g. a validation set taken from train), `held=False` keeps the rest."""
+
+    fraction: float
+    held: bool
+
+    def __call__(self, video_id: str) -> bool:
+        return (hash_fraction(video_id) < self.fraction) == self.held
+
+
 @dataclass
 class ClipConfig:
     """How clips are cut from stored videos; shared by both formats so they yield identical samples."""
@@ -62,6 +81,10 @@ class ClipConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
     flip_map: dict[int, int] | None = None  # label -> label after a horizontal flip (Something-Something)
+    holdout: Holdout | None = None  # only the videos of the split this keeps
+
+    def keeps(self, video_id: str) -> bool:
+        return self.holdout is None or self.holdout(video_id)
 
     def plan(self, shape: tuple[int, ...], label: int, video_id: str, epoch: int) -> tuple[np.ndarray, np.ndarray, bool, int]:
         """Every random choice for one sample: (indices (V, F), crop box, flip, label after the flip map)."""
@@ -88,9 +111,11 @@ class ZarrClips(Dataset):
             raise VidpipeError(f"{store.root} is a {store.format} store; use WebDatasetClips (or clip_loader) for it")
         self.path = store.root / store.index["splits"][split]["array"]
         group = zarr.open_group(self.path, mode="r")
-        self.rows = np.flatnonzero(group["valid"][:])  # failed videos leave holes; skip them
+        ids = group["ids"][:]
+        # failed videos leave holes; skip them (and the videos a holdout leaves out)
+        self.rows = np.array([i for i in np.flatnonzero(group["valid"][:]) if spec.keeps(str(ids[i]))], np.int64)
         self.labels = group["labels"][:][self.rows]
-        self.ids = list(group["ids"][:][self.rows])
+        self.ids = list(ids[self.rows])
         self.spec, self.epoch = spec, SharedEpoch()
         self._frames, self._pid = None, None
 
@@ -113,11 +138,13 @@ class ZarrClips(Dataset):
 
 
 class WebDatasetClips(IterableDataset):
-    """Streams STORE/<split>/*.tar through webdataset stages: shards -> node -> worker -> samples.
+    """Streams STORE/<split>/*.tar through webdataset stages: shards -> worker -> samples -> rank.
 
+    Shards are dealt to workers; under DDP evaluation every rank reads every shard's headers and keeps
+    every world_size-th sample, so no rank is left without work when there are fewer shards than ranks.
     resampled=True (training under DDP) draws shards with replacement, seeded per rank and worker, so
-    every rank sees the same number of batches and no worker is left without shards; the epoch length
-    is then set by the loader (`batches_per_epoch`).
+    every rank sees the same number of batches; the epoch length is then set by the loader
+    (`batches_per_epoch`).
     """
 
     def __init__(self, store: Store, split: str, spec: ClipConfig, shuffle_buffer: int = 256,
@@ -125,7 +152,8 @@ class WebDatasetClips(IterableDataset):
         if store.format != "webdataset":
             raise VidpipeError(f"{store.root} is a {store.format} store; use ZarrClips (or clip_loader) for it")
         self.urls = store.shard_paths(split)
-        self.count = store.index["splits"][split]["count"]
+        ids = store.ids(split) if spec.holdout is not None else None
+        self.count = store.index["splits"][split]["count"] if ids is None else sum(map(spec.keeps, ids))
         self.spec, self.shuffle_buffer, self.epoch = spec, shuffle_buffer, SharedEpoch()
         self.rank, self.world_size, self.resampled = rank, world_size, resampled
 
@@ -145,13 +173,26 @@ class WebDatasetClips(IterableDataset):
         urls = list(self.urls)
         if self.spec.train:
             np.random.default_rng([self.spec.seed, self.epoch.get()]).shuffle(urls)  # same order on every rank
-        yield from ({"url": u} for u in itertools.islice(urls, self.rank * num_workers + worker, None, self.world_size * num_workers))
+        yield from ({"url": u} for u in urls[worker::num_workers])
+
+    def _select(self, samples):
+        """The samples this rank keeps: those the holdout keeps, then (split by sample, not by shard,
+        outside resampled training) every world_size-th of this worker's stream, identical on every rank."""
+        split_by_rank = self.world_size > 1 and not self.resampled
+        kept = 0
+        for sample in samples:
+            sample["meta"] = json.loads(sample["json"])
+            if not self.spec.keeps(sample["meta"]["id"]):
+                continue
+            if not split_by_rank or kept % self.world_size == self.rank:
+                yield sample
+            kept += 1
 
     def __iter__(self):
         import webdataset as wds
 
         worker, _ = self._worker()
-        stages = [self._shards, self._members]
+        stages = [self._shards, self._members, self._select]
         if self.spec.train:  # the buffer holds small handles (offsets), not frames
             stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 64),
                                       seed=hash((self.spec.seed, self.epoch.get(), self.rank, worker)) & 0xFFFFFFFF))
@@ -178,7 +219,7 @@ class WebDatasetClips(IterableDataset):
                 yield from samples.values()
 
     def _item(self, sample: dict) -> dict:
-        meta = json.loads(sample["json"])
+        meta = sample["meta"]
         with open(sample["__url__"], "rb", buffering=0) as fh:
             fh.seek(sample["offset"])
             major, _ = np.lib.format.read_magic(fh)
@@ -235,16 +276,53 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def rebatch(batches, batch_size: int):
+    """Re-cut a stream of batches (each worker's last one partial) into full batches of `batch_size`;
+    only the very last batch may be smaller. Full batches pass through without a copy."""
+    pending, held = [], 0
+    for batch in batches:
+        if not pending and len(batch["ids"]) == batch_size:
+            yield batch
+            continue
+        pending.append(batch)
+        held += len(batch["ids"])
+        while held >= batch_size:
+            whole = _concat(pending)
+            yield _slice(whole, 0, batch_size)
+            held -= batch_size
+            pending = [_slice(whole, batch_size, batch_size + held)] if held else []
+    if pending:
+        yield _concat(pending)
+
+
+def _concat(batches: list[dict]) -> dict:
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0]
+    return {k: torch.cat([b[k] for b in batches]) if isinstance(v, torch.Tensor) else
+            [x for b in batches for x in b[k]] if isinstance(v, list) else v for k, v in first.items()}
+
+
+def _slice(batch: dict, start: int, stop: int) -> dict:
+    return {k: v[start:stop] if isinstance(v, (torch.Tensor, list)) else v for k, v in batch.items()}
+
+
 class EpochLoader:
     """A DataLoader that knows its epoch: `set_epoch(e)` reseeds sampling, shuffling and augmentation.
 
     Workers are persistent (started once, not every epoch); they read the epoch from shared memory.
+    The DataLoader draws its worker seeds from a generator of its own, never from torch's global RNG, so
+    creating or recreating the iterator (as a resumed run does) leaves the training RNG stream untouched.
+    `len()` is the number of batches one epoch yields.
     """
 
     def __init__(self, dataset, loader_kwargs: dict, sampler=None, batches_per_epoch: int | None = None, collate_fn=None):
         self.dataset, self.sampler, self.kwargs, self.batches_per_epoch = dataset, sampler, loader_kwargs, batches_per_epoch
         self.loader = DataLoader(dataset, sampler=sampler, collate_fn=collate_fn or _collate,
-                                 persistent_workers=loader_kwargs["num_workers"] > 0, **loader_kwargs)
+                                 persistent_workers=loader_kwargs["num_workers"] > 0,
+                                 generator=torch.Generator().manual_seed(0), **loader_kwargs)
+        # several workers streaming one iterable each end on a partial batch: re-cut those tails
+        self._rebatch = isinstance(dataset, IterableDataset) and batches_per_epoch is None and loader_kwargs["num_workers"] > 1
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
@@ -258,7 +336,9 @@ class EpochLoader:
         return math.ceil(n / self.kwargs["batch_size"])
 
     def __iter__(self):
-        return iter(self.loader) if self.batches_per_epoch is None else itertools.islice(self.loader, self.batches_per_epoch)
+        if self.batches_per_epoch is not None:
+            return itertools.islice(self.loader, self.batches_per_epoch)
+        return rebatch(self.loader, self.kwargs["batch_size"]) if self._rebatch else iter(self.loader)
 
 
 def clip_loader(store: str | Store, split: str, spec: ClipConfig, batch_size: int = 8, workers: int = 2,

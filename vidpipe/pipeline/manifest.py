@@ -6,6 +6,7 @@ every following line is one video record. Paths are relative to the root so a da
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,12 @@ from pathlib import Path
 from vidpipe.errors import VidpipeError
 
 MANIFEST_VERSION = 1
+
+
+def hash_fraction(key: str) -> float:
+    """A stable number in [0, 1) from a string, the same on every machine and Python run: it picks the
+    videos of a split carved by hash (the folder adapter's val, training's held-out val)."""
+    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") / 2**64
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,14 @@ class Store:
         self._check_split(split)
         return [str(self.root / f["path"]) for f in self.index["splits"][split]["files"]]
 
+    def ids(self, split: str) -> list[str]:
+        """The ids of the videos stored in a split, in store order (the manifest's order, failures left out)."""
+        from vidpipe.pipeline.manifest import Manifest
+
+        self._check_split(split)
+        failed = {f["id"] for f in self.index["failures"] if f.get("split") == split}
+        return [r.id for r in Manifest.read(self.root / "manifest.jsonl").split_records(split) if r.id not in failed]
+
     def _check_split(self, split: str) -> None:
         if split not in self.index["splits"]:
             raise VidpipeError(f"store {self.root} has no split '{split}'; it has {', '.join(self.splits)}")
@@ -81,15 +89,17 @@ class Store:
         """Recompute every checksum and read every sample; returns the problems found (empty = intact)."""
         problems = []
         for split, entry in self.index["splits"].items():
+            damaged = []
             for f in entry["files"]:
                 path = self.root / f["path"]
                 if not path.is_file():
-                    problems.append(f"missing file {f['path']}")
+                    damaged.append(f"missing file {f['path']}")
                 elif sha256_file(path) != f["sha256"]:
-                    problems.append(f"checksum mismatch {f['path']}")
+                    damaged.append(f"checksum mismatch {f['path']}")
                 if progress:
                     progress()
-            if problems:
+            problems += damaged
+            if damaged:  # this split's samples cannot be trusted; the next split's still get read
                 continue
             n = 0
             try:

@@ -37,7 +37,7 @@ class SynthConfig:
     codec: str = "h264"
     width: int = 128
     height: int = 96
-    frames: int = 32
+    frames: int = 48  # an odd multiple of the 16 frames extraction keeps (the card's): see `reversal_safe`
     fps: float = 25.0
     seed: int = 0
     noise: float = 3.0  # std of per-pixel Gaussian noise, in uint8 levels
@@ -52,6 +52,16 @@ class SynthConfig:
             raise VidpipeError(f"--frames must be at least 4; got {self.frames}")
         if self.videos_per_class < 2:
             raise VidpipeError("--videos-per-class must be at least 2 (one train, one test)")
+
+
+def reversal_safe(source_frames: int, stored_frames: int) -> bool:
+    """Whether extraction's centre-of-segment sampling picks a set of frames that time reversal maps onto
+    itself, so the two members of a pair keep exactly the same frames once stored. True when the source
+    count is an odd multiple of the stored count (or the store loops a shorter video in full)."""
+    from vidpipe.pipeline.decode import uniform_indices
+
+    picked, _ = uniform_indices(source_frames, stored_frames)
+    return sorted(picked) == sorted(source_frames - 1 - i for i in picked)
 
 
 def _ramp(rng: np.random.Generator, t: int) -> np.ndarray:

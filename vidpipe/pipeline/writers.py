@@ -111,14 +111,15 @@ class WebDatasetShard:
         self.tmp.unlink(missing_ok=True)
 
 
-def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_shard: int):
-    """STORE/<split>.zarr/frames: (N, T, H, W, 3) uint8, one video per chunk, `per_shard` chunks per file."""
+def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_shard: int, create: bool = False):
+    """STORE/<split>.zarr/frames: (N, T, H, W, 3) uint8, one video per chunk, `per_shard` chunks per file.
+    Created (create=True) once, when the store is prepared; parts only open it."""
     import zarr
     from zarr.codecs import ZstdCodec
 
     path = store / f"{split}.zarr"
     shape = (count, spec.frames, spec.height, spec.width, 3)
-    if (path / "frames" / "zarr.json").is_file():
+    if not create:
         arr = zarr.open_array(path / "frames", mode="r+")
         assert arr.shape == shape, f"existing {path}/frames has shape {arr.shape}, plan says {shape}"
         return arr
@@ -126,18 +127,25 @@ def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_s
     return group.create_array(
         "frames", shape=shape, dtype="uint8", chunks=(1, *shape[1:]), shards=(per_shard, *shape[1:]),
         compressors=ZstdCodec(level=ZARR_COMPRESSION_LEVEL), fill_value=0, dimension_names=("video", "t", "h", "w", "c"),
+        overwrite=True,
     )
 
 
 class ZarrShard:
     """Buffers one unit's clips and writes them with one assignment, which zarr turns into one shard file."""
 
-    def __init__(self, store: Path, unit: Unit, spec: ClipSpec, per_shard: int, split_count: int):
+    def __init__(self, store: Path, unit: Unit, spec: ClipSpec):
+        import zarr
+
         self.store, self.unit = store, unit
-        self.array = zarr_frames_array(store, unit.split, split_count, spec, per_shard)
+        self.array = zarr.open_array(store / f"{unit.split}.zarr" / "frames", mode="r+")
         self.buffer = np.zeros((len(unit.records), spec.frames, spec.height, spec.width, 3), np.uint8)
+        self.final = self.shard_path(store, unit)
+
+    @staticmethod
+    def shard_path(store: Path, unit: Unit) -> Path:
         # key encoding "/": chunk grid coordinates of shard `index` along the video axis
-        self.final = store / f"{unit.split}.zarr" / "frames" / "c" / str(unit.index) / "0" / "0" / "0" / "0"
+        return store / f"{unit.split}.zarr" / "frames" / "c" / str(unit.index) / "0" / "0" / "0" / "0"
 
     def add(self, position: int, record, clip: np.ndarray, meta: dict) -> None:
         self.buffer[position] = clip

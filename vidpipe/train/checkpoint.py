@@ -1,14 +1,20 @@
-"""Checkpoints without pickle: safetensors tensors + JSON metadata.
+"""Checkpoints without pickle: safetensors tensors + JSON metadata, each written atomically.
 
-RUN/checkpoints/{best,last}.safetensors  model weights; metadata: model name, resolved config,
-                                         classes, data provenance, epoch and metrics.
-RUN/checkpoints/trainer.safetensors      everything `--resume` needs: optimizer tensors, RNG states
-                                         (torch, numpy, python), scheduler/scaler state, epoch, best.
+RUN/checkpoints/last.safetensors   written once per epoch, in one piece: the model weights, and under
+                                   `trainer/` everything `--resume` needs (optimizer tensors, every
+                                   rank's RNG states); metadata: model, config, classes, provenance,
+                                   epoch, metrics, and the trainer's scheduler/scaler state, best and
+                                   the metrics history. A kill at any moment leaves either the previous
+                                   epoch's file or this one, never a mix of two epochs.
+RUN/checkpoints/best.safetensors   model weights only, at the epoch validation chose.
+
+Each file is written under a temporary name, fsynced, then renamed over the old one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -18,15 +24,38 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from vidpipe.errors import VidpipeError
 
+TRAINER = "trainer/"  # key prefix of the trainer tensors; module names never contain "/"
+
 
 def _plain(state: dict) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
-def save_model(path: Path, model: torch.nn.Module, meta: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    save_file(_plain(model.state_dict()), str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
-    tmp.replace(path)
+def _write_atomic(path: Path, tensors: dict, metadata: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the bytes are on disk before the rename publishes them
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # and so is the rename
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict, trainer: tuple[dict, dict] | None = None) -> None:
+    """Model weights + metadata; `trainer` = (tensors, metadata) from `trainer_state` goes in the same file."""
+    tensors = _plain(model.state_dict())
+    assert not any(k.startswith(TRAINER) for k in tensors), "a model key collides with the trainer prefix"
+    metadata = {k: json.dumps(v) for k, v in meta.items()}
+    if trainer is not None:
+        tensors.update({TRAINER + k: v for k, v in trainer[0].items()})
+        metadata["trainer"] = json.dumps(trainer[1])
+    _write_atomic(Path(path), tensors, metadata)
 
 
 def read_meta(path: Path) -> dict:
@@ -39,17 +68,26 @@ def read_meta(path: Path) -> dict:
         raise VidpipeError(f"{path} is not a vidpipe checkpoint (.safetensors written by `vidpipe train`)") from None
     if "model" not in raw:
         raise VidpipeError(f"{path} has no vidpipe metadata; it was not written by `vidpipe train`")
-    return {k: json.loads(v) for k, v in raw.items()}
+    return {k: json.loads(v) for k, v in raw.items() if k != "trainer"}
 
 
 def load_model_weights(path: Path, model: torch.nn.Module) -> None:
-    state = load_file(str(path))
+    state = {k: v for k, v in load_file(str(path)).items() if not k.startswith(TRAINER)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise VidpipeError(f"{path} does not fit the model ({len(missing)} missing, {len(unexpected)} unexpected keys)")
 
 
-def save_trainer(path: Path, optimizer, scheduler, scaler, epoch: int, best: dict) -> None:
+def rng_state() -> dict:
+    """This process's RNG states (torch CPU and CUDA, numpy, python)."""
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": (np_state[1].astype(np.int64), [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])]),
+            "python": random.getstate()}
+
+
+def trainer_state(optimizer, scheduler, scaler, epoch: int, best: dict, history: list[dict], rng_by_rank: list[dict]) -> tuple[dict, dict]:
+    """(tensors, metadata) of everything an exact resume needs; `rng_by_rank[r]` is rank r's `rng_state()`."""
     tensors, opt_meta = {}, {"param_groups": optimizer.state_dict()["param_groups"], "state_keys": {}}
     for idx, st in optimizer.state_dict()["state"].items():
         opt_meta["state_keys"][str(idx)] = {}
@@ -59,34 +97,34 @@ def save_trainer(path: Path, optimizer, scheduler, scaler, epoch: int, best: dic
                 opt_meta["state_keys"][str(idx)][key] = "tensor"
             else:
                 opt_meta["state_keys"][str(idx)][key] = value
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    np_state = np.random.get_state()
-    tensors["rng.numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
-    py_state = random.getstate()
+    rng_meta = []
+    for rank, state in enumerate(rng_by_rank):
+        tensors[f"rng.{rank}.torch"] = state["torch"]
+        for i, s in enumerate(state["cuda"]):
+            tensors[f"rng.{rank}.cuda.{i}"] = s
+        tensors[f"rng.{rank}.numpy"] = torch.from_numpy(state["numpy"][0])
+        version, internal, gauss_next = state["python"]
+        rng_meta.append({"cuda_devices": len(state["cuda"]), "numpy": state["numpy"][1], "python": [version, list(internal), gauss_next]})
     meta = {
         "optimizer": opt_meta,
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "epoch": epoch,
         "best": best,
-        "rng_numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "rng_python": [py_state[0], list(py_state[1]), py_state[2]],
+        "history": history,
+        "rng": rng_meta,
     }
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"trainer": json.dumps(meta)})
-    tmp.replace(path)
+    return tensors, meta
 
 
-def load_trainer(path: Path, optimizer, scheduler, scaler) -> tuple[int, dict]:
-    """Restores optimizer, scheduler, scaler and RNG states; returns (epochs done, best)."""
-    if not path.is_file():
-        raise VidpipeError(f"no trainer state at {path}; --resume needs a run that finished at least one epoch")
-    tensors = load_file(str(path))
+def load_trainer(path: Path, optimizer, scheduler, scaler, rank: int = 0) -> tuple[int, dict, list[dict]]:
+    """Restores optimizer, scheduler, scaler and this rank's RNG states; returns (epochs done, best, history)."""
     with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["trainer"])
+        raw = f.metadata() or {}
+    if "trainer" not in raw:
+        raise VidpipeError(f"{path} holds no trainer state; it cannot be resumed")
+    meta = json.loads(raw["trainer"])
+    tensors = {k[len(TRAINER):]: v for k, v in load_file(str(path)).items() if k.startswith(TRAINER)}
     opt = meta["optimizer"]
     state = {}
     for idx, keys in opt["state_keys"].items():
@@ -95,12 +133,13 @@ def load_trainer(path: Path, optimizer, scheduler, scaler) -> tuple[int, dict]:
     scheduler.load_state_dict(meta["scheduler"])
     if scaler is not None and meta["scaler"] is not None:
         scaler.load_state_dict(meta["scaler"])
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    rng = meta["rng"][rank]
+    torch.set_rng_state(tensors[f"rng.{rank}.torch"])
+    cuda_states = [tensors[f"rng.{rank}.cuda.{i}"] for i in range(rng["cuda_devices"])]  # in device order
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states)
-    kind, pos, has_gauss, gauss = meta["rng_numpy"]
-    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = meta["rng_python"]
+    kind, pos, has_gauss, gauss = rng["numpy"]
+    np.random.set_state((kind, tensors[f"rng.{rank}.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = rng["python"]
     random.setstate((version, tuple(internal), gauss_next))
-    return meta["epoch"], meta["best"]
+    return meta["epoch"], meta["best"], meta["history"]

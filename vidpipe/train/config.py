@@ -25,7 +25,8 @@ else:  # pragma: no cover
 class DataConfig:
     path: str = ""  # a feature store (cache-features) or a clip store (extract)
     train_split: str = "train"
-    val_split: str = ""  # default: val if the store has it, else test
+    val_split: str = ""  # default: the store's val split, else `val_fraction` of train (never test)
+    val_fraction: float = 0.1  # carved from train by a hash of the video id when the store has no val; 0 = no val
     frames: int = 8  # frames per sample: TSN segments over stored frames/features, or the clip length
     frame_interval: int = 1  # clip stores: frames between clip frames
     test_clips: int = 1  # clip stores: clips averaged at test (multi-view)

@@ -1,4 +1,9 @@
-"""`vidpipe eval`: a checkpoint on a split, multi-view averaged, with the full report."""
+"""`vidpipe eval`: a checkpoint on a split, multi-view averaged, with the full report.
+
+Given a run, it evaluates the checkpoint validation chose (`best`), or `last` when the run had no
+validation split; the test split only ever measures, it never chooses. Every report says which
+checkpoint it used and which split chose it.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +22,11 @@ from vidpipe.train.metrics import plot_confusion, write_per_class_csv
 
 
 def resolve_checkpoint(run_or_ckpt: str | Path) -> Path:
+    """A run's `best` checkpoint (chosen on val), else its `last`; or the checkpoint file given."""
     p = Path(run_or_ckpt)
     if p.is_dir():
-        p = p / "checkpoints" / "best.safetensors"
+        best = p / "checkpoints" / "best.safetensors"
+        p = best if best.is_file() else p / "checkpoints" / "last.safetensors"
     if not p.is_file():
         raise VidpipeError(f"no checkpoint at {p}; pass a run directory from `vidpipe train` or a .safetensors checkpoint")
     return p
@@ -49,14 +56,15 @@ def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = 
     model = create_model(meta["model"], len(meta["classes"]), meta["in_dim"], raw["model_options"]).to(device)
     load_model_weights(ckpt, model)
     metrics, cm, preds = evaluate(model, data, device, amp_dtype(cfg, device))
-    out = Path(out) if out else ckpt.parent.parent / f"eval-{data.val_split}"
+    out = Path(out) if out else ckpt.parent.parent / f"eval-{data.val_name}"
     out.mkdir(parents=True, exist_ok=True)
-    result = {"checkpoint": str(ckpt), "epoch": meta.get("epoch"), "model": meta["model"], "data": raw["data"]["path"],
+    result = {"checkpoint": str(ckpt), "epoch": meta.get("epoch"), "chosen_by": chosen_by(ckpt, meta),
+              "model": meta["model"], "data": raw["data"]["path"],
               "split": data.val_split, "views": {"clips": cfg.data.test_clips, "crops": cfg.data.test_crops},
               "random_weights_features": bool(meta["provenance"].get("random_weights")), "metrics": metrics}
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     write_per_class_csv(cm, data.classes, out / "per_class.csv")
-    plot_confusion(cm, data.classes, out / "confusion.png", f"{meta['model']} on {data.val_split}: top-1 {metrics['top1']:.3f}")
+    plot_confusion(cm, data.classes, out / "confusion.png", f"{meta['model']} on {data.val_name}: top-1 {metrics['top1']:.3f}")
     np.save(out / "confusion.npy", cm)
     with open(out / "predictions.jsonl", "w") as fh:
         for vid, s, y in zip(preds["ids"], preds["scores"], preds["labels"]):
@@ -65,3 +73,14 @@ def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = 
     result["confusion"] = cm
     result["classes"] = meta["classes"]
     return result
+
+
+def chosen_by(ckpt: Path, meta: dict) -> str:
+    """How this checkpoint was chosen, in words, for every report that quotes a figure from it."""
+    selection = meta.get("selection") or {}
+    if ckpt.name == "best.safetensors":
+        return f"best val top-1 (epoch {meta.get('epoch')}; val = {selection.get('split')})"
+    if ckpt.name == "last.safetensors":
+        why = "" if selection.get("split") is None else f", validated on {selection['split']}"
+        return f"last epoch ({meta.get('epoch')}){why}; nothing was selected on test"
+    return f"checkpoint file {ckpt.name} (epoch {meta.get('epoch')})"

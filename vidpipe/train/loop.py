@@ -1,19 +1,22 @@
 """`vidpipe train`: the training loop, one function to read top to bottom.
 
-AdamW (no decay on biases/norms/embeddings), linear warmup then cosine per optimizer step, label
-smoothing, gradient clipping and accumulation, AMP on GPU (bf16 where supported, else fp16 with a
-grad scaler), seeding, DDP when launched by torchrun (gloo on CPU, nccl on GPU). Every epoch: a full
-evaluation (multi-view averaged), metrics.jsonl, reports, `last` and `best` checkpoints and the
-trainer state that makes `--resume` exact.
+AdamW (no decay on biases, norms, and the tokens and embeddings a model names in `no_weight_decay()`),
+linear warmup then cosine per optimizer step, label smoothing, gradient clipping and accumulation, AMP
+on GPU (bf16 where supported, else fp16 with a grad scaler), seeding, DDP when launched by torchrun
+(gloo on CPU, nccl on GPU). Every epoch: a full evaluation on the validation split (multi-view
+averaged; never the test split), metrics.jsonl, reports, `best` (chosen by val top-1) and one atomic
+`last` checkpoint that makes `--resume` exact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import resource
+import signal
 import time
 from pathlib import Path
 
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 
 from vidpipe.errors import VidpipeError
 from vidpipe.models import count_params, create_model, model_entry
-from vidpipe.train.checkpoint import load_model_weights, load_trainer, save_model, save_trainer
+from vidpipe.train.checkpoint import load_model_weights, load_trainer, rng_state, save_checkpoint, trainer_state
 from vidpipe.train.config import TrainConfig
 from vidpipe.train.data import TrainData, build_data
 from vidpipe.train.metrics import compute_metrics, plot_confusion, plot_curves, write_per_class_csv
@@ -43,13 +46,17 @@ def setup(cfg: TrainConfig) -> tuple[int, int, torch.device]:
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    seed_everything(cfg.seed)  # the same initial weights on every rank
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     return rank, world, device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -61,10 +68,13 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only: biases, norms (1-D) and the tokens/embeddings the model lists in
+    `no_weight_decay()` (CLS tokens, position embeddings, latents; timm's convention) are not decayed."""
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     decay, no_decay = [], []
-    for p in model.parameters():
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)  # biases, norms, 1-D embeddings: no decay
+            (no_decay if p.ndim < 2 or name in skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -79,7 +89,11 @@ def warmup_cosine(warmup: int, total: int):
 
 @torch.no_grad()
 def evaluate(model, data: TrainData, device, dtype) -> tuple[dict, np.ndarray, dict]:
-    """Scores averaged over each video's views; gathered from every rank; metrics on the whole split."""
+    """Scores averaged over each video's views; gathered from every rank; metrics on the whole split.
+
+    `model` is the plain module, never the DDP wrapper: ranks may hold different numbers of val batches
+    (a rank may hold none), and a DDP forward would wait for the others.
+    """
     model.eval()
     scores, labels, ids = [], [], []
     for batch in data.val:
@@ -98,7 +112,7 @@ def evaluate(model, data: TrainData, device, dtype) -> tuple[dict, np.ndarray, d
         scores = np.concatenate([g[0] for g in gathered])
         labels = np.concatenate([g[1] for g in gathered])
         ids = [i for g in gathered for i in g[2]]
-    _, first = np.unique(np.array(ids, dtype=object).astype(str), return_index=True)  # DistributedSampler pads
+    _, first = np.unique(np.array(ids, dtype=object).astype(str), return_index=True)  # DistributedSampler pads with repeats
     scores, labels = scores[np.sort(first)], labels[np.sort(first)]
     metrics, cm = compute_metrics(scores, labels, len(data.classes))
     metrics["loss"] = float(-np.log(np.clip(scores[np.arange(len(labels)), labels], 1e-12, None)).mean()) if len(labels) else 0.0
@@ -111,19 +125,48 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _gather(obj) -> list:
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _fault_point(epoch: int, where: str) -> None:
+    """Test hook: VIDPIPE_KILL_AT="EPOCH:WHERE" kills this process (SIGKILL) at that point of the epoch-end writes."""
+    if os.environ.get("VIDPIPE_KILL_AT") == f"{epoch}:{where}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) -> dict:
     out = Path(out)
     rank, world, device = setup(cfg)
     entry = model_entry(cfg.model)
     data = build_data(cfg, entry.input, rank, world)
     model = create_model(cfg.model, len(data.classes), data.in_dim, cfg.model_options).to(device)
+    seed_everything(cfg.seed + rank)  # dropout differs between ranks; the weights do not (DDP broadcasts rank 0's)
+    selection = ({"split": data.val_split, "metric": "top1", "rule": "best val top-1"} if data.val is not None
+                 else {"split": None, "metric": None, "rule": "last epoch (no validation split: nothing is selected)"})
     meta = {"model": cfg.model, "config": cfg.to_dict(), "classes": data.classes, "provenance": data.provenance,
-            "input": entry.input, "in_dim": data.in_dim, "params": count_params(model), "feature_norm": data.feature_norm}
+            "input": entry.input, "in_dim": data.in_dim, "params": count_params(model), "feature_norm": data.feature_norm,
+            "world_size": world, "selection": selection}
     ckpt_dir = out / "checkpoints"
+    last_path = ckpt_dir / "last.safetensors"
+    resume_from = resume and last_path.is_file()
     if resume:
         saved = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else None
         if saved is None:
             raise VidpipeError(f"{out} has no config.json to resume; start it without --resume")
+        if saved.get("world_size", 1) != world:
+            raise VidpipeError(f"{out} was trained with {saved.get('world_size', 1)} process(es), this run has {world}; "
+                               f"resume it with the same count (torchrun --nproc_per_node {saved.get('world_size', 1)})")
         if saved["config"] != meta["config"] or saved["classes"] != meta["classes"] or saved["provenance"] != meta["provenance"]:
             raise VidpipeError(f"--resume with a different config, classes or data than {out}/config.json; use the same settings or a new --out")
     elif (out / "config.json").is_file():
@@ -132,25 +175,30 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
         dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
     if rank == 0:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _write_text_atomic(out / "config.json", json.dumps(meta, indent=2) + "\n")
 
     o = cfg.optim
     optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=o.betas)
-    steps_per_epoch = math.ceil(len(data.train) / o.accum_steps)
+    n_batches = len(data.train)  # exact: every loader yields exactly this many batches per epoch
+    steps_per_epoch = math.ceil(n_batches / o.accum_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(max(1, round(o.warmup_epochs * steps_per_epoch)), o.epochs * steps_per_epoch))
     dtype = amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    start_epoch, best = 0, {"top1": -1.0, "epoch": -1}
-    if resume:
-        load_model_weights(ckpt_dir / "last.safetensors", model)
-        start_epoch, best = load_trainer(ckpt_dir / "trainer.safetensors", optimizer, scheduler, scaler)
+    start_epoch, best, history = 0, {"top1": -1.0, "epoch": -1}, []
+    if resume_from:
+        load_model_weights(last_path, model)
+        start_epoch, best, history = load_trainer(last_path, optimizer, scheduler, scaler, rank)
+        if rank == 0:  # rows of epochs after the checkpoint (a kill between the two writes) are dropped
+            _write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         log(f"resumed {out} after epoch {start_epoch}")
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if dist.is_initialized() else model
+    elif resume:
+        log(f"{out} has no checkpoint yet: starting it from the beginning")
+    ddp = dist.is_initialized()
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp else model
     if rank == 0:
         log(f"{cfg.model}: {count_params(model):,} parameters, {len(data.classes)} classes, {world} process(es) on {device}, "
-            f"amp {dtype or 'off'}, {len(data.train)} batches/epoch")
+            f"amp {dtype or 'off'}, {n_batches} batches/epoch, validation: {data.val_split or 'none'}")
 
     summary = {}
     for epoch in range(start_epoch, o.epochs):
@@ -158,7 +206,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
         net.train()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        loss_sum, clips, wait, n_batches = 0.0, 0, 0.0, len(data.train)
+        loss_sum, wait, steps, seen = 0.0, 0.0, 0, []
         t_epoch = time.perf_counter()
         batches = iter(data.train)
         for step in range(n_batches):
@@ -166,11 +214,13 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
             batch = next(batches)
             wait += time.perf_counter() - t_wait
             x, y = data.to_device(batch, device, train=True)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=o.label_smoothing)
-            scaler.scale(loss / o.accum_steps).backward()
-            if (step + 1) % o.accum_steps == 0 or step + 1 == n_batches:
+            boundary = (step + 1) % o.accum_steps == 0 or step + 1 == n_batches
+            with net.no_sync() if ddp and not boundary else contextlib.nullcontext():  # all-reduce once per optimizer step
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    logits = net(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=o.label_smoothing)
+                scaler.scale(loss / o.accum_steps).backward()
+            if boundary:
                 scaler.unscale_(optimizer)
                 if o.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
@@ -178,30 +228,41 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
+                steps += 1
             loss_sum += loss.item() * len(batch["ids"])
-            clips += len(batch["ids"])
+            seen += batch["ids"]
+        if next(batches, None) is not None:
+            raise RuntimeError(f"the training loader yields more than the {n_batches} batches it announced")
         train_time = time.perf_counter() - t_epoch
-        val, cm, _ = evaluate(net, data, device, dtype)
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, clips), "lr": scheduler.get_last_lr()[0], "val": val,
-                  "clips_per_s": clips * world / train_time, "data_wait_fraction": wait / train_time,
+        seen_all = [i for ids in _gather(seen) for i in ids]
+        val, cm = evaluate(model, data, device, dtype)[:2] if data.val is not None else (None, None)
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, len(seen)), "lr": scheduler.get_last_lr()[0],
+                  "optimizer_steps": steps, "train_clips": len(seen_all), "train_videos": len(set(seen_all)), "val": val,
+                  "clips_per_s": len(seen_all) / train_time, "data_wait_fraction": wait / train_time,
                   "peak_memory_mb": peak_memory_mb(device), "epoch_seconds": time.perf_counter() - t_epoch}
+        history.append(record)
+        rngs = _gather(rng_state())  # every rank's RNG, so a resume continues every rank's stream
         if rank == 0:
+            ckpt_meta = {**meta, "epoch": epoch + 1, "metrics": val}
+            _fault_point(epoch + 1, "before-best")
+            if val is not None and val["top1"] > best["top1"]:
+                best = {"top1": val["top1"], "epoch": epoch + 1}
+                save_checkpoint(ckpt_dir / "best.safetensors", model, ckpt_meta)
+                write_per_class_csv(cm, data.classes, out / "per_class.csv")
+                plot_confusion(cm, data.classes, out / "confusion.png", f"{cfg.model}, epoch {epoch + 1}, val top-1 {val['top1']:.3f}")
+            _fault_point(epoch + 1, "before-last")
+            save_checkpoint(last_path, model, ckpt_meta, trainer_state(optimizer, scheduler, scaler, epoch + 1, best, history, rngs))
+            _fault_point(epoch + 1, "after-last")
             with open(out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
-            ckpt_meta = {**meta, "epoch": epoch + 1, "metrics": val}
-            save_model(ckpt_dir / "last.safetensors", model, ckpt_meta)
-            if val["top1"] > best["top1"]:
-                best = {"top1": val["top1"], "epoch": epoch + 1}
-                save_model(ckpt_dir / "best.safetensors", model, ckpt_meta)
-                write_per_class_csv(cm, data.classes, out / "per_class.csv")
-                plot_confusion(cm, data.classes, out / "confusion.png", f"{cfg.model}, epoch {epoch + 1}, top-1 {val['top1']:.3f}")
-            save_trainer(ckpt_dir / "trainer.safetensors", optimizer, scheduler, scaler, epoch + 1, best)
+            _fault_point(epoch + 1, "after-metrics")
             plot_curves(out / "metrics.jsonl", out / "curves.png")
-            log(f"epoch {epoch + 1}/{o.epochs}: train loss {record['train_loss']:.3f}, val top-1 {val['top1']:.3f} "
-                f"top-5 {val['top5']:.3f}, {record['clips_per_s']:.0f} clips/s, data wait {100 * record['data_wait_fraction']:.0f}%")
-        summary = {"last": record, "best": best}
+            shown = f"val top-1 {val['top1']:.3f} top-5 {val['top5']:.3f}" if val else "no val"
+            log(f"epoch {epoch + 1}/{o.epochs}: train loss {record['train_loss']:.3f}, {shown}, "
+                f"{record['clips_per_s']:.0f} clips/s, data wait {100 * record['data_wait_fraction']:.0f}%")
+        summary = {"last": record, "best": best if data.val is not None else None, "selection": selection}
     if rank == 0 and summary:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if dist.is_initialized():
         dist.barrier()
     return summary

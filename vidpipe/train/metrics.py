@@ -98,21 +98,29 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = 
 
 
 def plot_curves(metrics_jsonl: Path, path: Path) -> None:
+    """Losses (left) and val metrics (right) per epoch. The two losses are different quantities: train is
+    the label-smoothed cross-entropy of single clips; val is the NLL of view-averaged probabilities."""
     rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
     if not rows:
         return
     plt = _plt()
     epochs = [r["epoch"] for r in rows]
+    validated = [r for r in rows if r.get("val")]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    a.plot(epochs, [r["train_loss"] for r in rows], label="train loss")
-    a.plot(epochs, [r["val"]["loss"] for r in rows], label="val loss")
+    a.plot(epochs, [r["train_loss"] for r in rows], label="train: smoothed CE, one clip")
+    if validated:
+        a.plot([r["epoch"] for r in validated], [r["val"]["loss"] for r in validated], label="val: NLL, views averaged")
     a.set_xlabel("epoch")
-    a.legend()
+    a.set_ylabel("loss")
+    a.legend(fontsize=8)
     for key in ("top1", "top5", "mean_class_acc", "macro_f1"):
-        b.plot(epochs, [r["val"][key] for r in rows], label=key)
+        b.plot([r["epoch"] for r in validated], [r["val"][key] for r in validated], label=f"val {key}")
     b.set_xlabel("epoch")
     b.set_ylim(0, 1.02)
-    b.legend()
+    if validated:
+        b.legend(fontsize=8)
+    else:
+        b.set_title("no validation split", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
