@@ -140,8 +140,11 @@ def test_verify_detects_damage(stores, tmp_path):
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
+    index = json.loads((copy / "store.json").read_text())
+    index["splits"]["test"]["count"] += 1  # a fault only reading the test split's samples can find
+    (copy / "store.json").write_text(json.dumps(index))
     problems = Store.open(copy).verify()
-    assert problems == [f"checksum mismatch train/{shard.name}"]
+    assert problems == [f"checksum mismatch train/{shard.name}", "test: read 10 samples, store.json says 11"]
     res = CliRunner().invoke(cli, ["verify", str(copy)])
     assert res.exit_code == 1 and "problems" in res.output
 
