@@ -140,3 +140,24 @@ def test_both_backends_fail_the_same_files_with_reasons(tmp_path, monkeypatch):
     record = m.split_records("train")[0]
     (result,) = extract_mod._decode_chunk(m, [(None, 0, record)], ClipSpec(8, 32, 42), 1, "dali")
     assert result[1] is None and result[2]["reason"] == "no video frames"
+
+
+@needs_dali
+def test_dali_honours_webm_pixel_aspect(tmp_path):
+    """A VP9 WebM at SAR 2:1 (WebM writes "SAR 2:1" without brackets) is stored at its display aspect by
+    DALI too: a real synthetic clip re-encoded with non-square pixels, against the ffmpeg store."""
+    synth(tmp_path / "src", SynthConfig(videos_per_class=2, codec="vp9", frames=24, seed=4))
+    frames = read_all_frames(next((tmp_path / "src" / "train" / "move_left_to_right").glob("*.webm")))
+    root = tmp_path / "data"
+    (root / "train" / "a").mkdir(parents=True)
+    squeezed = frames[:, :, ::2]  # 64 coded columns of the 128-wide frames, shown 2x wide
+    encode_video(squeezed, root / "train" / "a" / "anamorphic.webm", "vp9", extra=["-aspect", "4:3"])
+    m = build_manifest("folder", root)
+    stores = {}
+    for backend in ("ffmpeg", "dali"):
+        index = extract(m, tmp_path / backend, ExtractConfig(backend=backend, frames=8, size=48)).summary
+        assert index["backends"] == ({"dali-cpu": 1} if backend == "dali" else {"ffmpeg": 1})
+        vid, clip, _, meta = next(Store.open(tmp_path / backend).samples("train"))
+        assert meta["display_size"] == [128, 96]
+        stores[backend] = clip
+    assert psnr(stores["dali"], stores["ffmpeg"]) >= 30

@@ -20,7 +20,7 @@ from vidpipe.errors import VidpipeError
 from vidpipe.pipeline.datasets import build_manifest
 from vidpipe.pipeline.decode import uniform_indices
 from vidpipe.pipeline.extract import ExtractConfig, extract, finalize
-from vidpipe.pipeline.ffmpeg import Geometry, encode_video, ffmpeg_binary, read_all_frames
+from vidpipe.pipeline.ffmpeg import Geometry, encode_video, ffmpeg_binary, probe, read_all_frames
 from vidpipe.pipeline.store import Store
 
 SMALL = dict(frames=8, size=48)  # 8 x 48 x 64 clips
@@ -315,8 +315,8 @@ def test_decode_count_reads_ffmpeg_summary_not_paths(synth_h264, tmp_path):
 
 
 def _tree_bytes(store):
-    """Every file of a store (but the lock file) -> its bytes."""
-    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file() and p.name != "lock"}
+    """Every file of a store (but the empty lock files, one per part that ran) -> its bytes."""
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file() and p.suffix != ".lock"}
 
 
 @pytest.mark.slow
@@ -377,3 +377,63 @@ def test_store_records_the_ffmpeg_it_used_and_skips_an_old_one(synth_h264, tmp_p
         assert index["ffmpeg"]["path"] == ffmpeg.ffmpeg_binary() and int(index["ffmpeg"]["version"].split(".")[0]) >= 7
     finally:
         ffmpeg._select_binary.cache_clear()
+
+
+def _lavfi(path, *args):
+    subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", *args, str(path)], check=True)
+    return path
+
+
+def test_real_world_containers_are_judged_by_what_they_hold(tmp_path):
+    """Variable frame rate (mp4, mkv) is not truncation; WebM's unbracketed SAR is honoured; an 8x8 video
+    is a video; an audio-only file says so; a cut mkv is still caught."""
+    root = tmp_path / "data" / "train"
+    vfr = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=2", "-vf", "setpts='if(lt(N,25),N*2,50+(N-25)*10)/25/TB'",
+           "-fps_mode", "vfr", "-c:v", "libx264"]  # 50 frames over ~11 s, first fast then slow
+    (root / "vfr").mkdir(parents=True)
+    for ext in ("mkv", "mp4"):
+        _lavfi(root / "vfr" / f"{ext}.{ext}", *vfr)
+    cut = root / "vfr" / "cut.mkv"
+    cut.write_bytes((root / "vfr" / "mkv.mkv").read_bytes()[:2500])
+    (root / "odd").mkdir()
+    band = np.zeros((12, 96, 64, 3), np.uint8)
+    band[:, :, 24:40] = 255  # a centred band a quarter of the coded width; SAR 2:1 displays it 2x wider
+    encode_video(band, root / "odd" / "sar.webm", "vp9", extra=["-aspect", "4:3"])
+    assert probe(root / "odd" / "sar.webm").sar == 2.0
+    _lavfi(root / "odd" / "tiny.mp4", "-f", "lavfi", "-i", "testsrc=size=8x8:rate=25:duration=1", "-c:v", "libx264")
+    _lavfi(root / "odd" / "audio.mp4", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac")
+    m = build_manifest("folder", tmp_path / "data")
+    index = extract(m, tmp_path / "store", ExtractConfig(frames=8, size=48, max_failures=1.0)).summary
+    reasons = {f["id"]: f["reason"] for f in index["failures"]}
+    assert set(reasons) == {"vfr/cut", "odd/audio"}, reasons
+    assert reasons["odd/audio"] == "not a readable video: it has no video stream (audio only?)"
+    got = {vid: (clip, meta) for vid, clip, _, meta in Store.open(tmp_path / "store").samples("train")}
+    assert {"vfr/mkv", "vfr/mp4", "odd/tiny", "odd/sar"} == set(got)
+    for ext in ("mkv", "mp4"):
+        clip, meta = got[f"vfr/{ext}"]
+        assert meta["num_frames"] == 50
+        assert psnr(clip, reference_clip(root / "vfr" / f"{ext}.{ext}", meta["indices"], 48, 64)) >= 35
+    sar_clip, sar_meta = got["odd/sar"]
+    assert sar_meta["display_size"] == [128, 96]
+    bright = np.flatnonzero(sar_clip[0, 24, :, 0].astype(int) > 128)
+    assert 14 <= len(bright) <= 18 and abs(bright.mean() - 31.5) < 2  # stretched 2x, not squashed
+
+
+def test_ids_differing_only_by_dot_or_underscore_stay_separate_samples(synth_h264, tmp_path):
+    import shutil
+
+    from vidpipe.pipeline.loaders import ClipConfig, clip_loader
+    from vidpipe.pipeline.sampling import Sampling
+
+    src = next((synth_h264 / "train" / "size_grow").glob("*.mp4"))
+    root = tmp_path / "data" / "train"
+    for folder, name in (("a.b", "clip.1"), ("a.b", "clip_1"), ("a_b", "clip.1"), ("a_b", "clip_1")):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, root / folder / f"{name}.mp4")
+    m = build_manifest("folder", tmp_path / "data")
+    extract(m, tmp_path / "store", ExtractConfig(frames=4, size=32))
+    store = Store.open(tmp_path / "store")
+    assert store.verify() == []
+    assert sorted(vid for vid, *_ in store.samples("train")) == ["a.b/clip.1", "a.b/clip_1", "a_b/clip.1", "a_b/clip_1"]
+    ids = [i for b in clip_loader(store, "train", ClipConfig(Sampling.tsn(2)), batch_size=4, workers=0) for i in b["ids"]]
+    assert sorted(ids) == ["a.b/clip.1", "a.b/clip_1", "a_b/clip.1", "a_b/clip_1"]

@@ -24,13 +24,13 @@ def _bench_sets():
 
 @bench.command("extract")
 @click.option("--work", type=click.Path(file_okay=False), default=None, help="Scratch directory [default: a temp dir].")
-@click.option("--videos-per-class", default=20, help="Videos per class in each generated set (10 classes).")
-@click.option("--workers", type=int, default=None, help="Parallel decoders [default: all CPUs].")
-@click.option("--frames", default=32, help="Frames per stored clip.")
-@click.option("--size", default=128, help="Stored frame height.")
+@click.option("--videos-per-class", type=click.IntRange(min=1), default=20, help="Videos per class in each generated set (10 classes).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel decoders [default: all CPUs].")
+@click.option("--frames", type=click.IntRange(min=1), default=32, help="Frames per stored clip.")
+@click.option("--size", type=click.IntRange(min=16), default=128, help="Stored frame height.")
 @click.option("--set", "sets", multiple=True, type=ui.LazyChoice(_bench_sets),
               help="Video sets to run (repeat) [default: synthetic and hmdb51-like, plus 720p-h264 where DALI has a GPU].")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default="benchmarks/results/extract.json", help="Where to write the results.")
+@click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False), help="Where to write the results (JSON).")
 def bench_extract_cmd(work, videos_per_class, workers, frames, size, sets, json_path):
     """Extraction videos/s and frames/s vs a bare ffmpeg decode of the same files (the ceiling).
 
@@ -52,12 +52,12 @@ def bench_extract_cmd(work, videos_per_class, workers, frames, size, sets, json_
 @click.option("--root", required=True, type=click.Path(), help="Dataset root.")
 @click.option("--store", "stores", required=True, multiple=True, type=click.Path(file_okay=False), help="A store of the same videos; repeat for both formats.")
 @click.option("--split", default="train", help="Split to read.")
-@click.option("--workers", default=2, help="DataLoader workers for every row.")
-@click.option("--batch-size", default=8, help="Clips per batch.")
-@click.option("--clips", default=400, help="Clips drawn from each store row.")
-@click.option("--decode-clips", default=64, help="Clips drawn in the (slow) decode-every-epoch row.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, help="DataLoader workers for every row.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, help="Clips per batch.")
+@click.option("--clips", type=click.IntRange(min=1), default=400, help="Clips drawn from each store row.")
+@click.option("--decode-clips", type=click.IntRange(min=1), default=64, help="Clips drawn in the (slow) decode-every-epoch row.")
 @click.option("--sampling", default="1x1x8", help="clip_len x frame_interval x num_clips (1x1x8 = TSN 8 segments).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default="benchmarks/results/loader.json", help="Where to write the results.")
+@click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False), help="Where to write the results (JSON).")
 def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, decode_clips, sampling, json_path):
     """Clips/s: decode every epoch vs WebDataset and zarr stores vs a raw read of the store files."""
     from vidpipe.pipeline import datasets
@@ -83,10 +83,10 @@ def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, d
 @bench.command("features")
 @click.option("--store", required=True, type=click.Path(file_okay=False), help="A clip store.")
 @click.option("--backbone", "backbones", multiple=True, default=("resnet18", "resnet50", "r2plus1d_18"), help="Backbones to time (repeat).")
-@click.option("--batch-size", default=4, help="Videos per forward pass.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, help="Videos per forward pass.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where the backbones run.")
 @click.option("--tokens", is_flag=True, help="Also store token maps of frame backbones.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default="benchmarks/results/features.json", help="Where to write the results.")
+@click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False), help="Where to write the results (JSON).")
 def bench_features_cmd(store, backbones, batch_size, device, tokens, json_path):
     """Features/s and bytes per video of each backbone over a clip store (random weights: speed only)."""
     from vidpipe.pipeline.bench_extract import write_json

@@ -26,14 +26,14 @@ def datasets_cmd(verbose):
     if verbose:
         for name in datasets.ADAPTERS:
             card = cards.load_card(name)
-            ui.out.print(f"\n[bold]{name}[/bold]{card['layout']}\n  {card.get('notes', '')}")
+            ui.out.print(f"\n[bold]{name}[/bold]\n  {card['layout'].strip()}\n  {card.get('notes', '')}")
 
 
 @cli.command("manifest")
 @click.option("--dataset", required=True, type=click.Choice(list(datasets.ADAPTERS)), help="Dataset adapter.")
 @click.option("--root", required=True, type=click.Path(), help="Dataset root in its official layout.")
-@click.option("--split", type=int, default=None, help="Official split number (HMDB51, UCF101: 1-3; default 1).")
-@click.option("--val-fraction", type=float, default=0.2, help="`folder` only: fraction of ids hashed into val.")
+@click.option("--split", type=click.IntRange(1, 3), default=None, help="Official split number (HMDB51, UCF101: 1-3; default 1).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, help="`folder` only: fraction of ids hashed into val.")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Manifest file to write (JSONL).")
 @click.option("--per-class", is_flag=True, help="Print the count of every class, not just the totals.")
 def manifest_cmd(dataset, root, split, val_fraction, output, per_class):
@@ -54,12 +54,12 @@ def manifest_cmd(dataset, root, split, val_fraction, output, per_class):
 
 @cli.command("synth")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--videos-per-class", default=20, help="Videos per class (70 % train, 30 % test).")
+@click.option("--videos-per-class", type=click.IntRange(min=2), default=20, help="Videos per class (70 % train, 30 % test).")
 @click.option("--codec", type=click.Choice(["h264", "vp9", "mpeg4"]), default="h264", help="Video codec (mp4 / webm / Xvid avi).")
 @click.option("--size", default="128x96", help="Frame size WxH (even numbers).")
-@click.option("--frames", default=48, help="Frames per video (48: an odd multiple of the 16 the synthetic card stores, so stored pairs stay exact reversals).")
+@click.option("--frames", type=click.IntRange(min=4), default=48, help="Frames per video (48: an odd multiple of the 16 the synthetic card stores, so stored pairs stay exact reversals).")
 @click.option("--seed", default=0, help="Random seed; the output is deterministic for a seed.")
-@click.option("--workers", default=2, help="Parallel encoders.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, help="Parallel encoders.")
 def synth_cmd(out, videos_per_class, codec, size, frames, seed, workers):
     """Write the synthetic temporal-order dataset (classes that differ only in time order)."""
     try:

@@ -19,7 +19,7 @@ def _backbones():
 @click.option("--backbone", type=ui.LazyChoice(_backbones), default="resnet50", help="Frozen torchvision backbone.")
 @click.option("--weights", default="DEFAULT", help="torchvision weights name (IMAGENET1K_V2, KINETICS400_V1, DEFAULT), a .pth/.safetensors PATH, or random.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Feature store directory.")
-@click.option("--batch-size", default=4, help="Videos per forward pass.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, help="Videos per forward pass.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where the backbone runs.")
 @click.option("--tokens", is_flag=True, help="Also store spatial token maps (frame backbones; clip backbones always store them).")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", help="Storage precision.")

@@ -14,7 +14,15 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except VidpipeError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(one_line(str(e))) from None
+
+
+def one_line(message: str) -> str:
+    """A VidpipeError raised in a DataLoader worker reaches the main process with the worker's traceback
+    folded into its message: keep only the error's own sentence."""
+    if "Original Traceback" in message:
+        message = message.strip().splitlines()[-1].split("VidpipeError: ", 1)[-1]
+    return message
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

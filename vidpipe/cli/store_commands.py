@@ -36,15 +36,15 @@ def print_store_summary(index: dict, title: str) -> None:
 @click.option("--manifest", "manifest_path", type=click.Path(), help="A manifest from `vidpipe manifest`, instead of --dataset/--root.")
 @click.option("--out", type=click.Path(file_okay=False), help="Store directory.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="webdataset", help="Store format.")
-@click.option("--frames", type=int, default=None, help="Frames per video [default: the dataset card's, else 32].")
-@click.option("--size", type=int, default=None, help="Frame height; width = floor(size * 4/3) [default: the card's, else 128].")
+@click.option("--frames", type=click.IntRange(min=1), default=None, help="Frames per video [default: the dataset card's, else 32].")
+@click.option("--size", type=click.IntRange(min=16), default=None, help="Frame height; width = floor(size * 4/3) [default: the card's, else 128].")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto",
               help="Decoder: auto = DALI when installed and a GPU is present, else ffmpeg; dali routes what it cannot decode to ffmpeg.")
-@click.option("--workers", type=int, default=os.cpu_count(), help="Videos decoded in parallel (one ffmpeg process each).")
+@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count(), help="Videos decoded in parallel (one ffmpeg process each).")
 @click.option("--shard-size", default="256MB", help="Bytes of frames per shard file.")
-@click.option("--max-failures", type=float, default=0.05, help="Fraction of failed videos above which the exit status is non-zero.")
-@click.option("--num-shards", type=int, default=None, help="Split the work into this many parts (several machines) [default: $WORLD_SIZE or 1].")
-@click.option("--shard-id", type=int, default=None, help="Which part this process extracts [default: $RANK or 0].")
+@click.option("--max-failures", type=click.FloatRange(0, 1), default=0.05, help="Fraction of failed videos above which the exit status is non-zero.")
+@click.option("--num-shards", type=click.IntRange(min=1), default=None, help="Split the work into this many parts (several machines) [default: $WORLD_SIZE or 1].")
+@click.option("--shard-id", type=click.IntRange(min=0), default=None, help="Which part this process extracts [default: $RANK or 0].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with other settings.")
 @click.option("--finalize", "finalize_store", type=click.Path(file_okay=False), help="Only merge the parts of STORE into store.json.")
 def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, size, backend, workers, shard_size, max_failures,
@@ -64,7 +64,8 @@ def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, size, bac
         raise VidpipeError("give --dataset and --root, or --manifest")
     defaults = cards.load_card(manifest.dataset).get("extract", {}) if (cards.CARDS_DIR / f"{manifest.dataset}.toml").is_file() else {}
     cfg = ExtractConfig(
-        frames=frames or defaults.get("frames", 32), size=size or defaults.get("size", 128), format=fmt, backend=backend,
+        frames=frames if frames is not None else defaults.get("frames", 32), size=size if size is not None else defaults.get("size", 128),
+        format=fmt, backend=backend,
         shard_size=shard_size, workers=workers, max_failures=max_failures,
     )
     num_shards = num_shards or int(os.environ.get("WORLD_SIZE", 1))
@@ -94,13 +95,32 @@ def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, size, bac
                      f"(or run `vidpipe extract --finalize {out}`)")
 
 
+def _is_feature_store(store: str) -> bool:
+    import json
+
+    index = Path(store) / "store.json"
+    return index.is_file() and json.loads(index.read_text()).get("format") == "vidpipe-features"
+
+
 @cli.command("inspect")
 @click.argument("store", type=click.Path(file_okay=False))
-@click.option("--grid", type=click.Path(dir_okay=False), help="Write a PNG with sample frames of each class.")
-@click.option("--split", default=None, help="Split for the grid [default: the first].")
-@click.option("--per-class", default=1, help="Videos per class in the grid.")
+@click.option("--grid", type=click.Path(dir_okay=False), help="Write a PNG with sample frames of each class (clip stores).")
+@click.option("--split", default=None, help="Split for the grid [default: the first with stored videos].")
+@click.option("--per-class", type=click.IntRange(min=1), default=1, help="Videos per class in the grid.")
 def inspect_cmd(store, grid, split, per_class):
-    """Print a store's summary; optionally write a PNG grid of frames per class."""
+    """Print a clip or feature store's summary; optionally write a PNG grid of frames per class."""
+    if _is_feature_store(store):
+        from vidpipe.pipeline.features import FeatureStore
+
+        i = FeatureStore.open(store).index
+        if grid:
+            raise VidpipeError(f"{store} is a feature store: it holds no frames to draw; run inspect --grid on {i['source_store']['path']}")
+        weights = i["weights"]["id"] + (" (RANDOM)" if i["random_weights"] else "")
+        ui.out.print(f"{store}: feature store of {i['source_store']['dataset']}, {i['backbone']} {weights}, "
+                     f"features {'x'.join(map(str, i['features']['shape']))} {i['dtype']}, from {i['source_store']['path']}")
+        ui.table("splits", ["split", "videos", "bytes"],
+                 [[sp, e["count"], _mb(sum(f["bytes"] for f in e["files"]))] for sp, e in i["splits"].items()], justify_right_from=1)
+        return
     s = Store.open(store)
     c = s.index["clip"]
     ui.out.print(f"{store}: {s.format} store of {s.index['dataset']}, {s.index['num_classes']} classes, "
@@ -113,8 +133,13 @@ def inspect_cmd(store, grid, split, per_class):
 @cli.command("verify")
 @click.argument("store", type=click.Path(file_okay=False))
 def verify_cmd(store):
-    """Re-check every checksum and read every sample."""
-    s = Store.open(store)
+    """Re-check every checksum (and, for clip stores, read every sample)."""
+    if _is_feature_store(store):
+        from vidpipe.pipeline.features import FeatureStore
+
+        s, what = FeatureStore.open(store), "checksums"
+    else:
+        s, what = Store.open(store), "checksums and samples"
     n = sum(len(e["files"]) for e in s.index["splits"].values())
     with ui.progress_bar(n, "verify", unit="files") as advance:
         problems = s.verify(progress=advance)
@@ -122,4 +147,4 @@ def verify_cmd(store):
         for p in problems[:20]:
             ui.console.print(f"[red]{p}[/red]")
         raise VidpipeError(f"{len(problems)} problems in {store}; re-extract the affected shards (delete them and rerun extract)")
-    ui.out.print(f"{store}: {n} files, checksums and samples OK")
+    ui.out.print(f"{store}: {n} files, {what} OK")

@@ -12,8 +12,8 @@ INPUT_HELP = {"frame_features": "frame features (B, T, D)", "clip_tokens": "clip
 
 
 @cli.command("models")
-@click.option("--classes", default=51, help="Classes to size the classifier for the parameter count.")
-@click.option("--in-dim", default=2048, help="Feature width for feature models (2048 = resnet50, 512 = resnet18/r2plus1d_18).")
+@click.option("--classes", type=click.IntRange(min=1), default=51, help="Classes to size the classifier for the parameter count.")
+@click.option("--in-dim", type=click.IntRange(min=1), default=2048, help="Feature width for feature models (2048 = resnet50, 512 = resnet18/r2plus1d_18).")
 def models_cmd(classes, in_dim):
     """List registered models, their parameter counts and the input each expects."""
     from vidpipe.models import count_params, create_model, list_models, model_entry
@@ -56,7 +56,7 @@ def train_cmd(model, data_path, out, config_path, resume, overrides):
 @click.option("--data", "data_path", type=click.Path(file_okay=False), help="Store to evaluate on [default: the training data].")
 @click.option("--split", default=None, help="Split [default: test if present, else val]; val on a store without one is the run's carve of train.")
 @click.option("--out", type=click.Path(file_okay=False), help="Report directory [default: RUN/eval-SPLIT].")
-@click.option("--test-clips", type=int, default=None, help="Clip stores: clips per video, averaged.")
+@click.option("--test-clips", type=click.IntRange(min=1), default=None, help="Clip stores: clips per video, averaged.")
 @click.option("--test-crops", type=click.Choice(["1", "3"]), default=None, help="Clip stores: 1 centre or 3 spatial crops.")
 def eval_cmd(run_or_checkpoint, data_path, split, out, test_clips, test_crops):
     """Evaluate a checkpoint: top-1/top-5, mean-class accuracy, macro-F1, per-class CSV, confusion PNG."""

@@ -84,7 +84,9 @@ def load_state_dict_file(path: Path) -> dict:
     return {k.removeprefix("module."): v for k, v in state.items()}  # DDP-saved checkpoints
 
 
-def resolve_weights(arch: str, weights: str) -> tuple[dict | None, WeightsInfo, Preprocess]:
+def resolve_weights(arch: str, weights: str, option: str = "--weights ") -> tuple[dict | None, WeightsInfo, Preprocess]:
+    """(state dict or None for random, provenance, preprocessing). `option` is how the user passed the
+    weights (`--weights`, `model_options.weights=`), so error messages name the right fix."""
     if arch not in BACKBONES:
         raise VidpipeError(f"unknown backbone '{arch}'; choose one of {', '.join(BACKBONES)}")
     enum = _weights_enum(arch)
@@ -99,13 +101,13 @@ def resolve_weights(arch: str, weights: str) -> tuple[dict | None, WeightsInfo, 
         record = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
     except KeyError:
         names = ", ".join(["DEFAULT", *(w.name for w in enum)])
-        raise VidpipeError(f"{arch} has no torchvision weights '{weights}'; choose one of {names}, a .pth/.safetensors PATH, or random") from None
+        raise VidpipeError(f"{arch} has no torchvision weights '{weights}' ({option}{weights}); choose one of {names}, a .pth/.safetensors PATH, or random") from None
     try:
         state = record.get_state_dict(progress=False, check_hash=True)
     except Exception as e:  # offline: URLError / OSError / RuntimeError from the download
         raise VidpipeError(
             f"could not fetch {type(record).__name__}.{record.name} ({type(e).__name__}); this machine may be offline: "
-            f"pass --weights PATH to a local .pth/.safetensors state dict (or --weights random for a demo)"
+            f"pass {option}PATH to a local .pth/.safetensors state dict (or {option}random for a demo)"
         ) from None
     return state, WeightsInfo(f"torchvision:{type(record).__name__}.{record.name}", "torchvision", None, False), preprocess_of(record)
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from vidpipe.models.registry import register_model
+from vidpipe.typed import check_layers
 
 
 @dataclass
@@ -25,6 +26,9 @@ class PerceiverConfig:
     dropout: float = 0.1
     max_time: int = 32  # clips x t positions
     max_side: int = 14  # h and w positions
+
+    def __post_init__(self):
+        check_layers(self)
 
 
 class CrossAttentionBlock(nn.Module):

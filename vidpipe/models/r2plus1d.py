@@ -11,12 +11,16 @@ import torch
 from torch import nn
 
 from vidpipe.models.registry import register_model
+from vidpipe.typed import check_layers
 
 
 @dataclass
 class R2Plus1DConfig:
     weights: str = "none"  # none | KINETICS400_V1 | DEFAULT | PATH
     dropout: float = 0.5
+
+    def __post_init__(self):
+        check_layers(self)
 
 
 class R2Plus1D(nn.Module):
@@ -28,7 +32,7 @@ class R2Plus1D(nn.Module):
 
         net = torchvision.models.video.r2plus1d_18(weights=None)
         if cfg.weights != "none":
-            state, _, _ = resolve_weights("r2plus1d_18", cfg.weights)
+            state, _, _ = resolve_weights("r2plus1d_18", cfg.weights, option="model_options.weights=")
             if state is not None:
                 net.load_state_dict(state)
         self.stem, self.layers = net.stem, nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)

@@ -17,6 +17,7 @@ from typing import Callable
 from torch import nn
 
 from vidpipe.errors import VidpipeError
+from vidpipe.typed import from_dict
 
 INPUTS = ("frame_features", "clip_tokens", "clips")
 
@@ -57,13 +58,14 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def make_config(name: str, options: dict | None = None):
-    """The model's config dataclass with `options` applied; unknown keys are an error."""
+    """The model's config dataclass with `options` applied: unknown keys, wrong types and out-of-range
+    values are one-line errors that name the option."""
     entry = model_entry(name)
     fields = {f.name for f in dataclasses.fields(entry.config)}
     unknown = sorted(set(options or {}) - fields)
     if unknown:
         raise VidpipeError(f"model {name} has no option(s) {unknown}; it has {sorted(fields)}")
-    return entry.config(**(options or {}))
+    return from_dict(entry.config, options or {}, "model_options.")
 
 
 def create_model(name: str, num_classes: int, in_dim: int | None = None, options: dict | None = None) -> nn.Module:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidpipe.models.registry import register_model
+from vidpipe.typed import check, check_layers
 
 
 @dataclass
@@ -27,6 +28,10 @@ class TemporalRetNetConfig:
     heads: int = 4
     ffn_ratio: float = 2.0
     dropout: float = 0.1
+
+    def __post_init__(self):
+        check_layers(self)
+        check((self.dim // self.heads) % 2 == 0, f"model_options.dim / heads must be even (rotation acts on pairs); got {self.dim // self.heads}")
 
 
 def rotate_every_two(x: torch.Tensor) -> torch.Tensor:

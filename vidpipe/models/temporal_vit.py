@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from vidpipe.models.registry import register_model
+from vidpipe.typed import check_layers
 
 
 @dataclass
@@ -21,6 +22,9 @@ class TemporalViTConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.1
     max_frames: int = 64
+
+    def __post_init__(self):
+        check_layers(self)
 
 
 class TemporalViT(nn.Module):

@@ -10,11 +10,15 @@ import torch
 from torch import nn
 
 from vidpipe.models.registry import register_model
+from vidpipe.typed import check_layers
 
 
 @dataclass
 class TSNMeanConfig:
     dropout: float = 0.5
+
+    def __post_init__(self):
+        check_layers(self)
 
 
 class TSNMean(nn.Module):

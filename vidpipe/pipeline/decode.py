@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vidpipe.pipeline.ffmpeg import DecodeError, Geometry, VideoInfo, count_decodable_frames, decode_frames, probe
+from vidpipe.pipeline.ffmpeg import (TRUNCATION_SLACK, DecodeError, Geometry, VideoInfo, count_decodable_frames, decode_frames,
+                                     looks_short, probe)
 
-TRUNCATION_SLACK = 0.9  # fewer packets than this fraction of what the header's duration implies = truncated
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,10 @@ def check_usable(info: VideoInfo) -> None:
         raise DecodeError("no video frames")
     if info.damage:
         raise DecodeError(f"corrupt or truncated: {info.damage}")
-    if info.duration > 0 and info.fps > 0 and info.num_frames < TRUNCATION_SLACK * info.duration * info.fps - 1:
-        expected = round(info.duration * info.fps)
-        raise DecodeError(f"truncated: header implies {expected} frames ({info.duration:.2f}s), only {info.num_frames} present")
+    if looks_short(info) and (info.packets_end is None or info.packets_end < TRUNCATION_SLACK * info.duration):
+        # fewer packets than duration x nominal fps is normal for variable frame rate; truncation is when they end early
+        ends = f"packets end at {info.packets_end:.2f}s" if info.packets_end is not None else f"only {info.num_frames} frames present"
+        raise DecodeError(f"truncated: the header says {info.duration:.2f}s, {ends}")
 
 
 def decode_clip_ffmpeg(path, spec: ClipSpec, threads: int = 1, info: VideoInfo | None = None) -> tuple[np.ndarray, dict]:

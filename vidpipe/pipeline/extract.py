@@ -9,7 +9,7 @@ to `--num-shards` parts, so several machines can fill one store; the last part t
 
 Parts never touch each other's files: each unit has its own temporary names and a part clears only
 the leftovers of the units it is about to write. Preparing the store (plan, manifest, zarr arrays)
-and finalizing it happen under an exclusive lock on STORE/_extract/lock, and finalizing is
+and finalizing it happen under an exclusive lock on STORE/_extract/store.lock, and finalizing is
 idempotent, so parts that start or finish at the same moment give the same bytes as one run.
 """
 
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vidpipe import __version__
-from vidpipe.errors import VidpipeError
+from vidpipe.errors import VidpipeError, no_space
 from vidpipe.pipeline import dali_backend
 from vidpipe.pipeline.decode import ClipSpec, check_usable, decode_clip_ffmpeg
 from vidpipe.pipeline.ffmpeg import DecodeError, ffmpeg_version, probe_many
@@ -51,9 +51,12 @@ def parse_size(text: str | int) -> int:
     t = text.strip().upper()
     number = t.rstrip("KMGB")
     try:
-        return int(float(number) * units[t[len(number):]])
+        value = int(float(number) * units[t[len(number):]])
     except (ValueError, KeyError):
         raise VidpipeError(f"cannot read size '{text}'; write it like 256MB or 1GB") from None
+    if value <= 0:
+        raise VidpipeError(f"--shard-size must be positive; got '{text}'")
+    return value
 
 
 @dataclass
@@ -74,9 +77,11 @@ class ExtractConfig:
         if self.backend not in BACKENDS:
             raise VidpipeError(f"--backend must be one of {', '.join(BACKENDS)}; got '{self.backend}'")
         if self.frames < 1 or self.size < 16:
-            raise VidpipeError("--frames must be >= 1 and --size >= 16")
+            raise VidpipeError(f"--frames must be >= 1 and --size >= 16; got {self.frames} and {self.size}")
         if self.workers < 1:
-            raise VidpipeError("--workers must be >= 1")
+            raise VidpipeError(f"--workers must be >= 1; got {self.workers}")
+        if not 0 <= self.max_failures <= 1:
+            raise VidpipeError(f"--max-failures is a fraction in [0, 1]; got {self.max_failures}")
 
     @property
     def spec(self) -> ClipSpec:
@@ -122,15 +127,34 @@ def _control(store: Path) -> Path:
 
 @contextlib.contextmanager
 def _store_lock(store: Path):
-    """Exclusive, blocking lock on STORE/_extract/lock for the steps parts must not run together.
+    """Exclusive, blocking lock on STORE/_extract/store.lock for the steps parts must not run together.
     flock is released by the kernel when the holder dies, so a killed part never leaves it held."""
     _control(store).mkdir(parents=True, exist_ok=True)
-    fd = os.open(_control(store) / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(_control(store) / "store.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def _part_lock(store: Path, part: tuple[int, int]):
+    """Held for a whole run of one part: a second run of the same part (or a second whole-store run)
+    into the same store is refused instead of racing it. Other parts of the same job run alongside."""
+    shard_id, num_shards = part
+    path = _control(store) / f"part-{shard_id}-of-{num_shards}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            what = "another extraction" if num_shards == 1 else f"another run of part {shard_id + 1}/{num_shards}"
+            raise VidpipeError(f"{what} is writing {store} (it holds {path.name}); wait for it to finish, "
+                               "or give each concurrent part its own --shard-id") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _plan_document(cfg: ExtractConfig, manifest_sha: str) -> dict:
@@ -305,6 +329,12 @@ def extract(
         raise VidpipeError(f"{store} exists and is not a vidpipe store; choose an empty or new --out")  # before the lock adds a file
     with _store_lock(store):
         _prepare_store(store, manifest, cfg, overwrite)
+    with _part_lock(store, part):
+        return _extract_part(manifest, store, cfg, part, progress)
+
+
+def _extract_part(manifest: Manifest, store: Path, cfg: ExtractConfig, part: tuple[int, int], progress) -> "ExtractReport":
+    shard_id, num_shards = part
     spec, per_shard = cfg.spec, per_shard_count(cfg)
     units = plan_units(manifest, cfg)
     mine = [u for k, u in enumerate(units) if k % num_shards == shard_id]
@@ -339,10 +369,12 @@ def extract(
                     report.bytes_written += sum(f["bytes"] for f in files)
                     report.failures += len(failures)
                     writer, failures, metas = None, [], []
-        except BaseException:  # Ctrl-C included: drop the unfinished unit, keep the published ones
+        except BaseException as e:  # Ctrl-C included: drop the unfinished unit, keep the published ones
             if writer is not None:
                 writer.abort()
             pool.shutdown(wait=False, cancel_futures=True)
+            if isinstance(e, OSError) and e.errno == 28:
+                raise no_space(writer.final if writer is not None else store, per_shard * (spec.nbytes + SAMPLE_OVERHEAD)) from None
             raise
         pool.shutdown()
         report.seconds = time.perf_counter() - t0

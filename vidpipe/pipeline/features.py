@@ -26,7 +26,7 @@ import torchvision.transforms.v2.functional as TF
 from vidpipe import __version__
 from vidpipe.errors import VidpipeError
 from vidpipe.models.backbones import Backbone, Preprocess, build_backbone
-from vidpipe.pipeline.store import Store
+from vidpipe.pipeline.store import Store, verify_files
 from vidpipe.pipeline.writers import file_entry, sha256_file
 
 FEATURE_FORMAT = "vidpipe-features"
@@ -235,6 +235,10 @@ class FeatureStore:
         if index.get("format") != FEATURE_FORMAT:
             raise VidpipeError(f"{root} is a {index.get('format')} store, not a feature store; run `vidpipe cache-features --store {root}` first")
         return cls(root, index)
+
+    def verify(self, progress=None) -> list[str]:
+        """Recompute every file's checksum; returns the problems found (empty = intact)."""
+        return [p for entry in self.index["splits"].values() for p in verify_files(self.root, entry["files"], progress)]
 
     def provenance(self) -> dict:
         """What made these features; two stores mix only when this is equal."""

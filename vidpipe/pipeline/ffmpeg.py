@@ -7,6 +7,7 @@ no decode) that also counts the video packets.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import shutil
@@ -78,6 +79,9 @@ class VideoInfo:
     num_frames: int  # video packets in the container (== frames for every codec seen in practice)
     duration: float
     damage: str | None = None  # the demuxer's first complaint (corrupt or truncated data), if any
+    # where the video packets really end (s), measured only when their count looks short for the header's
+    # duration x nominal fps: a variable-frame-rate file has fewer frames than that, a truncated one ends early
+    packets_end: float | None = None
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -123,11 +127,11 @@ def _parse_input(err: str, k: int) -> VideoInfo:
         raise DecodeError("not a readable video: ffmpeg did not open it")
     ends = [i for i in (err.find("\nInput #", start + 1), err.find("Stream mapping", start)) if i > 0]
     header = err[start : min(ends) if ends else len(err)]
-    stream = re.search(rf"Stream #{k}:\d+[^:]*: Video: (\w+)[^\n]*?, (\d{{2,5}})x(\d{{2,5}})", header)
+    stream = re.search(rf"Stream #{k}:\d+[^:]*: Video: (\w+)[^\n]*?, (\d{{1,5}})x(\d{{1,5}})\b", header)
     if stream is None:
         raise DecodeError("not a readable video: no video stream")
     video_line = header[stream.start() : header.find("\n", stream.start())]
-    sar = re.search(r"\[SAR (\d+):(\d+)", video_line)
+    sar = re.search(r"SAR (\d+):(\d+)", video_line)  # "[SAR 1:1 DAR 4:3]" in most containers, "SAR 2:1 DAR 8:3" in WebM
     fps = re.search(r"([\d.]+) (?:fps|tbr)", video_line)
     rot = re.search(r"rotation of (-?[\d.]+) degrees", header)
     dur = _DURATION.search(header)
@@ -182,11 +186,41 @@ def probe_many(paths, timeout: float = 600) -> list[VideoInfo | DecodeError]:
                 except DecodeError as e:
                     out[i] = e
         elif len(chunk) == 1:
-            out[chunk[0]] = error if res is None else DecodeError(f"not a readable video: {_first_error_line(res.stderr.decode(errors='replace'))}")
+            out[chunk[0]] = error if res is None else _open_error(res.stderr.decode(errors="replace"))
         else:
             for i in chunk:
                 out[i] = probe_many([paths[i]], timeout)[0]
+    for i, info in enumerate(out):
+        if isinstance(info, VideoInfo) and looks_short(info):
+            out[i] = dataclasses.replace(info, packets_end=_packets_end(paths[i], timeout))
     return out
+
+
+TRUNCATION_SLACK = 0.9  # packets ending before this fraction of the header's duration = truncated
+
+
+def looks_short(info: VideoInfo) -> bool:
+    """Fewer packets than the header's duration x nominal fps imply: truncated, or variable frame rate."""
+    return info.duration > 0 and info.fps > 0 and info.num_frames < TRUNCATION_SLACK * info.duration * info.fps - 1
+
+
+def _packets_end(path: Path, timeout: float) -> float | None:
+    """The timestamp (s) the stream copy of the video packets reaches: ffmpeg's closing "time=" figure."""
+    try:
+        res = _run([ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"], timeout)
+    except DecodeError:
+        return None
+    times = re.findall(r"time=(\d+):(\d+):([\d.]+)", res.stderr.decode(errors="replace"))
+    if not times:
+        return None
+    h, m, sec = times[-1]
+    return int(h) * 3600 + int(m) * 60 + float(sec)
+
+
+def _open_error(stderr: str) -> DecodeError:
+    if re.search(r"Stream map .* matches no streams", stderr):
+        return DecodeError("not a readable video: it has no video stream (audio only?)")
+    return DecodeError(f"not a readable video: {_first_error_line(stderr)}")
 
 
 def probe(path: str | Path, timeout: float = 600) -> VideoInfo:

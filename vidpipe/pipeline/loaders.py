@@ -40,7 +40,7 @@ from vidpipe.errors import VidpipeError
 from vidpipe.pipeline.augment import AugmentConfig, train_params
 from vidpipe.pipeline.manifest import hash_fraction
 from vidpipe.pipeline.sampling import Sampling, view_indices
-from vidpipe.pipeline.store import Store
+from vidpipe.pipeline.store import Store, damaged_shard
 
 
 class SharedEpoch:
@@ -207,16 +207,22 @@ class WebDatasetClips(IterableDataset):
         temporal sampling picks (8 of 32 for TSN) instead of streaming every byte of the tar.
         """
         for shard in shards:
-            with tarfile.open(shard["url"], "r:") as tar:
-                samples: dict[str, dict] = {}
-                for member in tar:
-                    key, ext = _MEMBER.match(member.name).groups()
-                    entry = samples.setdefault(key, {"__key__": key, "__url__": shard["url"]})
-                    if ext == "frames.npy":
-                        entry["offset"] = member.offset_data
-                    else:
-                        entry[ext] = tar.extractfile(member).read()
-                yield from samples.values()
+            samples: dict[str, dict] = {}
+            try:
+                size = os.path.getsize(shard["url"])
+                with tarfile.open(shard["url"], "r:") as tar:
+                    for member in tar:
+                        key, ext = _MEMBER.match(member.name).groups()
+                        entry = samples.setdefault(key, {"__key__": key, "__url__": shard["url"]})
+                        if ext == "frames.npy":
+                            if member.offset_data + member.size > size:  # the file ends inside the frames
+                                raise tarfile.ReadError("unexpected end of data")
+                            entry["offset"] = member.offset_data
+                        else:
+                            entry[ext] = tar.extractfile(member).read()
+            except (tarfile.TarError, OSError, AttributeError) as e:
+                raise damaged_shard(shard["url"], e) from None
+            yield from samples.values()
 
     def _item(self, sample: dict) -> dict:
         meta = sample["meta"]

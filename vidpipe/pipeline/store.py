@@ -17,6 +17,26 @@ from vidpipe.errors import VidpipeError
 from vidpipe.pipeline.writers import sha256_file
 
 
+def verify_files(root: Path, files: list[dict], progress=None) -> list[str]:
+    """Each listed file (path, bytes, sha256 in an index) is present and has its checksum."""
+    problems = []
+    for f in files:
+        path = root / f["path"]
+        if not path.is_file():
+            problems.append(f"missing file {f['path']}")
+        elif sha256_file(path) != f["sha256"]:
+            problems.append(f"checksum mismatch {f['path']}")
+        if progress:
+            progress()
+    return problems
+
+
+def damaged_shard(path, error: Exception) -> VidpipeError:
+    path = Path(path)
+    return VidpipeError(f"shard {path} is damaged ({str(error).strip() or type(error).__name__}); "
+                        f"run `vidpipe verify {path.parent.parent}` to list every damaged file, then re-extract")
+
+
 @dataclass
 class Store:
     root: Path
@@ -30,6 +50,9 @@ class Store:
             hint = " (extraction unfinished: rerun `vidpipe extract`, or `--finalize` it)" if (root / "_extract").is_dir() else ""
             raise VidpipeError(f"{path} not found: {root} is not a finished vidpipe store{hint}")
         index = json.loads(path.read_text())
+        if index.get("format") == "vidpipe-features":
+            raise VidpipeError(f"{root} is a feature store (from `vidpipe cache-features`), not a clip store; "
+                               f"its clip store is {index['source_store']['path']}")
         if "vidpipe_store" not in index:
             raise VidpipeError(f"{path} is not a vidpipe store index")
         return cls(root, index)
@@ -71,11 +94,17 @@ class Store:
         """(id, frames uint8 (T, H, W, 3), label, metadata) for every stored video of a split, in store order."""
         self._check_split(split)
         if self.format == "webdataset":
+            import tarfile
+
             import webdataset as wds
 
-            for s in wds.WebDataset(self.shard_paths(split), shardshuffle=False, empty_check=False).decode():
-                meta = s["json"]
-                yield meta["id"], s["frames.npy"], int(s["cls"]), meta
+            for shard in self.shard_paths(split):  # one shard at a time, so a damaged one can be named
+                try:
+                    for s in wds.WebDataset(shard, shardshuffle=False, empty_check=False).decode():
+                        meta = s["json"]
+                        yield meta["id"], s["frames.npy"], int(s["cls"]), meta
+                except (tarfile.TarError, OSError, ValueError, KeyError) as e:
+                    raise damaged_shard(shard, e) from None
         else:
             import zarr
 
@@ -89,15 +118,7 @@ class Store:
         """Recompute every checksum and read every sample; returns the problems found (empty = intact)."""
         problems = []
         for split, entry in self.index["splits"].items():
-            damaged = []
-            for f in entry["files"]:
-                path = self.root / f["path"]
-                if not path.is_file():
-                    damaged.append(f"missing file {f['path']}")
-                elif sha256_file(path) != f["sha256"]:
-                    damaged.append(f"checksum mismatch {f['path']}")
-                if progress:
-                    progress()
+            damaged = verify_files(self.root, entry["files"], progress)
             problems += damaged
             if damaged:  # this split's samples cannot be trusted; the next split's still get read
                 continue
@@ -120,7 +141,16 @@ class Store:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        split = split or self.splits[0]
+        if split is not None:
+            self._check_split(split)
+            if not self.index["splits"][split]["count"]:
+                raise VidpipeError(f"split '{split}' of {self.root} holds no stored videos; pass --split with one of "
+                                   f"{', '.join(s for s in self.splits if self.index['splits'][s]['count']) or '(none: every video failed)'}")
+        else:
+            stored = [s for s in self.splits if self.index["splits"][s]["count"]]
+            if not stored:
+                raise VidpipeError(f"{self.root} holds no stored videos (every video failed; see failures.jsonl)")
+            split = stored[0]
         chosen: dict[int, list] = {}
         for vid, clip, label, _ in self.samples(split):
             if len(chosen.setdefault(label, [])) < per_class:

@@ -46,8 +46,10 @@ def file_entry(store: Path, path: Path) -> dict:
 
 
 def sample_key(video_id: str) -> str:
-    # webdataset splits a member name at the first dot of its base name: keep dots out of keys.
-    return video_id.replace(".", "_")
+    """The WebDataset key of a video id. webdataset splits a member name at the first dot of its base
+    name, so dots are percent-encoded ("%" first, then "."): injective, so "clip.1" and "clip_1" stay
+    two samples. The sample's json keeps the id itself."""
+    return video_id.replace("%", "%25").replace(".", "%2E")
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -63,8 +65,11 @@ class _HashingFile:
         self._fh = open(path, "wb")
         self.sha256 = hashlib.sha256()
         self.bytes = 0
+        self.discarded = False
 
     def write(self, data) -> int:
+        if self.discarded:  # an aborted shard: the tar stream's own late flush goes nowhere
+            return len(data)
         self.sha256.update(data)
         self.bytes += len(data)
         return self._fh.write(data)
@@ -107,7 +112,11 @@ class WebDatasetShard:
         return [{"path": str(self.final.relative_to(self.store)), "bytes": self._fh.bytes, "sha256": self._fh.sha256.hexdigest()}]
 
     def abort(self) -> None:
-        self._fh.close()
+        self._fh.discarded = True
+        try:
+            self._fh.close()
+        except OSError:  # a full disk fails the final flush too; the file goes either way
+            pass
         self.tmp.unlink(missing_ok=True)
 
 

@@ -8,11 +8,14 @@ RUN/checkpoints/last.safetensors   written once per epoch, in one piece: the mod
                                    epoch's file or this one, never a mix of two epochs.
 RUN/checkpoints/best.safetensors   model weights only, at the epoch validation chose.
 
-Each file is written under a temporary name, fsynced, then renamed over the old one.
+Each file is written under a temporary name, fsynced, then renamed over the old one. Its metadata hold
+a sha256 of every tensor (names, dtypes, shapes, bytes), checked whenever it is loaded: a damaged
+checkpoint is refused, never silently used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-from vidpipe.errors import VidpipeError
+from vidpipe.errors import VidpipeError, no_space
 
 TRAINER = "trainer/"  # key prefix of the trainer tensors; module names never contain "/"
 
@@ -31,9 +34,26 @@ def _plain(state: dict) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
+def tensors_sha256(tensors: dict) -> str:
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _write_atomic(path: Path, tensors: dict, metadata: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
+    metadata = {**metadata, "tensors_sha256": tensors_sha256(tensors)}
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+    except Exception as e:  # safetensors reports a full disk as its own error type, not OSError
+        tmp.unlink(missing_ok=True)
+        if "No space left" in str(e) or "StorageFull" in str(e) or getattr(e, "errno", None) == 28:
+            needed = sum(t.numel() * t.element_size() for t in tensors.values())
+            raise no_space(path, needed) from None
+        raise
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)  # the bytes are on disk before the rename publishes them
@@ -58,21 +78,44 @@ def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict, trainer: tup
     _write_atomic(Path(path), tensors, metadata)
 
 
-def read_meta(path: Path) -> dict:
+def _raw_metadata(path: Path) -> dict:
     if not Path(path).is_file():
         raise VidpipeError(f"checkpoint {path} not found")
     try:
         with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
+            return f.metadata() or {}
     except Exception:
-        raise VidpipeError(f"{path} is not a vidpipe checkpoint (.safetensors written by `vidpipe train`)") from None
-    if "model" not in raw:
-        raise VidpipeError(f"{path} has no vidpipe metadata; it was not written by `vidpipe train`")
-    return {k: json.loads(v) for k, v in raw.items() if k != "trainer"}
+        raise VidpipeError(f"{path} is not a vidpipe checkpoint or is damaged (its safetensors header does not read)") from None
+
+
+def read_meta(path: Path) -> dict:
+    raw = _raw_metadata(path)
+    missing = [k for k in ("model", "config", "classes", "provenance", "input") if k not in raw]
+    if missing:
+        raise VidpipeError(f"{path} is not a vidpipe checkpoint or is damaged (no {', '.join(missing)} in its metadata)")
+    if "tensors_sha256" not in raw:
+        raise VidpipeError(f"{path} was written by an older vidpipe, without the tensor checksum this one checks; retrain it")
+    try:
+        return {k: json.loads(v) for k, v in raw.items() if k not in ("trainer", "tensors_sha256")}
+    except json.JSONDecodeError:
+        raise VidpipeError(f"{path} is not a vidpipe checkpoint or is damaged (its metadata is not JSON)") from None
+
+
+def load_checked(path: Path) -> dict:
+    """Every tensor of a checkpoint, after checking them against the sha256 recorded when it was saved."""
+    expected = _raw_metadata(path).get("tensors_sha256")
+    try:
+        tensors = load_file(str(path))
+    except Exception:
+        raise VidpipeError(f"{path} is not a vidpipe checkpoint or is damaged (its tensors do not read)") from None
+    if expected is None or tensors_sha256(tensors) != expected:
+        raise VidpipeError(f"{path} is damaged: its tensors do not match the checksum recorded when it was saved; "
+                           "use another checkpoint (best/last) or retrain")
+    return tensors
 
 
 def load_model_weights(path: Path, model: torch.nn.Module) -> None:
-    state = {k: v for k, v in load_file(str(path)).items() if not k.startswith(TRAINER)}
+    state = {k: v for k, v in load_checked(path).items() if not k.startswith(TRAINER)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise VidpipeError(f"{path} does not fit the model ({len(missing)} missing, {len(unexpected)} unexpected keys)")
@@ -119,12 +162,11 @@ def trainer_state(optimizer, scheduler, scaler, epoch: int, best: dict, history:
 
 def load_trainer(path: Path, optimizer, scheduler, scaler, rank: int = 0) -> tuple[int, dict, list[dict]]:
     """Restores optimizer, scheduler, scaler and this rank's RNG states; returns (epochs done, best, history)."""
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
+    raw = _raw_metadata(path)
     if "trainer" not in raw:
         raise VidpipeError(f"{path} holds no trainer state; it cannot be resumed")
     meta = json.loads(raw["trainer"])
-    tensors = {k[len(TRAINER):]: v for k, v in load_file(str(path)).items() if k.startswith(TRAINER)}
+    tensors = {k[len(TRAINER):]: v for k, v in load_checked(path).items() if k.startswith(TRAINER)}
     opt = meta["optimizer"]
     state = {}
     for idx, keys in opt["state_keys"].items():

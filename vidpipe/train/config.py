@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vidpipe.errors import VidpipeError
+from vidpipe.typed import check, from_dict
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,6 +36,14 @@ class DataConfig:
     workers: int = 2
     flip_map: dict = field(default_factory=dict)  # {"class index": "class index"} after a horizontal flip
 
+    def __post_init__(self):
+        for name in ("frames", "frame_interval", "test_clips", "batch_size"):
+            check(getattr(self, name) >= 1, f"data.{name} must be at least 1; got {getattr(self, name)}")
+        check(self.workers >= 0, f"data.workers must be 0 (load in the main process) or more; got {self.workers}")
+        check(self.test_crops in (1, 3), f"data.test_crops must be 1 or 3; got {self.test_crops}")
+        check(self.crop_size >= 16, f"data.crop_size must be at least 16; got {self.crop_size}")
+        check(0 <= self.val_fraction < 1, f"data.val_fraction must be in [0, 1) (0 = no validation); got {self.val_fraction}")
+
 
 @dataclass
 class OptimConfig:
@@ -47,6 +55,15 @@ class OptimConfig:
     grad_clip: float = 1.0  # max gradient norm; 0 = off
     accum_steps: int = 1
     betas: tuple[float, float] = (0.9, 0.999)
+
+    def __post_init__(self):
+        check(self.epochs >= 1, f"optim.epochs must be at least 1; got {self.epochs}")
+        check(self.lr > 0, f"optim.lr must be > 0; got {self.lr}")
+        check(self.accum_steps >= 1, f"optim.accum_steps must be at least 1; got {self.accum_steps}")
+        for name in ("weight_decay", "warmup_epochs", "grad_clip"):
+            check(getattr(self, name) >= 0, f"optim.{name} must be >= 0; got {getattr(self, name)}")
+        check(0 <= self.label_smoothing < 1, f"optim.label_smoothing must be in [0, 1); got {self.label_smoothing}")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"optim.betas must be two numbers in [0, 1); got {self.betas}")
 
 
 @dataclass
@@ -68,58 +85,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
-
-
-def _coerce(value, tp, where: str):
-    origin = typing.get_origin(tp)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-            return value.lower() in ("true", "1")
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lstrip("-").isdigit():
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif origin is tuple or tp is dict or origin is dict:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                raise VidpipeError(f"{where}: expected JSON for {tp}, got '{value}'") from None
-        if (origin is tuple and isinstance(value, (list, tuple))) or (tp is dict or origin is dict) and isinstance(value, dict):
-            return tuple(value) if origin is tuple else dict(value)
-    raise VidpipeError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
-
-
-def from_dict(cls, data: dict, where: str = ""):
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise VidpipeError(f"unknown config key(s) {[f'{where}{k}' for k in unknown]}; valid: {sorted(names)}")
-    kwargs = {}
-    for key, value in data.items():
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise VidpipeError(f"{where}{key} must be a table of settings")
-            kwargs[key] = from_dict(tp, value, f"{where}{key}.")
-        else:
-            kwargs[key] = _coerce(value, tp, f"{where}{key}")
-    return cls(**kwargs)
 
 
 def apply_override(tree: dict, assignment: str) -> None:

@@ -39,6 +39,9 @@ def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = 
     meta = read_meta(ckpt)
     raw = meta["config"]
     raw["data"]["path"] = str(data_path or raw["data"]["path"])
+    if meta["input"] != "clips" and (test_clips is not None or test_crops is not None):
+        raise VidpipeError(f"--test-clips and --test-crops apply to models that read clips; {meta['model']} reads "
+                           f"{meta['input'].replace('_', ' ')}, sampled as it was trained")
     for key, value in (("test_clips", test_clips), ("test_crops", test_crops), ("batch_size", batch_size), ("workers", workers)):
         if value is not None:
             raw["data"][key] = value

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from vidpipe.errors import VidpipeError
+from vidpipe.errors import VidpipeError, no_space
 from vidpipe.models import count_params, create_model, model_entry
 from vidpipe.train.checkpoint import load_model_weights, load_trainer, rng_state, save_checkpoint, trainer_state
 from vidpipe.train.config import TrainConfig
@@ -163,19 +163,23 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
     if resume:
         saved = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else None
         if saved is None:
-            raise VidpipeError(f"{out} has no config.json to resume; start it without --resume")
+            raise VidpipeError(f"{out} holds no run to resume; start it without --resume")
         if saved.get("world_size", 1) != world:
             raise VidpipeError(f"{out} was trained with {saved.get('world_size', 1)} process(es), this run has {world}; "
                                f"resume it with the same count (torchrun --nproc_per_node {saved.get('world_size', 1)})")
         if saved["config"] != meta["config"] or saved["classes"] != meta["classes"] or saved["provenance"] != meta["provenance"]:
             raise VidpipeError(f"--resume with a different config, classes or data than {out}/config.json; use the same settings or a new --out")
-    elif (out / "config.json").is_file():
+    elif last_path.is_file():
         raise VidpipeError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
+    # a run that stopped before its first checkpoint (bad option, kill, full disk) holds nothing to keep: start it again
     if dist.is_initialized():
         dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
     if rank == 0:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(out / "config.json", json.dumps(meta, indent=2) + "\n")
+        try:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            _write_text_atomic(out / "config.json", json.dumps(meta, indent=2) + "\n")
+        except OSError as e:
+            raise VidpipeError(f"cannot write the run directory {out}: {e.strerror or e}; choose another --out") from None
 
     o = cfg.optim
     optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=o.betas)
@@ -253,8 +257,13 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
             _fault_point(epoch + 1, "before-last")
             save_checkpoint(last_path, model, ckpt_meta, trainer_state(optimizer, scheduler, scaler, epoch + 1, best, history, rngs))
             _fault_point(epoch + 1, "after-last")
-            with open(out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            try:
+                with open(out / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            except OSError as e:
+                if e.errno == 28:
+                    raise no_space(out / "metrics.jsonl") from None  # the checkpoint of this epoch is already safe
+                raise
             _fault_point(epoch + 1, "after-metrics")
             plot_curves(out / "metrics.jsonl", out / "curves.png")
             shown = f"val top-1 {val['top1']:.3f} top-5 {val['top5']:.3f}" if val else "no val"
