@@ -101,6 +101,7 @@ def test_test_views_and_three_crops_match_torchvision(stores):
     torch.testing.assert_close(centre[0], ref, rtol=0, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 3 workers on 2 cores, on purpose: an odd split
 def test_webdataset_with_several_workers_yields_every_clip_once_in_len_batches(stores):
     wds_store, _ = stores
     assert len(wds_store.shard_paths("train")) >= 3
