@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vidpipe import __version__
+from vidpipe.atomic import write_text_atomic
 from vidpipe.errors import VidpipeError, no_space
 from vidpipe.pipeline import dali_backend
 from vidpipe.pipeline.decode import ClipSpec, check_usable, decode_clip_ffmpeg
@@ -187,9 +188,7 @@ def _prepare_store(store: Path, manifest: Manifest, cfg: ExtractConfig, overwrit
     if cfg.format == "zarr":  # created once here, never by parts racing each other
         for split in manifest.splits:
             zarr_frames_array(store, split, len(manifest.split_records(split)), cfg.spec, per_shard_count(cfg), create=True)
-    tmp = plan_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True))
-    tmp.replace(plan_file)  # the plan is written last: its presence means the store is prepared
+    write_text_atomic(plan_file, json.dumps(wanted, indent=2, sort_keys=True))  # last: its presence means the store is prepared
 
 
 def remove_store(store: Path) -> None:
@@ -399,10 +398,7 @@ def _extract_part(manifest: Manifest, store: Path, cfg: ExtractConfig, part: tup
 def _write_part(store: Path, unit: Unit, files: list[dict], metas: list[dict], failures: list[dict]) -> None:
     record = {"unit": unit.name, "split": unit.split, "index": unit.index, "start": unit.start,
               "count": len(metas), "files": files, "videos": metas, "failures": failures}
-    path = _part_file(store, unit)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, sort_keys=True))
-    tmp.replace(path)
+    write_text_atomic(_part_file(store, unit), json.dumps(record, sort_keys=True))
 
 
 # ------------------------------------------------------------------ finalize
@@ -442,7 +438,7 @@ def _finalize(store: Path) -> dict:
             entry["array"] = f"{split}.zarr"
             entry["files"] = _finalize_zarr(store, split, manifest, videos, spec)
         splits[split] = entry
-    _write_text_atomic(store / "failures.jsonl", "".join(json.dumps(f) + "\n" for f in failures))
+    write_text_atomic(store / "failures.jsonl", "".join(json.dumps(f) + "\n" for f in failures))
     summary = {
         "format": cfg.format,
         "vidpipe_store": STORE_FORMAT_VERSION,
@@ -464,14 +460,8 @@ def _finalize(store: Path) -> dict:
                      for p in parts.values() for v in p["videos"] if "rerouted" in v],
         "failures": failures,
     }
-    _write_text_atomic(store / "store.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(store / "store.json", json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _count_backends(parts: dict) -> dict:

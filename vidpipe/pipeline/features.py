@@ -24,6 +24,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from vidpipe import __version__
+from vidpipe.atomic import write_text_atomic
 from vidpipe.errors import VidpipeError
 from vidpipe.models.backbones import Backbone, Preprocess, build_backbone
 from vidpipe.pipeline.store import Store, verify_files
@@ -214,9 +215,7 @@ def _finalize(out: Path, store: Store, cfg: FeatureConfig, plan: dict, model: Ba
         "num_classes": len(store.classes),
         "splits": splits,
     }
-    tmp = out / "store.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(out / "store.json")
+    write_text_atomic(out / "store.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vidpipe.atomic import write_text_atomic
 from vidpipe.errors import VidpipeError
 
 MANIFEST_VERSION = 1
@@ -82,9 +83,7 @@ class Manifest:
     def write(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.dumps())
-        tmp.replace(path)
+        write_text_atomic(path, self.dumps())
 
     @classmethod
     def loads(cls, text: str, source: str = "<string>") -> "Manifest":

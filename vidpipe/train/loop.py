@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from vidpipe.atomic import write_text_atomic
 from vidpipe.errors import VidpipeError, no_space
 from vidpipe.models import count_params, create_model, model_entry
 from vidpipe.train.checkpoint import load_model_weights, load_trainer, rng_state, save_checkpoint, trainer_state
@@ -139,12 +140,6 @@ def _fault_point(epoch: int, where: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) -> dict:
     out = Path(out)
     rank, world, device = setup(cfg)
@@ -177,7 +172,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
     if rank == 0:
         try:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
-            _write_text_atomic(out / "config.json", json.dumps(meta, indent=2) + "\n")
+            write_text_atomic(out / "config.json", json.dumps(meta, indent=2) + "\n")
         except OSError as e:
             raise VidpipeError(f"cannot write the run directory {out}: {e.strerror or e}; choose another --out") from None
 
@@ -194,7 +189,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
         load_model_weights(last_path, model)
         start_epoch, best, history = load_trainer(last_path, optimizer, scheduler, scaler, rank)
         if rank == 0:  # rows of epochs after the checkpoint (a kill between the two writes) are dropped
-            _write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         log(f"resumed {out} after epoch {start_epoch}")
     elif resume:
         log(f"{out} has no checkpoint yet: starting it from the beginning")
@@ -271,7 +266,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
                 f"{record['clips_per_s']:.0f} clips/s, data wait {100 * record['data_wait_fraction']:.0f}%")
         summary = {"last": record, "best": best if data.val is not None else None, "selection": selection}
     if rank == 0 and summary:
-        _write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if dist.is_initialized():
         dist.barrier()
     return summary
