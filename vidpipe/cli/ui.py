@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console(stderr=True, soft_wrap=True)  # tables lay out; sentences never wrap mid-word
-out = Console(soft_wrap=True)
+# Tables lay out; sentences never wrap mid-word. Piped into a log or file, rich would assume 80 columns
+# and cut names short: use 120 there (a terminal's own width otherwise).
+console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 120)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 
 
 class LazyChoice(click.Choice):
