@@ -437,3 +437,21 @@ def test_ids_differing_only_by_dot_or_underscore_stay_separate_samples(synth_h26
     assert sorted(vid for vid, *_ in store.samples("train")) == ["a.b/clip.1", "a.b/clip_1", "a_b/clip.1", "a_b/clip_1"]
     ids = [i for b in clip_loader(store, "train", ClipConfig(Sampling.tsn(2)), batch_size=4, workers=0) for i in b["ids"]]
     assert sorted(ids) == ["a.b/clip.1", "a.b/clip_1", "a_b/clip.1", "a_b/clip_1"]
+
+
+def test_a_preparation_killed_before_its_plan_is_redone_and_a_foreign_folder_is_refused(synth_h264, tmp_path):
+    m = build_manifest("synthetic", synth_h264)
+    m.records = m.records[:4]
+    out = tmp_path / "store"
+    (out / "_extract").mkdir(parents=True)
+    (out / "_extract" / "store.lock").touch()
+    (out / "manifest.jsonl").write_text("half of a manifest")  # killed after the manifest, before plan.json
+    (out / "train.zarr").mkdir()
+    report = extract(m, out, ExtractConfig(frames=4, size=32, format="zarr"))
+    assert report.finalized and Store.open(out).verify() == []
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(VidpipeError, match="not a vidpipe store"):
+        extract(m, foreign, ExtractConfig(frames=4, size=32))
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]  # nothing added, nothing removed

@@ -177,18 +177,30 @@ def _prepare_store(store: Path, manifest: Manifest, cfg: ExtractConfig, overwrit
                 diffs.append("a different manifest")
             raise VidpipeError(f"{store} was extracted with other settings ({'; '.join(diffs)}); pass --overwrite to replace it or choose another --out")
         remove_store(store)
-    elif store.exists() and any(p.name != "_extract" for p in store.iterdir()):
-        if not (store / "store.json").is_file():
-            raise VidpipeError(f"{store} exists and is not a vidpipe store; choose an empty or new --out")
+    elif (store / "store.json").is_file():
         if not overwrite:
             raise VidpipeError(f"{store} holds a store without its _extract/ records; pass --overwrite to rebuild it")
         remove_store(store)
+    else:  # no plan and no store.json: a preparation killed before its plan was written; start it again
+        _clear_unfinished(store)
     (_control(store) / "parts").mkdir(parents=True, exist_ok=True)
     (store / "manifest.jsonl").write_text(manifest_text)
     if cfg.format == "zarr":  # created once here, never by parts racing each other
         for split in manifest.splits:
             zarr_frames_array(store, split, len(manifest.split_records(split)), cfg.spec, per_shard_count(cfg), create=True)
     write_text_atomic(plan_file, json.dumps(wanted, indent=2, sort_keys=True))  # last: its presence means the store is prepared
+
+
+def _clear_unfinished(store: Path) -> None:
+    """Everything an unfinished preparation left (manifest, arrays, records), but the lock files, which
+    other parts of the job may hold or wait on."""
+    for p in store.iterdir():
+        if p.name == "_extract":
+            for q in p.iterdir():
+                if q.suffix != ".lock":
+                    shutil.rmtree(q) if q.is_dir() else q.unlink()
+        else:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def remove_store(store: Path) -> None:
