@@ -66,6 +66,6 @@ case "$cmd" in
     (cd "$dir/wheels" && sha256sum --quiet -c SHA256SUMS)
     $PIP install -q --no-index --find-links "$dir/wheels" -r "$dir/wheels/requirements.txt"
     $PIP install -q --no-index --no-deps "$dir"/wheels/vidpipe-*.whl
-    "$PYTHON" -c "import nvidia.dali, webdataset, zarr, imageio_ffmpeg, vidpipe.pipeline.extract; print('DALI', nvidia.dali.__version__, 'ready')" ;;
+    "$PYTHON" -c "import nvidia.dali, webdataset, zarr, imageio_ffmpeg, vidpipe.stores.extract; print('DALI', nvidia.dali.__version__, 'ready')" ;;
   *) echo "unknown command $cmd (pack | collect DIR | install DIR)" >&2; exit 2 ;;
 esac

@@ -19,7 +19,7 @@ def touch(path: Path, data: bytes = b"x") -> Path:
 @pytest.fixture(scope="session")
 def synth_h264(tmp_path_factory):
     """A small real synthetic dataset (H.264 mp4), shared by the tests that only read it."""
-    from vidpipe.pipeline.synth import SynthConfig, synth
+    from vidpipe.datasets.synth import SynthConfig, synth
 
     root = tmp_path_factory.mktemp("synth_h264")
     synth(root, SynthConfig(videos_per_class=3, frames=24, seed=1))

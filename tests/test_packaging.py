@@ -44,6 +44,6 @@ def test_installed_wheel_finds_its_cards_away_from_the_repo(wheel, tmp_path):
     res = subprocess.run([sys.executable, "-m", "vidpipe", "datasets"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "hmdb51" in res.stdout and "ucf101" in res.stdout
-    where = subprocess.run([sys.executable, "-c", "from vidpipe.pipeline import cards; print(cards.CARDS_DIR)"],
+    where = subprocess.run([sys.executable, "-c", "from vidpipe.datasets import cards; print(cards.CARDS_DIR)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True)
     assert Path(where.stdout.strip()) == target / "vidpipe" / "manifests"

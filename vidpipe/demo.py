@@ -15,11 +15,11 @@ from pathlib import Path
 from vidpipe.cli import ui
 from vidpipe.cli.store_commands import print_store_summary
 from vidpipe.errors import VidpipeError
-from vidpipe.pipeline import cards, datasets
-from vidpipe.pipeline.extract import ExtractConfig, extract
-from vidpipe.pipeline.features import FeatureConfig, cache_features
-from vidpipe.pipeline.store import Store
-from vidpipe.pipeline.synth import SynthConfig, synth, within_pair_accuracy
+from vidpipe.datasets import adapters, cards
+from vidpipe.stores.extract import ExtractConfig, extract
+from vidpipe.stores.features import FeatureConfig, cache_features
+from vidpipe.stores.clips import Store
+from vidpipe.datasets.synth import SynthConfig, synth, within_pair_accuracy
 from vidpipe.train.config import load_config
 from vidpipe.train.evaluate import evaluate_checkpoint
 from vidpipe.train.loop import train
@@ -45,7 +45,7 @@ def run(out: Path) -> None:
     data = out / "data"
     ui.console.print(f"[bold]1. synth[/bold] -> {data}")
     synth(data, SynthConfig(videos_per_class=20))
-    manifest = datasets.build_manifest("synthetic", data)
+    manifest = adapters.build_manifest("synthetic", data)
     manifest.write(out / "manifest.jsonl")
     counts = manifest.counts()
     ui.table("synthetic manifest", ["split", "videos", "classes"],

@@ -17,7 +17,7 @@ def bench():
 
 
 def _bench_sets():
-    from vidpipe.pipeline.bench_extract import BENCH_SETS
+    from vidpipe.bench.extract import BENCH_SETS
 
     return BENCH_SETS
 
@@ -37,7 +37,7 @@ def bench_extract_cmd(work, videos_per_class, workers, frames, size, sets, json_
     The 720p-h264 set compares DALI on the GPU with the ffmpeg path; its DALI row is skipped, with the
     reason, where DALI or a GPU is missing.
     """
-    from vidpipe.pipeline.bench_extract import bench_extract, table_rows, write_json
+    from vidpipe.bench.extract import bench_extract, table_rows, write_json
 
     results = bench_extract(work, videos_per_class, workers, frames, size, sets=sets or None, log=lambda m: ui.console.print(m))
     results["machine"] = platform.platform()
@@ -60,16 +60,16 @@ def bench_extract_cmd(work, videos_per_class, workers, frames, size, sets, json_
 @click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False), help="Where to write the results (JSON).")
 def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, decode_clips, sampling, json_path):
     """Clips/s: decode every epoch vs WebDataset and zarr stores vs a raw read of the store files."""
-    from vidpipe.pipeline import datasets
-    from vidpipe.pipeline.augment import AugmentConfig
-    from vidpipe.pipeline.bench_extract import write_json
-    from vidpipe.pipeline.bench_loader import bench_loader, table_rows
-    from vidpipe.pipeline.loaders import ClipConfig
-    from vidpipe.pipeline.sampling import Sampling
-    from vidpipe.pipeline.store import Store
+    from vidpipe.datasets import adapters
+    from vidpipe.data.augment import AugmentConfig
+    from vidpipe.bench.extract import write_json
+    from vidpipe.bench.loader import bench_loader, table_rows
+    from vidpipe.data.loaders import ClipConfig
+    from vidpipe.data.sampling import Sampling
+    from vidpipe.stores.clips import Store
 
     opened = [Store.open(s) for s in stores]
-    manifest = datasets.build_manifest(dataset, root)
+    manifest = adapters.build_manifest(dataset, root)
     cfg = ClipConfig(sampling=Sampling.parse(sampling), train=True, augment=AugmentConfig(size=112))
     results = bench_loader(manifest, opened, cfg, split, workers, batch_size, clips, decode_clips)
     results["machine"] = platform.platform()
@@ -89,8 +89,8 @@ def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, d
 @click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False), help="Where to write the results (JSON).")
 def bench_features_cmd(store, backbones, batch_size, device, tokens, json_path):
     """Features/s and bytes per video of each backbone over a clip store (random weights: speed only)."""
-    from vidpipe.pipeline.bench_extract import write_json
-    from vidpipe.pipeline.bench_features import bench_features, table_rows
+    from vidpipe.bench.extract import write_json
+    from vidpipe.bench.features import bench_features, table_rows
 
     results = bench_features(store, backbones, batch_size, device, tokens)
     ui.table(f"feature caching over {store} (torch threads {results['torch_threads']})",

@@ -8,7 +8,7 @@ import click
 
 from vidpipe.cli import ui
 from vidpipe.cli.main import cli
-from vidpipe.pipeline import cards, datasets, synth as synth_mod
+from vidpipe.datasets import adapters, cards, synth as synth_mod
 
 
 @cli.command("datasets")
@@ -16,7 +16,7 @@ from vidpipe.pipeline import cards, datasets, synth as synth_mod
 def datasets_cmd(verbose):
     """List dataset adapters with their cards."""
     rows = []
-    for name in datasets.ADAPTERS:
+    for name in adapters.ADAPTERS:
         card = cards.load_card(name)
         exp = card.get("expected", {})
         counts = " / ".join(f"{s} {v['total'] if not isinstance(v.get('total'), dict) else v['total'].get('1')}"
@@ -24,13 +24,13 @@ def datasets_cmd(verbose):
         rows.append([name, card.get("title", ""), card.get("classes", "any"), counts or "-"])
     ui.table("dataset adapters (cards in manifests/)", ["name", "dataset", "classes", "expected videos"], rows, justify_right_from=2)
     if verbose:
-        for name in datasets.ADAPTERS:
+        for name in adapters.ADAPTERS:
             card = cards.load_card(name)
             ui.out.print(f"\n[bold]{name}[/bold]\n  {card['layout'].strip()}\n  {card.get('notes', '')}")
 
 
 @cli.command("manifest")
-@click.option("--dataset", required=True, type=click.Choice(list(datasets.ADAPTERS)), help="Dataset adapter.")
+@click.option("--dataset", required=True, type=click.Choice(list(adapters.ADAPTERS)), help="Dataset adapter.")
 @click.option("--root", required=True, type=click.Path(), help="Dataset root in its official layout.")
 @click.option("--split", type=click.IntRange(1, 3), default=None, help="Official split number (HMDB51, UCF101: 1-3; default 1).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, help="`folder` only: fraction of ids hashed into val.")
@@ -39,7 +39,7 @@ def datasets_cmd(verbose):
 def manifest_cmd(dataset, root, split, val_fraction, output, per_class):
     """Write a manifest (one JSON line per video) and print counts per split and class."""
     options = {"val_fraction": val_fraction} if dataset == "folder" else {}
-    m = datasets.build_manifest(dataset, root, split, **options)
+    m = adapters.build_manifest(dataset, root, split, **options)
     m.write(output)
     counts = m.counts()
     splits = list(counts)

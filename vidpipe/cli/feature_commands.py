@@ -26,8 +26,8 @@ def _backbones():
 @click.option("--overwrite", is_flag=True, help="Replace a feature store made with other settings.")
 def cache_features_cmd(store, backbone, weights, out, batch_size, device, tokens, dtype, overwrite):
     """Run a frozen backbone once over every stored clip and store its features."""
-    from vidpipe.pipeline.features import FeatureConfig, cache_features
-    from vidpipe.pipeline.store import Store
+    from vidpipe.stores.features import FeatureConfig, cache_features
+    from vidpipe.stores.clips import Store
 
     cfg = FeatureConfig(backbone=backbone, weights=weights, tokens=tokens or _backbones()[backbone][0] == "clip",
                         batch_size=batch_size, device=device, dtype=dtype)

@@ -11,10 +11,10 @@ import click
 from vidpipe.cli import ui
 from vidpipe.cli.main import cli
 from vidpipe.errors import VidpipeError
-from vidpipe.pipeline import cards, datasets
-from vidpipe.pipeline.extract import BACKENDS, FORMATS, ExtractConfig, extract, finalize
-from vidpipe.pipeline.manifest import Manifest
-from vidpipe.pipeline.store import Store
+from vidpipe.datasets import adapters, cards
+from vidpipe.stores.extract import BACKENDS, FORMATS, ExtractConfig, extract, finalize
+from vidpipe.datasets.manifest import Manifest
+from vidpipe.stores.clips import Store
 
 
 def _mb(n: int) -> str:
@@ -30,7 +30,7 @@ def print_store_summary(index: dict, title: str) -> None:
 
 
 @cli.command("extract")
-@click.option("--dataset", type=click.Choice(list(datasets.ADAPTERS)), help="Dataset adapter (with --root).")
+@click.option("--dataset", type=click.Choice(list(adapters.ADAPTERS)), help="Dataset adapter (with --root).")
 @click.option("--root", type=click.Path(), help="Dataset root in its official layout.")
 @click.option("--split", type=int, default=None, help="Official split number (HMDB51, UCF101).")
 @click.option("--manifest", "manifest_path", type=click.Path(), help="A manifest from `vidpipe manifest`, instead of --dataset/--root.")
@@ -59,7 +59,7 @@ def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, size, bac
     if manifest_path:
         manifest = Manifest.read(manifest_path)
     elif dataset and root:
-        manifest = datasets.build_manifest(dataset, root, split)
+        manifest = adapters.build_manifest(dataset, root, split)
     else:
         raise VidpipeError("give --dataset and --root, or --manifest")
     defaults = cards.load_card(manifest.dataset).get("extract", {}) if (cards.CARDS_DIR / f"{manifest.dataset}.toml").is_file() else {}
@@ -110,7 +110,7 @@ def _is_feature_store(store: str) -> bool:
 def inspect_cmd(store, grid, split, per_class):
     """Print a clip or feature store's summary; optionally write a PNG grid of frames per class."""
     if _is_feature_store(store):
-        from vidpipe.pipeline.features import FeatureStore
+        from vidpipe.stores.features import FeatureStore
 
         i = FeatureStore.open(store).index
         if grid:
@@ -135,7 +135,7 @@ def inspect_cmd(store, grid, split, per_class):
 def verify_cmd(store):
     """Re-check every checksum (and, for clip stores, read every sample)."""
     if _is_feature_store(store):
-        from vidpipe.pipeline.features import FeatureStore
+        from vidpipe.stores.features import FeatureStore
 
         s, what = FeatureStore.open(store), "checksums"
     else:

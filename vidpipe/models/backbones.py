@@ -17,7 +17,7 @@ import torchvision
 from torch import nn
 
 from vidpipe.errors import VidpipeError
-from vidpipe.pipeline.writers import sha256_file
+from vidpipe.files import sha256_file
 
 BACKBONES = {
     # name -> (kind, pooled feature width, frames per clip the weights expect (clip backbones))

@@ -16,7 +16,7 @@ from vidpipe.errors import VidpipeError
 from vidpipe.models import create_model
 from vidpipe.train.checkpoint import load_model_weights, read_meta
 from vidpipe.train.config import from_dict, TrainConfig
-from vidpipe.train.data import build_data
+from vidpipe.data.build import build_data
 from vidpipe.train.loop import amp_dtype, evaluate, setup
 from vidpipe.train.metrics import plot_confusion, write_per_class_csv
 

@@ -25,12 +25,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from vidpipe.atomic import write_text_atomic
+from vidpipe.files import write_text_atomic
 from vidpipe.errors import VidpipeError, no_space
 from vidpipe.models import count_params, create_model, model_entry
 from vidpipe.train.checkpoint import load_model_weights, load_trainer, rng_state, save_checkpoint, trainer_state
 from vidpipe.train.config import TrainConfig
-from vidpipe.train.data import TrainData, build_data
+from vidpipe.data.build import TrainData, build_data
 from vidpipe.train.metrics import compute_metrics, plot_confusion, plot_curves, write_per_class_csv
 
 

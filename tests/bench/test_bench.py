@@ -1,0 +1,77 @@
+"""The benchmarks run end to end on tiny inputs (their numbers are for the README, not for asserts)."""
+
+import json
+
+from click.testing import CliRunner
+
+from vidpipe.cli.main import cli
+from vidpipe.bench.extract import RUNS, bench_extract, table_rows
+
+
+def test_bench_extract_smoke(tmp_path):
+    results = bench_extract(tmp_path / "work", videos_per_class=2, sets=("synthetic",), frames=4, size=32, log=lambda m: None)
+    (row,) = results["rows"]
+    assert row["videos"] == 20 and row["source_frames"] == 640 and row["ceiling_videos_per_s"] > 0
+    assert set(row["runs"]) == {label for label, _ in RUNS["synthetic"]}
+    for run in row["runs"].values():
+        assert run["videos_per_s"] > 0 and run["backends"] == {"ffmpeg": 20}
+        assert run["bytes_per_video"] >= 4 * 32 * 42 * 3 * 0.1
+    assert len(table_rows(results)) == 3
+
+
+def test_bench_extract_dali_row_says_why_it_was_skipped(tmp_path, monkeypatch):
+    import vidpipe.bench.extract as be
+
+    monkeypatch.setattr(be, "dali_gpu_missing", lambda: "no GPU")
+    monkeypatch.setitem(be.RUNS, "synthetic", [("webdataset", dict(format="webdataset", backend="ffmpeg")),
+                                               ("webdataset, DALI", dict(format="webdataset", backend="dali"))])
+    results = be.bench_extract(tmp_path / "work", videos_per_class=2, sets=("synthetic",), frames=4, size=32, log=lambda m: None)
+    runs = results["rows"][0]["runs"]
+    assert runs["webdataset"]["videos_per_s"] > 0
+    assert runs["webdataset, DALI"] == {"skipped": "no GPU"}
+    assert table_rows(results)[-1][-1] == "skipped (no GPU)"
+    assert "720p-h264" not in be.default_sets()
+
+
+def test_bench_extract_cli_writes_json(tmp_path, monkeypatch):
+    import vidpipe.bench.extract as be
+
+    monkeypatch.setattr(be, "default_sets", lambda: ("synthetic",))
+    out = tmp_path / "extract.json"
+    res = CliRunner().invoke(cli, ["bench", "extract", "--work", str(tmp_path / "w"), "--videos-per-class", "2",
+                                   "--frames", "4", "--size", "32", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "ceiling" in res.output and json.loads(out.read_text())["rows"][0]["set"] == "synthetic"
+
+
+def test_bench_loader_smoke(synth_h264, tmp_path):
+    from vidpipe.bench.loader import bench_loader
+    from vidpipe.bench.loader import table_rows as loader_rows
+    from vidpipe.datasets.adapters import build_manifest
+    from vidpipe.stores.extract import ExtractConfig, extract
+    from vidpipe.data.loaders import ClipConfig
+    from vidpipe.data.sampling import Sampling
+    from vidpipe.stores.clips import Store
+
+    m = build_manifest("synthetic", synth_h264)
+    for fmt in ("webdataset", "zarr"):
+        extract(m, tmp_path / fmt, ExtractConfig(format=fmt, frames=8, size=32))
+    stores = [Store.open(tmp_path / f) for f in ("webdataset", "zarr")]
+    results = bench_loader(m, stores, ClipConfig(sampling=Sampling.tsn(4)), workers=0, batch_size=4, clips=8, decode_clips=4)
+    paths = [r["path"] for r in results["rows"]]
+    assert paths[0].startswith("decode every epoch") and "webdataset store" in paths and "zarr store" in paths
+    assert all(r["clips_per_s"] > 0 for r in results["rows"]) and len(loader_rows(results)) == 5
+    assert all("of_ceiling" in r for r in results["rows"] if r["path"].endswith(" store"))
+
+
+def test_bench_features_smoke(synth_h264, tmp_path):
+    from vidpipe.bench.features import bench_features
+    from vidpipe.bench.features import table_rows as feature_rows
+    from vidpipe.datasets.adapters import build_manifest
+    from vidpipe.stores.extract import ExtractConfig, extract
+
+    extract(build_manifest("synthetic", synth_h264), tmp_path / "s", ExtractConfig(format="zarr", frames=2, size=32))
+    results = bench_features(tmp_path / "s", backbones=("resnet18",), device="cpu", work=tmp_path / "w")
+    (row,) = results["rows"]
+    assert row["videos"] == 30 and row["frames_per_s"] > 0 and row["features"] == [2, 512]
+    assert row["bytes_per_video"] > 0 and len(feature_rows(results)) == 1

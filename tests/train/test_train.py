@@ -1,0 +1,290 @@
+"""Training and evaluation: metrics by hand, exact resume, DDP on CPU, the synthetic pair threshold."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from vidpipe.cli.main import cli
+from vidpipe.errors import VidpipeError
+from vidpipe.datasets.adapters import build_manifest
+from vidpipe.stores.extract import ExtractConfig, extract
+from vidpipe.stores.features import FeatureConfig, cache_features
+from vidpipe.datasets.synth import SynthConfig, synth, within_pair_accuracy
+from vidpipe.train.checkpoint import read_meta
+from vidpipe.train.config import load_config
+from vidpipe.train.evaluate import evaluate_checkpoint
+from vidpipe.train.loop import train
+from vidpipe.train.metrics import compute_metrics, metrics_from_confusion
+
+
+def test_metrics_match_hand_computation():
+    # rows = true class, columns = predicted; class 3 never occurs and is never predicted
+    cm = np.array([[5, 1, 0, 0], [2, 2, 1, 0], [0, 0, 4, 0], [0, 0, 0, 0]])
+    m = metrics_from_confusion(cm)
+    assert m["top1"] == pytest.approx(11 / 15)
+    recall = [5 / 6, 2 / 5, 4 / 4]
+    precision = [5 / 7, 2 / 3, 4 / 5]
+    f1 = [2 * p * r / (p + r) for p, r in zip(precision, recall)]
+    assert m["mean_class_acc"] == pytest.approx(np.mean(recall))
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))  # class 3: absent from labels and predictions
+    scores = np.array([[0.1, 0.5, 0.3, 0.1], [0.6, 0.1, 0.2, 0.1], [0.2, 0.2, 0.2, 0.4]])
+    labels = np.array([2, 0, 1])
+    mm, cm2 = compute_metrics(scores, labels, 4)
+    assert mm["top1"] == pytest.approx(1 / 3) and cm2[0, 0] == 1 and cm2[2, 1] == 1
+    k5 = compute_metrics(scores, labels, 4)[0]["top5"]  # top-min(5, C) = all 4 classes
+    assert k5 == 1.0
+
+
+def test_metrics_match_scikit_learn_on_random_predictions():
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(0)
+    classes = 12
+    labels = rng.integers(0, classes - 1, size=400)  # the last class never occurs in the labels
+    scores = rng.random((400, classes)) + 0.6 * np.eye(classes)[labels]  # better than chance, far from perfect
+    m, cm = compute_metrics(scores, labels, classes)
+    preds = scores.argmax(1)
+    assert 0.2 < m["top1"] < 0.95 and m["top5"] < 1.0
+    assert m["top1"] == pytest.approx(skm.accuracy_score(labels, preds))
+    assert m["top5"] == pytest.approx(skm.top_k_accuracy_score(labels, scores, k=5, labels=range(classes)))
+    assert m["mean_class_acc"] == pytest.approx(skm.balanced_accuracy_score(labels, preds))
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(labels, preds, average="macro", zero_division=0))
+    np.testing.assert_array_equal(cm, skm.confusion_matrix(labels, preds, labels=range(classes)))
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    """Synthetic pairs -> 8-frame store -> frozen random resnet18 features (the demo's chain, smaller)."""
+    base = tmp_path_factory.mktemp("train")
+    synth(base / "data", SynthConfig(videos_per_class=16, width=64, height=48, frames=16, seed=5))
+    extract(build_manifest("synthetic", base / "data"), base / "store", ExtractConfig(format="zarr", frames=16, size=32))
+    cache_features(base / "store", base / "features", FeatureConfig(backbone="resnet18", weights="random"))
+    return base / "features"
+
+
+def config(data, model="resnet_temporal_vit", epochs=2, **extra):
+    overrides = [f"optim.epochs={epochs}", "data.workers=0", "data.batch_size=16", "data.frames=16", "device=cpu",
+                 "deterministic=true", *(f"{k}={v}" for k, v in extra.items())]
+    return load_config(None, overrides, base={"model": model, "data": {"path": str(data)}})
+
+
+def last_weights(run):
+    from safetensors.torch import load_file
+
+    return {k: v for k, v in load_file(str(run / "checkpoints" / "last.safetensors")).items() if not k.startswith("trainer/")}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_is_exact_and_refuses_other_settings(features, tmp_path):
+    cfg = config(features, epochs=4)
+    train(cfg, tmp_path / "straight", log=lambda m: None)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_epoch_2(message):
+        if message.startswith("epoch 2/4"):
+            raise Crash  # after epoch 2's checkpoint and metrics were written
+
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "resumed", log=crash_after_epoch_2)
+    train(cfg, tmp_path / "resumed", resume=True, log=lambda m: None)
+    assert_same_weights(last_weights(tmp_path / "straight"), last_weights(tmp_path / "resumed"))
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
+    with pytest.raises(VidpipeError, match="different config"):
+        train(config(features, epochs=5), tmp_path / "resumed", resume=True, log=lambda m: None)
+    with pytest.raises(VidpipeError, match="already holds a run"):
+        train(cfg, tmp_path / "resumed", log=lambda m: None)
+    saved = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    saved["world_size"] = 2
+    (tmp_path / "resumed" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(VidpipeError, match="trained with 2 process.*nproc_per_node 2"):
+        train(cfg, tmp_path / "resumed", resume=True, log=lambda m: None)
+
+
+def _train_cmd(features, out, workers=0, epochs=4):
+    return [sys.executable, "-m", "vidpipe", "train", "--model", "resnet_temporal_vit", "--data", str(features), "--out", str(out),
+            f"optim.epochs={epochs}", f"data.workers={workers}", "data.batch_size=16", "data.frames=16", "device=cpu", "deterministic=true",
+            "model_options.dim=32", "model_options.depth=1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2])
+def test_kill_9_inside_the_epoch_end_writes_then_resume_is_bit_exact(features, tmp_path, workers):
+    """SIGKILL at each point of epoch 2's writes (before/after best, the checkpoint, the metrics), resume,
+    and the final weights, best checkpoint and metrics equal an uninterrupted run's, bit for bit."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = tmp_path / "straight"
+    subprocess.run(_train_cmd(features, straight, workers), env=env, check=True, capture_output=True)
+    points = ["before-best", "before-last", "after-last", "after-metrics"] if workers == 0 else ["after-last"]
+    for point in points:
+        run = tmp_path / point
+        killed = subprocess.run(_train_cmd(features, run, workers), env={**env, "VIDPIPE_KILL_AT": f"2:{point}"}, capture_output=True)
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        resumed = subprocess.run(_train_cmd(features, run, workers) + ["--resume"], env=env, capture_output=True, text=True)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert_same_weights(last_weights(straight), last_weights(run))
+        from safetensors.torch import load_file
+
+        assert_same_weights(load_file(str(straight / "checkpoints" / "best.safetensors")), load_file(str(run / "checkpoints" / "best.safetensors")))
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        expected = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == [1, 2, 3, 4], point
+        assert [r["val"] for r in rows] == [r["val"] for r in expected] and [r["train_loss"] for r in rows] == [r["train_loss"] for r in expected]
+
+
+def test_best_is_chosen_on_a_val_carved_from_train_never_on_test(features, tmp_path):
+    train(config(features, model="tsn_mean", epochs=3), tmp_path / "run", log=lambda m: None)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    index = json.loads((features / "store.json").read_text())
+    from vidpipe.datasets.manifest import hash_fraction
+
+    import zarr
+
+    train_ids = list(zarr.open_group(features / "train.zarr", mode="r")["ids"][:])
+    carved = [i for i in train_ids if hash_fraction(i) < 0.1]
+    assert 0 < len(carved) < index["splits"]["test"]["count"]
+    assert all(r["val"]["videos"] == len(carved) for r in rows)  # val is the carve, not the 50 test videos
+    assert all(r["train_videos"] == len(train_ids) - len(carved) for r in rows)  # and it is not trained on
+    meta = read_meta(tmp_path / "run" / "checkpoints" / "best.safetensors")
+    assert "10% of train" in meta["selection"]["split"]
+    chosen = max(rows, key=lambda r: r["val"]["top1"])
+    assert meta["epoch"] == chosen["epoch"]
+    result = evaluate_checkpoint(tmp_path / "run")  # default: the test split, with the checkpoint val chose
+    assert result["split"] == "test" and result["metrics"]["videos"] == 50 and result["epoch"] == chosen["epoch"]
+    assert result["chosen_by"].startswith("best val top-1") and "10% of train" in result["chosen_by"]
+    on_val = evaluate_checkpoint(tmp_path / "run", split="val")  # the carve again, from the checkpoint's config
+    assert on_val["metrics"]["videos"] == len(carved) and on_val["metrics"]["top1"] == pytest.approx(chosen["val"]["top1"])
+
+
+def test_no_validation_keeps_the_last_epoch(features, tmp_path):
+    summary = train(config(features, model="tsn_mean", epochs=2, **{"data.val_fraction": 0}), tmp_path / "run", log=lambda m: None)
+    assert summary["best"] is None and summary["last"]["val"] is None
+    assert not (tmp_path / "run" / "checkpoints" / "best.safetensors").exists()
+    result = evaluate_checkpoint(tmp_path / "run", split="test")
+    assert result["epoch"] == 2 and result["chosen_by"].startswith("last epoch") and "nothing was selected on test" in result["chosen_by"]
+    with pytest.raises(VidpipeError, match="carved none"):
+        evaluate_checkpoint(tmp_path / "run", split="val")
+
+
+def test_every_clip_once_per_epoch_and_the_schedule_ends_where_training_does(synth_h264, tmp_path):
+    """WebDataset with 2 workers ends each worker on a partial batch: no clip may be dropped, and the
+    cosine schedule must be sized by the batches actually run (it reaches exactly 0 at the end)."""
+    extract(build_manifest("synthetic", synth_h264), tmp_path / "store", ExtractConfig(frames=8, size=32, shard_size="60KB"))
+    assert len(list((tmp_path / "store" / "train").glob("*.tar"))) >= 3
+    overrides = ["optim.epochs=2", "data.workers=2", "data.batch_size=4", "data.frames=4", "data.crop_size=32", "device=cpu",
+                 "data.val_fraction=0", "optim.warmup_epochs=0"]
+    cfg = load_config(None, overrides, base={"model": "r2plus1d_18", "data": {"path": str(tmp_path / "store")}})
+    summary = train(cfg, tmp_path / "run", log=lambda m: None)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train_clips"] for r in rows] == [20, 20] and [r["train_videos"] for r in rows] == [20, 20]
+    assert [r["optimizer_steps"] for r in rows] == [5, 5]
+    assert summary["last"]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_run_outputs_and_eval_refusals(features, tmp_path):
+    train(config(features, model="tsn_mean", epochs=2), tmp_path / "run", log=lambda m: None)
+    for name in ("config.json", "metrics.jsonl", "per_class.csv", "confusion.png", "curves.png", "summary.json",
+                 "checkpoints/best.safetensors", "checkpoints/last.safetensors"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert not list((tmp_path / "run").rglob("*.tmp"))
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("clips_per_s", "data_wait_fraction", "peak_memory_mb", "train_loss"):
+        assert record[key] >= 0
+    assert set(record["val"]) >= {"top1", "top5", "mean_class_acc", "macro_f1", "loss"}
+    meta = read_meta(tmp_path / "run" / "checkpoints" / "best.safetensors")
+    assert meta["model"] == "tsn_mean" and len(meta["classes"]) == 10 and meta["provenance"]["random_weights"]
+    result = evaluate_checkpoint(tmp_path / "run")
+    assert result["metrics"]["videos"] == 50 and (tmp_path / "run" / "eval-test" / "per_class.csv").is_file()
+    # a feature store made with other weights is refused
+    other = tmp_path / "other-features"
+    torch.manual_seed(1)
+    import torchvision
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in torchvision.models.resnet18().state_dict().items()}, str(tmp_path / "w.safetensors"))
+    cache_features(json.loads((features / "store.json").read_text())["source_store"]["path"], other,
+                   FeatureConfig(backbone="resnet18", weights=str(tmp_path / "w.safetensors")))
+    with pytest.raises(VidpipeError, match="made differently .*weights"):
+        evaluate_checkpoint(tmp_path / "run", data_path=other)
+    res = CliRunner().invoke(cli, ["eval", str(tmp_path / "nothing-here")])
+    assert res.exit_code == 1 and "no checkpoint" in res.output
+
+
+def test_no_weight_decay_on_tokens_and_embeddings():
+    from vidpipe.models import create_model
+    from vidpipe.train.loop import param_groups
+
+    model = create_model("resnet_temporal_vit", 5, 16, {"dim": 32, "depth": 1})
+    decay, no_decay = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert {"cls_token", "pos_embed", "proj.bias", "norm.weight"} <= skipped
+    assert {names[id(p)] for p in decay["params"]} >= {"proj.weight", "head.weight"} and not skipped & {"proj.weight", "head.weight"}
+
+
+def test_cuda_rng_states_restore_in_device_order(monkeypatch, tmp_path):
+    from vidpipe.train import checkpoint as ck
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    states = [torch.full((16,), i, dtype=torch.uint8) for i in range(12)]  # 12 devices: "10" sorts before "2" as text
+    rng = {**ck.rng_state(), "cuda": states}
+    ck.save_checkpoint(tmp_path / "c.safetensors", model, {"model": "x"}, ck.trainer_state(opt, sched, None, 1, {}, [], [rng]))
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: restored.extend(s))
+    ck.load_trainer(tmp_path / "c.safetensors", opt, sched, None)
+    assert [int(s[0]) for s in restored] == list(range(12))
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo(features, synth_h264, tmp_path):
+    """2 gloo ranks: a WebDataset val split of one shard (one rank holds no val shard) must not hang and
+    every val video is counted once; with frame features, every training video is seen each epoch."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    store = tmp_path / "store"
+    extract(build_manifest("synthetic", synth_h264), store, ExtractConfig(frames=8, size=32))
+    assert len(list((store / "test").glob("*.tar"))) == 1
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vidpipe", "train"]
+    runs = {
+        "clips": ["--model", "r2plus1d_18", "--data", str(store), "data.val_split=test", "data.frames=4", "data.crop_size=32",
+                  "data.batch_size=3"],
+        "features": ["--model", "tsn_mean", "--data", str(features), "data.batch_size=8"],
+    }
+    for name, args in runs.items():
+        res = subprocess.run(base + args + ["--out", str(tmp_path / name), "optim.epochs=2", "data.workers=0", "device=cpu"],
+                             capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "2 process(es)" in res.stderr + res.stdout
+    clips = [json.loads(x) for x in (tmp_path / "clips" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val"]["videos"] for r in clips] == [10, 10]  # gathered from both ranks, each video once
+    feats = [json.loads(x) for x in (tmp_path / "features" / "metrics.jsonl").read_text().splitlines()]
+    import zarr
+    from vidpipe.datasets.manifest import hash_fraction
+
+    train_ids = [i for i in zarr.open_group(features / "train.zarr", mode="r")["ids"][:] if hash_fraction(i) >= 0.1]
+    assert [r["train_videos"] for r in feats] == [len(train_ids)] * 2
+    assert json.loads((tmp_path / "features" / "config.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_temporal_model_beats_order_blind_on_synthetic_pairs(features, tmp_path):
+    results = {}
+    for model in ("tsn_mean", "resnet_temporal_vit"):
+        train(config(features, model=model, epochs=40, **{"optim.lr": 5e-4}), tmp_path / model, log=lambda m: None)
+        r = evaluate_checkpoint(tmp_path / model)  # test split, checkpoint chosen on the val carved from train
+        results[model] = (r["metrics"]["top1"], within_pair_accuracy(r["confusion"], r["classes"]))
+    assert results["resnet_temporal_vit"][1] >= 0.9, results
+    assert results["tsn_mean"][1] <= 0.7, results

@@ -1,0 +1,125 @@
+"""`vidpipe bench extract`: extraction throughput against the decode ceiling on the same files.
+
+The ceiling is a bare `ffmpeg -i X -f null -` of every file (a full decode, nothing kept) at the same
+parallelism and threads per process as extraction. Extraction does that decode too, plus a probe,
+scaling T frames, and writing the store, so `% of ceiling` is how much of the machine's decode
+capacity reaches the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from vidpipe.datasets.adapters import build_manifest
+from vidpipe.stores.extract import ExtractConfig, extract, remove_store
+from vidpipe.io.ffmpeg import ffmpeg_binary, probe
+from vidpipe.datasets.synth import CLASSES, SynthConfig, synth
+
+# name -> (synth settings, what it stands for)
+BENCH_SETS = {
+    "synthetic": (dict(codec="h264", width=128, height=96, frames=32), "the demo's synthetic set: H.264 mp4, 128x96, 32 frames"),
+    "hmdb51-like": (dict(codec="mpeg4", width=320, height=240, frames=90, fps=30.0, noise=8.0, encoder_args=("-q:v", "5")),
+                    "Xvid AVI 320x240, 90 frames at 30 fps (~3 s), ~200 KB a video like HMDB51's"),
+    # noise 8 at crf 23 gives ~4 Mbps, a usual 720p30 bitrate (crf 18 would spend ~25 Mbps on the noise)
+    "720p-h264": (dict(codec="h264", width=1280, height=720, frames=90, fps=30.0, noise=8.0, encoder_args=("-crf", "23")),
+                  "H.264 mp4 1280x720, 90 frames at 30 fps (3 s), ~4 Mbps: the DALI (GPU) vs ffmpeg (CPU) comparison"),
+}
+# (row label, extract settings) per set; the DALI row needs DALI and a GPU
+RUNS = {
+    "synthetic": [("webdataset", dict(format="webdataset")), ("zarr", dict(format="zarr"))],
+    "hmdb51-like": [("webdataset", dict(format="webdataset")), ("zarr", dict(format="zarr"))],
+    "720p-h264": [("webdataset", dict(format="webdataset", backend="ffmpeg")), ("webdataset, DALI", dict(format="webdataset", backend="dali"))],
+}
+
+
+def dali_gpu_missing() -> str | None:
+    """Why the DALI GPU row cannot run here, or None when it can."""
+    from vidpipe.io import dali
+
+    if not dali.dali_installed():
+        return "DALI is not installed"
+    if not dali.gpu_present():
+        return "no GPU"
+    return None
+
+
+def default_sets() -> tuple[str, ...]:
+    return ("synthetic", "hmdb51-like") + (("720p-h264",) if dali_gpu_missing() is None else ())
+
+
+def decode_ceiling(paths: list[Path], workers: int) -> float:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+
+    def run(p):
+        subprocess.run([ffmpeg_binary(), "-nostdin", "-loglevel", "error", "-threads", str(threads), "-i", str(p),
+                        "-map", "0:v:0", "-f", "null", "-"], check=True)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(run, paths))
+    return time.perf_counter() - t0
+
+
+def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers: int | None = None,
+                  frames: int = 32, size: int = 128, sets=None, log=print) -> dict:
+    workers = workers or os.cpu_count() or 1
+    work = Path(work) if work else Path(tempfile.mkdtemp(prefix="vidpipe-bench-"))
+    results = {"workers": workers, "cpus": os.cpu_count(), "frames": frames, "size": size, "rows": []}
+    for name in sets or default_sets():
+        settings, description = BENCH_SETS[name]
+        data = work / name
+        log(f"[{name}] writing {videos_per_class * len(CLASSES)} videos: {description}")
+        synth(data, SynthConfig(videos_per_class=videos_per_class, **settings), workers=workers)
+        manifest = build_manifest("synthetic", data)
+        paths = [manifest.abspath(r) for r in manifest.records]
+        source_frames = sum(probe(p).num_frames for p in paths)
+        source_bytes = sum(p.stat().st_size for p in paths)
+        decode_ceiling(paths[: 2 * workers], workers)  # warm the page cache and the binary
+        ceiling = decode_ceiling(paths, workers)
+        row = {"set": name, "description": description, "videos": len(paths), "source_frames": source_frames,
+               "source_bytes": source_bytes, "ceiling_s": ceiling, "ceiling_videos_per_s": len(paths) / ceiling,
+               "ceiling_frames_per_s": source_frames / ceiling}
+        row["runs"] = {}
+        for label, settings in RUNS[name]:
+            if settings.get("backend") == "dali" and (missing := dali_gpu_missing()):
+                row["runs"][label] = {"skipped": missing}
+                log(f"[{name}] {label}: skipped ({missing})")
+                continue
+            out = work / f"{name}-{label.replace(', ', '-')}"
+            if out.exists():
+                remove_store(out)  # time a full extraction, not a no-op rerun
+            report = extract(manifest, out, ExtractConfig(frames=frames, size=size, workers=workers, **settings))
+            store_bytes = sum(f["bytes"] for s in report.summary["splits"].values() for f in s["files"])
+            row["runs"][label] = {
+                "seconds": report.seconds, "backends": report.summary["backends"],
+                "videos_per_s": report.videos / report.seconds, "frames_per_s": report.source_frames / report.seconds,
+                "fraction_of_ceiling": ceiling / report.seconds, "store_bytes": store_bytes, "bytes_per_video": store_bytes / len(paths),
+            }
+        results["rows"].append(row)
+    return results
+
+
+def table_rows(results: dict) -> list[list]:
+    rows = []
+    for r in results["rows"]:
+        rows.append([r["set"], "ffmpeg -f null (ceiling)", r["videos"], f"{r['ceiling_videos_per_s']:.1f}",
+                     f"{r['ceiling_frames_per_s']:.0f}", "100%", "-", f"{r['source_bytes'] / r['videos'] / 1024:.0f} KB (source)"])
+        for label, x in r["runs"].items():
+            if "skipped" in x:
+                rows.append([r["set"], f"extract -> {label}", r["videos"], "-", "-", "-", "-", f"skipped ({x['skipped']})"])
+                continue
+            rows.append([r["set"], f"extract -> {label}", r["videos"], f"{x['videos_per_s']:.1f}", f"{x['frames_per_s']:.0f}",
+                         f"{100 * x['fraction_of_ceiling']:.0f}%", f"{x['store_bytes'] / 2**20:.1f} MB",
+                         f"{x['bytes_per_video'] / 1024:.0f} KB"])
+    return rows
+
+
+def write_json(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,0 +1,114 @@
+"""`vidpipe bench loader`: clips/s from stores against decoding every epoch, and against the disk.
+
+All rows serve the same videos with the same temporal sampling and the same drawn augmentation
+(uint8 batches, as they leave for the device):
+1. decode-per-epoch: what typical training scripts do, with ffmpeg decoding the video, sampling and
+   resizing every time a clip is used (vidpipe's own fast path, so this row is generous);
+2. and 3. the WebDataset and zarr stores through `clip_loader`;
+4. the ceiling: a raw sequential read of each store's files, in clips/s at that store's bytes per clip.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from pathlib import Path
+
+from torch.utils.data import DataLoader, Dataset
+
+from vidpipe.io.decode import ClipSpec, decode_clip_ffmpeg
+from vidpipe.data.loaders import ClipConfig, _collate, clip_loader
+from vidpipe.datasets.manifest import Manifest
+from vidpipe.stores.clips import Store
+
+READ_BLOCK = 8 << 20
+
+
+class DecodeEveryEpoch(Dataset):
+    """The baseline: decode the source video on every access, then the same sampling as the stores."""
+
+    def __init__(self, manifest: Manifest, split: str, spec: ClipSpec, cfg: ClipConfig):
+        self.manifest, self.records, self.spec, self.cfg = manifest, manifest.split_records(split), spec, cfg
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        r = self.records[i]
+        frames, _ = decode_clip_ffmpeg(self.manifest.abspath(r), self.spec)
+        return self.cfg.make_item(frames, r.label, r.id, epoch=0)
+
+
+def _time_batches(batches, clips: int) -> tuple[float, int, int]:
+    """Seconds to draw `clips` clips, clips drawn and their uint8 bytes."""
+    n = nbytes = 0
+    t0 = time.perf_counter()
+    for batch in batches:
+        n += len(batch["ids"])
+        nbytes += batch["clips"].numel()
+        if n >= clips:
+            break
+    return time.perf_counter() - t0, n, nbytes
+
+
+def _endless(loader):
+    for epoch in itertools.count():
+        loader.set_epoch(epoch)
+        yield from loader
+
+
+def raw_read(store: Store, split: str) -> tuple[float, int]:
+    """(seconds, bytes) to read every file of the split front to back."""
+    total, buffer = 0, bytearray(READ_BLOCK)  # one buffer: the ceiling pays no allocation
+    t0 = time.perf_counter()
+    for f in store.index["splits"][split]["files"]:
+        with open(store.root / f["path"], "rb", buffering=0) as fh:
+            while got := fh.readinto(buffer):
+                total += got
+    return time.perf_counter() - t0, total
+
+
+def bench_loader(manifest: Manifest, stores: list[Store], cfg: ClipConfig, split: str = "train", workers: int = 2,
+                 batch_size: int = 8, clips: int = 400, decode_clips: int = 64) -> dict:
+    first = stores[0]
+    t, h, w, _ = first.clip_shape
+    results = {"split": split, "workers": workers, "batch_size": batch_size, "sampling": cfg.sampling.name,
+               "clip_shape": [t, h, w, 3], "cpus": os.cpu_count(), "rows": []}
+
+    decode_ds = DecodeEveryEpoch(manifest, split, ClipSpec(t, h, w), cfg)
+    loader = DataLoader(decode_ds, batch_size=batch_size, num_workers=workers, shuffle=True, collate_fn=_collate)
+    seconds, n, nbytes = _time_batches(itertools.chain.from_iterable(itertools.repeat(loader)), decode_clips)
+    results["rows"].append({"path": "decode every epoch (ffmpeg)", "clips": n, "seconds": seconds,
+                            "clips_per_s": n / seconds, "mb_per_s": nbytes / seconds / 2**20})
+
+    for store in stores:
+        loader = clip_loader(store, split, cfg, batch_size=batch_size, workers=workers)
+        next(iter(loader))  # open files and start workers outside the timed part
+        seconds, n, nbytes = _time_batches(_endless(loader), clips)
+        results["rows"].append({"path": f"{store.format} store", "store": str(store.root), "clips": n, "seconds": seconds,
+                                "clips_per_s": n / seconds, "mb_per_s": nbytes / seconds / 2**20})
+    for store in stores:
+        raw_read(store, split)  # warm: every row reads from the same (cached) state
+        seconds, nbytes = raw_read(store, split)
+        per_clip = nbytes / store.index["splits"][split]["count"]
+        results["rows"].append({"path": f"raw read of the {store.format} files (ceiling)", "clips": store.index["splits"][split]["count"],
+                                "seconds": seconds, "clips_per_s": nbytes / per_clip / seconds, "mb_per_s": nbytes / seconds / 2**20})
+
+    base = results["rows"][0]["clips_per_s"]
+    for row in results["rows"]:
+        row["x_decode"] = row["clips_per_s"] / base
+    for store in stores:
+        loader_row = next(r for r in results["rows"] if r["path"] == f"{store.format} store")
+        ceiling = next(r for r in results["rows"] if r["path"].startswith(f"raw read of the {store.format}"))
+        loader_row["of_ceiling"] = loader_row["clips_per_s"] / ceiling["clips_per_s"]
+    return results
+
+
+def table_rows(results: dict) -> list[list]:
+    return [[r["path"], f"{r['clips_per_s']:.1f}", f"{r['mb_per_s']:.0f}", f"{r['x_decode']:.1f}x",
+             f"{100 * r['of_ceiling']:.0f}%" if "of_ceiling" in r else "-", results["workers"]] for r in results["rows"]]
+
+
+def default_json_path() -> Path:
+    return Path("benchmarks/results/loader.json")

@@ -1,0 +1,284 @@
+"""Training inputs for each kind of model, read from stores (never from videos).
+
+- frame_features: (B, F, D) float, F frames TSN-sampled from a feature store's T per-frame features
+  (random segment offsets in training, segment centres at test), seeded by (seed, epoch, video id).
+- clip_tokens: (B, C, D, t, h, w) float, the token maps of a clip-backbone feature store.
+- clips: (B*V, 3, F, S, S) float from a clip store: uint8 batches, augmented and normalised on the device.
+Batches are dicts with `inputs`, `labels`, `ids` and `views` (views per video, averaged at test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+from vidpipe.errors import VidpipeError
+from vidpipe.data.augment import KINETICS_MEAN, KINETICS_STD, AugmentConfig, DeviceTransform
+from vidpipe.data.loaders import ClipConfig, EpochLoader, Holdout, SharedEpoch, clip_loader, id_seed
+from vidpipe.data.sampling import Sampling, frame_indices
+from vidpipe.train.config import TrainConfig
+
+
+def open_data_index(path: str | Path) -> dict:
+    index_path = Path(path) / "store.json"
+    if not index_path.is_file():
+        raise VidpipeError(f"{index_path} not found: --data must be a feature store (cache-features) or a clip store (extract)")
+    return json.loads(index_path.read_text())
+
+
+def provenance(index: dict) -> dict:
+    """What the model's inputs are made of; eval and resume refuse data with a different provenance."""
+    if index.get("format") == "vidpipe-features":
+        return {"kind": "features", "backbone": index["backbone"], "weights": index["weights"], "preprocess": index["preprocess"],
+                "dtype": index["dtype"], "clip": index["source_store"]["clip"], "random_weights": index["random_weights"]}
+    return {"kind": "clips", "clip": index["clip"], "settings": {k: v for k, v in index["settings"].items() if k != "backend"}}
+
+
+@dataclass(frozen=True)
+class SplitChoice:
+    """Which videos a loader reads: a split of the store, optionally carved by a hash of the video id."""
+
+    split: str
+    holdout: Holdout | None = None
+
+    @property
+    def description(self) -> str:
+        if self.holdout is None:
+            return self.split
+        part = f"{self.holdout.fraction:.0%}" if self.holdout.held else f"the other {1 - self.holdout.fraction:.0%}"
+        return f"{part} of {self.split}, chosen by a hash of the video id"
+
+    def keeps(self, video_id: str) -> bool:
+        return self.holdout is None or self.holdout(video_id)
+
+
+def choose_splits(cfg: TrainConfig, splits: list[str], root) -> tuple[SplitChoice, SplitChoice | None]:
+    """(train, val). Val is `data.val_split` if given, else the store's "val", else `data.val_fraction` of
+    train carved by id hash; with val_fraction 0 there is no val and nothing is ever selected on test."""
+    d = cfg.data
+    for s in [d.train_split] + ([d.val_split] if d.val_split else []):
+        if s not in splits:
+            raise VidpipeError(f"{root} has no split '{s}'; it has {', '.join(splits)}")
+    if d.val_split:
+        if d.val_split == d.train_split:
+            raise VidpipeError(f"data.val_split is the training split '{d.train_split}'; leave it empty to carve val from train")
+        return SplitChoice(d.train_split), SplitChoice(d.val_split)
+    if "val" in splits and d.train_split != "val":
+        return SplitChoice(d.train_split), SplitChoice("val")
+    if d.val_fraction > 0:
+        return SplitChoice(d.train_split, Holdout(d.val_fraction, held=False)), SplitChoice(d.train_split, Holdout(d.val_fraction, held=True))
+    return SplitChoice(d.train_split), None
+
+
+def _zarr_rows(group, choice: SplitChoice) -> np.ndarray:
+    ids = group["ids"][:]
+    return np.array([i for i, v in enumerate(ids) if choice.keeps(str(v))], np.int64)
+
+
+class FeatureFrames(Dataset):
+    """Per-frame features (N, T, D) held in memory (float16), F frames sampled per item."""
+
+    def __init__(self, root: Path, index: dict, choice: SplitChoice, frames: int, train: bool, seed: int):
+        import zarr
+
+        group = zarr.open_group(root / index["splits"][choice.split]["array"], mode="r")
+        rows = _zarr_rows(group, choice)
+        self.features = group["features"][:][rows]  # (N, T, D) float16
+        self.labels = group["labels"][:][rows].astype(np.int64)
+        self.ids = list(group["ids"][:][rows])
+        self.sampling, self.train, self.seed, self.epoch = Sampling.tsn(frames), train, seed, SharedEpoch()
+
+    def __len__(self):
+        return len(self.labels)
+
+    def set_epoch(self, epoch):
+        self.epoch.set(epoch)
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng([self.seed, self.epoch.get(), id_seed(self.ids[i])])
+        idx = frame_indices(self.features.shape[1], self.sampling, self.train, rng).ravel()
+        return torch.from_numpy(self.features[i, idx].astype(np.float32)), int(self.labels[i]), self.ids[i]
+
+
+class FeatureTokens(Dataset):
+    """Clip-backbone token maps (N, C, D, t, h, w), read per item (zarr opened per process)."""
+
+    def __init__(self, root: Path, index: dict, choice: SplitChoice):
+        import zarr
+
+        self.path = root / index["splits"][choice.split]["array"]
+        group = zarr.open_group(self.path, mode="r")
+        if "tokens" not in group:
+            raise VidpipeError(f"{root} has no token maps; re-run cache-features with --tokens (r2plus1d_18 stores them)")
+        self.rows = _zarr_rows(group, choice)
+        self.labels = group["labels"][:][self.rows].astype(np.int64)
+        self.ids = list(group["ids"][:][self.rows])
+        self._tokens, self._pid, self.epoch = None, None, SharedEpoch()
+
+    def __len__(self):
+        return len(self.labels)
+
+    def set_epoch(self, epoch):
+        self.epoch.set(epoch)
+
+    def __getitem__(self, i):
+        if self._pid != os.getpid():
+            import zarr
+
+            self._tokens, self._pid = zarr.open_group(self.path, mode="r")["tokens"], os.getpid()
+        return torch.from_numpy(self._tokens[int(self.rows[i])].astype(np.float32)), int(self.labels[i]), self.ids[i]
+
+
+def _collate(items):
+    return {"inputs": torch.stack([x for x, _, _ in items]), "labels": torch.tensor([y for _, y, _ in items]),
+            "ids": [i for _, _, i in items], "views": 1}
+
+
+@dataclass
+class TrainData:
+    """Loaders plus what the model needs to know: classes, input width, provenance, device transform."""
+
+    train: object
+    val: object | None  # None: no validation split (nothing is selected, the last epoch is kept)
+    classes: list[str]
+    in_dim: int | None
+    input_kind: str
+    provenance: dict
+    transform: DeviceTransform | None = None
+    val_split: str = ""  # what `val` reads, in words
+    val_name: str = ""  # its short name: "val" (the store's or carved from train), "test", ...
+    feature_norm: dict | None = None  # per-channel mean/std of the training split's features
+
+    def __post_init__(self):
+        self._norm = None if self.feature_norm is None else \
+            (torch.tensor(self.feature_norm["mean"]), torch.tensor(self.feature_norm["std"]))  # built once, not per batch
+
+    def to_device(self, batch: dict, device: torch.device, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = batch["labels"].to(device, non_blocking=True)
+        if self.transform is None:
+            x = batch["inputs"].to(device, non_blocking=True)
+            if self._norm is not None:
+                shape = (1, 1, -1) if x.ndim == 3 else (1, 1, -1, 1, 1, 1)  # (B, T, D) or (B, C, D, t, h, w)
+                mean, std = (t.to(device).view(shape) for t in self._norm)
+                x = (x - mean) / std
+            return x, labels
+        clips = batch["clips"].to(device, non_blocking=True)  # uint8 over the bus
+        if train:
+            return self.transform.train(clips, batch["boxes"], batch["flips"]), labels
+        return self.transform.test(clips), labels
+
+
+class _ClipBatches:
+    """Adapts clip_loader batches to the loop's dict (views per video for test-time averaging)."""
+
+    def __init__(self, loader, views: int):
+        self.loader, self.views = loader, views
+
+    def set_epoch(self, epoch):
+        self.loader.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield {**batch, "views": self.views}
+
+
+def feature_statistics(dataset, seed: int = 0, token_videos: int = 1024) -> dict:
+    """Per-channel mean/std of a training split's features: frozen features share a large common
+    component, and standardising them is what lets a small head see the changes over time.
+
+    Frame features: every training video (accumulated in float64 chunks). Token maps are large, so a
+    seeded random sample of `token_videos` videos, drawn from the whole split (store order is class-major).
+    """
+    total, total_sq, n = 0.0, 0.0, 0
+    if isinstance(dataset, FeatureFrames):
+        d = dataset.features.shape[-1]
+        chunks = (dataset.features[i : i + 256].astype(np.float64).reshape(-1, d) for i in range(0, len(dataset.features), 256))
+    else:
+        pick = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:token_videos])
+        tokens = (dataset[int(i)][0].numpy().astype(np.float64) for i in pick)  # (C, D, t, h, w)
+        chunks = (np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]) for x in tokens)
+    for x in chunks:  # (rows, channels)
+        total, total_sq, n = total + x.sum(0), total_sq + (x * x).sum(0), n + len(x)
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))
+    return {"mean": mean.tolist(), "std": (std + 1e-6).tolist()}
+
+
+def build_data(cfg: TrainConfig, input_kind: str, rank: int = 0, world_size: int = 1, train: bool = True, split: str | None = None,
+               feature_norm: dict | None = None) -> TrainData:
+    """Loaders for training (train + val) or, with train=False, for evaluating `split` (default: test
+    when the store has it, else val; "val" on a store without one is the carve the run trained with)."""
+    root = Path(cfg.data.path)
+    index = open_data_index(root)
+    is_features = index.get("format") == "vidpipe-features"
+    splits = list(index["splits"])
+    train_choice, val_choice = choose_splits(cfg, splits, root)
+    if not train:
+        split = split or ("test" if "test" in splits else "val")
+        if split == "val" and "val" not in splits:
+            if val_choice is None:
+                raise VidpipeError(f"{root} has no val split and the run carved none (data.val_fraction=0); evaluate on {', '.join(splits)}")
+        elif split not in splits:
+            raise VidpipeError(f"{root} has no split '{split}'; it has {', '.join(splits)}")
+        else:
+            val_choice = SplitChoice(split)
+    d = cfg.data
+    if input_kind in ("frame_features", "clip_tokens"):
+        if not is_features:
+            raise VidpipeError(f"model {cfg.model} reads features; run `vidpipe cache-features --store {root}` and pass --data FEATURES")
+        if input_kind == "frame_features" and index["kind"] != "frame":
+            raise VidpipeError(f"model {cfg.model} needs per-frame features (resnet18/resnet50); {root} holds {index['backbone']} clip features")
+        if input_kind == "clip_tokens" and index["kind"] != "clip":
+            raise VidpipeError(f"model {cfg.model} needs clip token maps (r2plus1d_18); {root} holds {index['backbone']} frame features")
+
+        def make(choice, is_train):
+            ds = (FeatureFrames(root, index, choice, d.frames, is_train, cfg.seed) if input_kind == "frame_features"
+                  else FeatureTokens(root, index, choice))
+            _require_videos(ds, choice, root)
+            sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=is_train, seed=cfg.seed)
+            kwargs = dict(batch_size=d.batch_size, num_workers=d.workers, pin_memory=False, drop_last=False)
+            return EpochLoader(ds, kwargs, sampler=sampler, collate_fn=_collate)
+
+        in_dim = index["features"]["shape"][-1] if input_kind == "frame_features" else index["tokens"]["shape"][1]
+        train_loader = make(train_choice, True) if train else None
+        if feature_norm is None:
+            if not train:
+                raise VidpipeError("evaluating features needs the training split's feature statistics (from the checkpoint)")
+            feature_norm = feature_statistics(train_loader.dataset, cfg.seed)
+        val_loader = make(val_choice, False) if val_choice else None
+        return TrainData(train_loader, val_loader, index["classes"], in_dim, input_kind, provenance(index),
+                         val_split=val_choice.description if val_choice else "", val_name=split or "val", feature_norm=feature_norm)
+    if is_features:
+        raise VidpipeError(f"model {cfg.model} trains on clips; pass --data a clip store from `vidpipe extract`, not features")
+    mean, std = (KINETICS_MEAN, KINETICS_STD) if cfg.model == "r2plus1d_18" else (AugmentConfig.mean, AugmentConfig.std)
+    aug = AugmentConfig(size=d.crop_size, test_short_side=round(d.crop_size * 128 / 112),
+                        test_crop="three" if d.test_crops == 3 else "center", mean=mean, std=std)
+    flip_map = {int(k): int(v) for k, v in d.flip_map.items()}
+    train_loader = val_loader = None
+    if train:
+        spec = ClipConfig(Sampling(d.frames, d.frame_interval, 1), True, aug, cfg.seed, flip_map or None, train_choice.holdout)
+        train_loader = _ClipBatches(clip_loader(root, train_choice.split, spec, d.batch_size, d.workers, rank, world_size), 1)
+        _require_videos(train_loader.loader.dataset, train_choice, root)
+    if val_choice:
+        test_spec = ClipConfig(Sampling(d.frames, d.frame_interval, d.test_clips), False, aug, cfg.seed, holdout=val_choice.holdout)
+        val_loader = _ClipBatches(clip_loader(root, val_choice.split, test_spec, d.batch_size, d.workers, rank, world_size),
+                                  d.test_clips * aug.test_crops)
+        _require_videos(val_loader.loader.dataset, val_choice, root)
+    return TrainData(train_loader, val_loader, index["classes"], None, input_kind, provenance(index), DeviceTransform(aug),
+                     val_choice.description if val_choice else "", split or "val")
+
+
+def _require_videos(dataset, choice: SplitChoice, root) -> None:
+    count = dataset.count if hasattr(dataset, "count") else len(dataset)
+    if count == 0:
+        fix = "; raise data.val_fraction or set it to 0 (no validation)" if choice.holdout is not None else ""
+        raise VidpipeError(f"{root}: {choice.description} holds no videos{fix}")

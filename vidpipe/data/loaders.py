@@ -1,0 +1,366 @@
+"""Train-time loaders from stores: no video is decoded here.
+
+`clip_loader(store, split, ...)` returns a DataLoader whose batches are dicts:
+  clips  uint8 (B, V, F, H, W, 3)   V views (test-time clips), F frames per view, the store's H x W
+  labels int64 (B,)                 after the flip-label map, where a flip was drawn
+  ids    list[str]
+  boxes  int64 (B, 4), flips bool (B,)   the random crop/flip drawn for each sample (train only)
+`DeviceTransform` (augment.py) then crops, resizes, flips and normalises on the model's device.
+
+Determinism. Every random choice for a sample (temporal offsets, crop box, flip) comes from a
+generator seeded by (seed, epoch, video id), so a sample is processed identically whatever the worker
+count, format or rank. zarr: the order of samples is also identical for any worker count (a seeded
+sampler; DistributedSampler under DDP). WebDataset: the set of samples in an epoch is the same, but
+the order depends on how shards are dealt to workers and on the seeded shuffle buffer, so it is
+reproducible only for the same worker count and ranks.
+
+Completeness. Outside DDP training every stored clip is yielded exactly once per epoch: WebDataset
+workers each end on a partial batch, and the loader re-cuts those tails into full batches in the main
+process instead of dropping them, so `len(loader)` is the number of batches actually produced. Under
+DDP, evaluation splits WebDataset samples (not shards) between ranks, so every rank gets work whatever
+the shard count; training draws shards with replacement and gives every rank the same batch count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import tarfile
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, get_worker_info
+
+from vidpipe.errors import VidpipeError
+from vidpipe.data.augment import AugmentConfig, train_params
+from vidpipe.datasets.manifest import hash_fraction
+from vidpipe.data.sampling import Sampling, view_indices
+from vidpipe.stores.clips import Store, damaged_shard
+
+
+class SharedEpoch:
+    """An epoch number that persistent DataLoader workers see change (a shared-memory tensor)."""
+
+    def __init__(self):
+        self._value = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def set(self, epoch: int) -> None:
+        self._value[0] = epoch
+
+    def get(self) -> int:
+        return int(self._value[0])
+
+
+def id_seed(video_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(video_id.encode(), digest_size=8).digest(), "big")
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """A stable carve of one split by a hash of the video id: `held=True` keeps the carved `fraction`
+    (e.g. a validation set taken from train), `held=False` keeps the rest."""
+
+    fraction: float
+    held: bool
+
+    def __call__(self, video_id: str) -> bool:
+        return (hash_fraction(video_id) < self.fraction) == self.held
+
+
+@dataclass
+class ClipConfig:
+    """How clips are cut from stored videos; shared by both formats so they yield identical samples."""
+
+    sampling: Sampling = field(default_factory=lambda: Sampling.tsn(8))
+    train: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    flip_map: dict[int, int] | None = None  # label -> label after a horizontal flip (Something-Something)
+    holdout: Holdout | None = None  # only the videos of the split this keeps
+
+    def keeps(self, video_id: str) -> bool:
+        return self.holdout is None or self.holdout(video_id)
+
+    def plan(self, shape: tuple[int, ...], label: int, video_id: str, epoch: int) -> tuple[np.ndarray, np.ndarray, bool, int]:
+        """Every random choice for one sample: (indices (V, F), crop box, flip, label after the flip map)."""
+        rng = np.random.default_rng([self.seed, epoch, id_seed(video_id)])
+        inds = view_indices(shape[0], self.sampling, self.train, rng)
+        box, flip = train_params(rng, shape[1], shape[2], self.augment) if self.train else (np.zeros(4, np.int64), False)
+        if flip and self.flip_map:
+            label = self.flip_map.get(label, label)
+        return inds, box, flip, label
+
+    def make_item(self, frames: np.ndarray, label: int, video_id: str, epoch: int) -> dict:
+        """From all T stored frames (T, H, W, 3)."""
+        inds, box, flip, label = self.plan(frames.shape, label, video_id, epoch)
+        return {"clips": frames[inds], "labels": label, "ids": video_id, "boxes": box, "flips": flip}
+
+
+class ZarrClips(Dataset):
+    """Random access into STORE/<split>.zarr. The zarr handle is opened per process (fork-safe)."""
+
+    def __init__(self, store: Store, split: str, spec: ClipConfig):
+        import zarr
+
+        if store.format != "zarr":
+            raise VidpipeError(f"{store.root} is a {store.format} store; use WebDatasetClips (or clip_loader) for it")
+        self.path = store.root / store.index["splits"][split]["array"]
+        group = zarr.open_group(self.path, mode="r")
+        ids = group["ids"][:]
+        # failed videos leave holes; skip them (and the videos a holdout leaves out)
+        self.rows = np.array([i for i in np.flatnonzero(group["valid"][:]) if spec.keeps(str(ids[i]))], np.int64)
+        self.labels = group["labels"][:][self.rows]
+        self.ids = list(ids[self.rows])
+        self.spec, self.epoch = spec, SharedEpoch()
+        self._frames, self._pid = None, None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch.set(epoch)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _array(self):
+        if self._pid != os.getpid():  # zarr's event loop thread does not survive fork: reopen in each worker
+            import zarr
+
+            self._frames, self._pid = zarr.open_group(self.path, mode="r")["frames"], os.getpid()
+        return self._frames
+
+    def __getitem__(self, i: int) -> dict:
+        frames = self._array()[int(self.rows[i])]
+        return self.spec.make_item(frames, int(self.labels[i]), self.ids[i], self.epoch.get())
+
+
+class WebDatasetClips(IterableDataset):
+    """Streams STORE/<split>/*.tar through webdataset stages: shards -> worker -> samples -> rank.
+
+    Shards are dealt to workers; under DDP evaluation every rank reads every shard's headers and keeps
+    every world_size-th sample, so no rank is left without work when there are fewer shards than ranks.
+    resampled=True (training under DDP) draws shards with replacement, seeded per rank and worker, so
+    every rank sees the same number of batches; the epoch length is then set by the loader
+    (`batches_per_epoch`).
+    """
+
+    def __init__(self, store: Store, split: str, spec: ClipConfig, shuffle_buffer: int = 256,
+                 rank: int = 0, world_size: int = 1, resampled: bool = False):
+        if store.format != "webdataset":
+            raise VidpipeError(f"{store.root} is a {store.format} store; use ZarrClips (or clip_loader) for it")
+        self.urls = store.shard_paths(split)
+        ids = store.ids(split) if spec.holdout is not None else None
+        self.count = store.index["splits"][split]["count"] if ids is None else sum(map(spec.keeps, ids))
+        self.spec, self.shuffle_buffer, self.epoch = spec, shuffle_buffer, SharedEpoch()
+        self.rank, self.world_size, self.resampled = rank, world_size, resampled
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch.set(epoch)
+
+    def _worker(self) -> tuple[int, int]:
+        info = get_worker_info()
+        return (info.id, info.num_workers) if info else (0, 1)
+
+    def _shards(self):
+        worker, num_workers = self._worker()
+        if self.resampled:
+            rng = np.random.default_rng([self.spec.seed, self.epoch.get(), self.rank, worker])
+            while True:
+                yield {"url": self.urls[int(rng.integers(len(self.urls)))]}
+        urls = list(self.urls)
+        if self.spec.train:
+            np.random.default_rng([self.spec.seed, self.epoch.get()]).shuffle(urls)  # same order on every rank
+        yield from ({"url": u} for u in urls[worker::num_workers])
+
+    def _select(self, samples):
+        """The samples this rank keeps: those the holdout keeps, then (split by sample, not by shard,
+        outside resampled training) every world_size-th of this worker's stream, identical on every rank."""
+        split_by_rank = self.world_size > 1 and not self.resampled
+        kept = 0
+        for sample in samples:
+            sample["meta"] = json.loads(sample["json"])
+            if not self.spec.keeps(sample["meta"]["id"]):
+                continue
+            if not split_by_rank or kept % self.world_size == self.rank:
+                yield sample
+            kept += 1
+
+    def __iter__(self):
+        import webdataset as wds
+
+        worker, _ = self._worker()
+        stages = [self._shards, self._members, self._select]
+        if self.spec.train:  # the buffer holds small handles (offsets), not frames
+            stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 64),
+                                      seed=hash((self.spec.seed, self.epoch.get(), self.rank, worker)) & 0xFFFFFFFF))
+        stages.append(wds.map(self._item))
+        return iter(wds.DataPipeline(*stages))
+
+    @staticmethod
+    def _members(shards):
+        """Local shards opened for random access: one handle per sample (frames' byte offset, cls, json).
+
+        Stored frames are an uncompressed C-order .npy, so the item stage reads only the frames the
+        temporal sampling picks (8 of 32 for TSN) instead of streaming every byte of the tar.
+        """
+        for shard in shards:
+            samples: dict[str, dict] = {}
+            try:
+                size = os.path.getsize(shard["url"])
+                with tarfile.open(shard["url"], "r:") as tar:
+                    for member in tar:
+                        key, ext = _MEMBER.match(member.name).groups()
+                        entry = samples.setdefault(key, {"__key__": key, "__url__": shard["url"]})
+                        if ext == "frames.npy":
+                            if member.offset_data + member.size > size:  # the file ends inside the frames
+                                raise tarfile.ReadError("unexpected end of data")
+                            entry["offset"] = member.offset_data
+                        else:
+                            entry[ext] = tar.extractfile(member).read()
+            except (tarfile.TarError, OSError, AttributeError) as e:
+                raise damaged_shard(shard["url"], e) from None
+            yield from samples.values()
+
+    def _item(self, sample: dict) -> dict:
+        meta = sample["meta"]
+        with open(sample["__url__"], "rb", buffering=0) as fh:
+            fh.seek(sample["offset"])
+            major, _ = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh)
+            assert dtype == np.uint8 and not fortran and len(shape) == 4, f"unexpected frames.npy {shape} {dtype}"
+            inds, box, flip, label = self.spec.plan(shape, int(sample["cls"]), meta["id"], self.epoch.get())
+            unique = np.unique(inds)
+            frames = _read_frames(fh, fh.tell(), shape, unique)
+        clip = frames[np.searchsorted(unique, inds)]  # (V, F, H, W, 3)
+        return {"clips": clip, "labels": label, "ids": meta["id"], "boxes": box, "flips": flip}
+
+
+_MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's convention: key = up to the first dot of the base name
+
+
+def _read_frames(fh, data_start: int, shape: tuple[int, ...], wanted: np.ndarray) -> np.ndarray:
+    """Frames `wanted` (sorted, unique) of a C-order (T, H, W, C) uint8 array stored at data_start;
+    runs of consecutive frames are read with one call."""
+    frame_bytes = int(np.prod(shape[1:]))
+    out = np.empty((len(wanted), *shape[1:]), np.uint8)
+    view = memoryview(out).cast("B")
+    k = 0
+    while k < len(wanted):
+        run = 1
+        while k + run < len(wanted) and wanted[k + run] == wanted[k] + run:
+            run += 1
+        fh.seek(data_start + int(wanted[k]) * frame_bytes)
+        got = fh.readinto(view[k * frame_bytes : (k + run) * frame_bytes])
+        if got != run * frame_bytes:
+            raise VidpipeError(f"{fh.name}: frames.npy ends early; run `vidpipe verify` on the store")
+        k += run
+    return out
+
+
+def _collate(items: list[dict]) -> dict:
+    first = items[0]["clips"]
+    clips = torch.empty((len(items), *first.shape), dtype=torch.uint8)
+    if get_worker_info() is not None:  # stack straight into shared memory: the batch then crosses to the main process uncopied
+        clips.share_memory_()
+    np.stack([it["clips"] for it in items], out=clips.numpy())
+    return {
+        "clips": clips,
+        "labels": torch.tensor([it["labels"] for it in items], dtype=torch.int64),
+        "ids": [it["ids"] for it in items],
+        "boxes": torch.from_numpy(np.stack([it["boxes"] for it in items])),
+        "flips": torch.tensor([it["flips"] for it in items], dtype=torch.bool),
+    }
+
+
+def dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def rebatch(batches, batch_size: int):
+    """Re-cut a stream of batches (each worker's last one partial) into full batches of `batch_size`;
+    only the very last batch may be smaller. Full batches pass through without a copy."""
+    pending, held = [], 0
+    for batch in batches:
+        if not pending and len(batch["ids"]) == batch_size:
+            yield batch
+            continue
+        pending.append(batch)
+        held += len(batch["ids"])
+        while held >= batch_size:
+            whole = _concat(pending)
+            yield _slice(whole, 0, batch_size)
+            held -= batch_size
+            pending = [_slice(whole, batch_size, batch_size + held)] if held else []
+    if pending:
+        yield _concat(pending)
+
+
+def _concat(batches: list[dict]) -> dict:
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0]
+    return {k: torch.cat([b[k] for b in batches]) if isinstance(v, torch.Tensor) else
+            [x for b in batches for x in b[k]] if isinstance(v, list) else v for k, v in first.items()}
+
+
+def _slice(batch: dict, start: int, stop: int) -> dict:
+    return {k: v[start:stop] if isinstance(v, (torch.Tensor, list)) else v for k, v in batch.items()}
+
+
+class EpochLoader:
+    """A DataLoader that knows its epoch: `set_epoch(e)` reseeds sampling, shuffling and augmentation.
+
+    Workers are persistent (started once, not every epoch); they read the epoch from shared memory.
+    The DataLoader draws its worker seeds from a generator of its own, never from torch's global RNG, so
+    creating or recreating the iterator (as a resumed run does) leaves the training RNG stream untouched.
+    `len()` is the number of batches one epoch yields.
+    """
+
+    def __init__(self, dataset, loader_kwargs: dict, sampler=None, batches_per_epoch: int | None = None, collate_fn=None):
+        self.dataset, self.sampler, self.kwargs, self.batches_per_epoch = dataset, sampler, loader_kwargs, batches_per_epoch
+        self.loader = DataLoader(dataset, sampler=sampler, collate_fn=collate_fn or _collate,
+                                 persistent_workers=loader_kwargs["num_workers"] > 0,
+                                 generator=torch.Generator().manual_seed(0), **loader_kwargs)
+        # several workers streaming one iterable each end on a partial batch: re-cut those tails
+        self._rebatch = isinstance(dataset, IterableDataset) and batches_per_epoch is None and loader_kwargs["num_workers"] > 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        if self.batches_per_epoch is not None:
+            return self.batches_per_epoch
+        n = len(self.sampler) if self.sampler is not None else self.dataset.count
+        return math.ceil(n / self.kwargs["batch_size"])
+
+    def __iter__(self):
+        if self.batches_per_epoch is not None:
+            return itertools.islice(self.loader, self.batches_per_epoch)
+        return rebatch(self.loader, self.kwargs["batch_size"]) if self._rebatch else iter(self.loader)
+
+
+def clip_loader(store: str | Store, split: str, spec: ClipConfig, batch_size: int = 8, workers: int = 2,
+                rank: int | None = None, world_size: int | None = None, shuffle_buffer: int = 256,
+                pin_memory: bool = False) -> EpochLoader:
+    """A loader over either store format. Under DDP (or given rank/world_size), training uses
+    DistributedSampler (zarr) or resampled shards with an equal batch count per rank (WebDataset)."""
+    store = store if isinstance(store, Store) else Store.open(store)
+    if rank is None or world_size is None:
+        rank, world_size = dist_info()
+    kwargs = dict(batch_size=batch_size, num_workers=workers, pin_memory=pin_memory, drop_last=False)
+    if store.format == "zarr":
+        dataset = ZarrClips(store, split, spec)
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=spec.train, seed=spec.seed)
+        return EpochLoader(dataset, kwargs, sampler=sampler)
+    resampled = spec.train and world_size > 1
+    dataset = WebDatasetClips(store, split, spec, shuffle_buffer, rank, world_size, resampled)
+    batches = math.ceil(dataset.count / (world_size * batch_size)) if resampled else None
+    return EpochLoader(dataset, kwargs, batches_per_epoch=batches)

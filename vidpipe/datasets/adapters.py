@@ -1,0 +1,249 @@
+"""Dataset adapters: a dataset root in its official layout -> a Manifest.
+
+Each adapter is a plain function `adapter(root, split=None, **options) -> Manifest`. The layouts
+they read are described in manifests/<name>.toml and in ../shared/reference-facts.md.
+Videos listed by the annotations but absent on disk are reported in `Manifest.missing`, never fatal;
+a missing root or annotation file is a VidpipeError that names what was expected where.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+from vidpipe.errors import VidpipeError
+from vidpipe.datasets.manifest import Manifest, Record, hash_fraction
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+SPLIT_DIRS = ("train", "val", "test")
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise VidpipeError(f"{what}: expected directory {path} does not exist")
+    return path
+
+
+def _require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise VidpipeError(f"{what}: expected file {path} does not exist")
+    return path
+
+
+def _check_split(split: int | None, dataset: str, allowed=(1, 2, 3)) -> int:
+    split = 1 if split is None else int(split)
+    if split not in allowed:
+        raise VidpipeError(f"{dataset} has official splits {list(allowed)}; got --split {split}")
+    return split
+
+
+def _index_videos(root: Path) -> dict[str, Path]:
+    """Every video file below root by stem (Kinetics and Something-Something name files by id)."""
+    return {p.stem: p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()}
+
+
+def _finish(dataset, root, classes, rows, split_id=None, missing=()) -> Manifest:
+    """rows: (id, path, label_name, split) with path absolute; drops files that do not exist."""
+    index = {c: i for i, c in enumerate(classes)}
+    records, missing = [], list(missing)
+    for vid, path, label_name, split in rows:
+        if not Path(path).is_file():
+            missing.append({"id": vid, "path": str(Path(path).relative_to(root)), "split": split})
+            continue
+        rel = str(Path(path).relative_to(root))
+        records.append(Record(id=vid, path=rel, label=index[label_name], label_name=label_name, split=split))
+    records.sort(key=lambda r: (r.split, r.id))
+    return Manifest(dataset=dataset, root=str(root), classes=list(classes), records=records, split_id=split_id, missing=missing)
+
+
+def hmdb51(root, split=None) -> Manifest:
+    """<root>/<class>/<name>.avi + <root>/testTrainMulti_7030_splits/<class>_test_split{1,2,3}.txt."""
+    root = _require_dir(Path(root).resolve(), "hmdb51 root")
+    split = _check_split(split, "hmdb51")
+    split_dir = _require_dir(root / "testTrainMulti_7030_splits", "hmdb51 split files")
+    suffix = f"_test_split{split}.txt"
+    split_files = sorted(split_dir.glob(f"*{suffix}"))
+    if not split_files:
+        raise VidpipeError(f"hmdb51: no files named <class>{suffix} in {split_dir}")
+    classes = [f.name[: -len(suffix)] for f in split_files]
+    class_dirs = {d.name for d in root.iterdir() if d.is_dir() and d.name != split_dir.name}
+    without = sorted(class_dirs - set(classes))
+    if without:
+        raise VidpipeError(f"hmdb51: class folder(s) {without} have no {split_dir.name}/<class>{suffix}")
+    rows = []
+    for cls, f in zip(classes, split_files):
+        for line in f.read_text().splitlines():
+            parts = line.split()  # tolerates the official files' trailing spaces
+            if not parts:
+                continue
+            name, tag = parts[0], parts[1]
+            if tag == "0":  # unused in this split
+                continue
+            rows.append((Path(name).stem, root / cls / name, cls, "train" if tag == "1" else "test"))
+    return _finish("hmdb51", root, classes, rows, split_id=split)
+
+
+def ucf101(root, split=None) -> Manifest:
+    """<root>/UCF-101/<Class>/v_*.avi + <root>/ucfTrainTestlist/{classInd,trainlist0N,testlist0N}.txt."""
+    root = _require_dir(Path(root).resolve(), "ucf101 root")
+    split = _check_split(split, "ucf101")
+    videos = _require_dir(root / "UCF-101", "ucf101 videos")
+    lists = _require_dir(root / "ucfTrainTestlist", "ucf101 split lists")
+    class_ind = _require_file(lists / "classInd.txt", "ucf101 class index")
+    numbered = [line.split() for line in class_ind.read_text().splitlines() if line.strip()]
+    classes = [name for _, name in sorted(numbered, key=lambda p: int(p[0]))]  # classInd is 1-based
+    by_lower = {c.lower(): c for c in classes}
+    rows = []
+    for split_name, list_name in (("train", f"trainlist0{split}.txt"), ("test", f"testlist0{split}.txt")):
+        for line in _require_file(lists / list_name, f"ucf101 split {split}").read_text().splitlines():
+            parts = line.split()
+            if not parts:
+                continue
+            rel = parts[0]
+            folder = rel.split("/")[0]
+            if folder.lower() not in by_lower:
+                raise VidpipeError(f"ucf101: {list_name} names class '{folder}' which is not in classInd.txt")
+            rows.append((Path(rel).stem, videos / rel, by_lower[folder.lower()], split_name))
+    return _finish("ucf101", root, classes, rows, split_id=split)
+
+
+def _kinetics(dataset: str, root, split=None) -> Manifest:
+    """CSV `label,youtube_id,time_start,time_end,split[,is_cc]` + videos named
+    <youtube_id>_<start:06d>_<end:06d>.<ext>, flat or under <split>/<label>/ (anywhere below root)."""
+    root = _require_dir(Path(root).resolve(), f"{dataset} root")
+    csv_dir = root / "annotations" if (root / "annotations").is_dir() else root
+    csvs = {}
+    for split_name, names in (("train", ("train.csv",)), ("val", ("validate.csv", "val.csv")), ("test", ("test.csv",))):
+        found = [csv_dir / n for n in names if (csv_dir / n).is_file()]
+        if found:
+            csvs[split_name] = found[0]
+    if "train" not in csvs:
+        raise VidpipeError(f"{dataset}: expected annotation file {csv_dir / 'train.csv'} (and validate.csv) does not exist")
+    parsed = {}
+    for split_name, path in csvs.items():
+        with open(path, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh)]
+        if rows and "label" in rows[0] and all(r.get("label") for r in rows):
+            parsed[split_name] = rows  # an unlabelled test CSV cannot train or evaluate: skipped
+    classes = sorted({r["label"] for r in parsed["train"]})
+    index = _index_videos(root)
+    out, missing = [], []
+    for split_name, rows in parsed.items():
+        for r in rows:
+            vid = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}"
+            if r["label"] not in classes:
+                raise VidpipeError(f"{dataset}: {csvs[split_name].name} has label '{r['label']}' absent from train.csv")
+            if vid in index:
+                out.append((vid, index[vid], r["label"], split_name))
+            else:
+                missing.append({"id": vid, "path": None, "split": split_name})
+    return _finish(dataset, root, classes, out, missing=missing)
+
+
+def kinetics400(root, split=None) -> Manifest:
+    return _kinetics("kinetics400", root, split)
+
+
+def kinetics600(root, split=None) -> Manifest:
+    return _kinetics("kinetics600", root, split)
+
+
+def sthv2_class_name(template: str) -> str:
+    """'Putting [something] on [something]' -> 'Putting something on something' (labels.json's keys)."""
+    return template.replace("[", "").replace("]", "")
+
+
+def sthv2(root, split=None) -> Manifest:
+    """labels.json (class -> index) + train.json / validation.json + <id>.webm anywhere below root."""
+    root = _require_dir(Path(root).resolve(), "sthv2 root")
+    ann = root / "annotations" if (root / "annotations").is_dir() else root
+    labels = json.loads(_require_file(ann / "labels.json", "sthv2 labels").read_text())
+    classes = [name for name, _ in sorted(labels.items(), key=lambda kv: int(kv[1]))]
+    index = _index_videos(root)
+    rows, missing = [], []
+    for split_name, fname in (("train", "train.json"), ("val", "validation.json")):
+        for item in json.loads(_require_file(ann / fname, f"sthv2 {split_name} annotations").read_text()):
+            name = sthv2_class_name(item["template"])
+            if name not in labels:
+                raise VidpipeError(f"sthv2: {fname} entry {item['id']} has template '{name}' absent from labels.json")
+            vid = str(item["id"])
+            if vid in index:
+                rows.append((vid, index[vid], name, split_name))
+            else:
+                missing.append({"id": vid, "path": f"{vid}.webm", "split": split_name})
+    return _finish("sthv2", root, classes, rows, missing=missing)
+
+
+MSR_ACTIVITIES = [
+    "drink", "eat", "read book", "call cellphone", "write on a paper", "use laptop", "use vacuum cleaner",
+    "cheer up", "sit still", "toss paper", "play game", "lie down on sofa", "walk", "play guitar", "stand up", "sit down",
+]
+_MSR_NAME = re.compile(r"a(\d\d)_s(\d\d)_e(\d\d)_rgb\.avi$")
+
+
+def msr_daily_activity3d(root, split=None) -> Manifest:
+    """a<AA>_s<SS>_e<EE>_rgb.avi anywhere below root; cross-subject: odd subjects train, even test."""
+    root = _require_dir(Path(root).resolve(), "msr_daily_activity3d root")
+    rows = []
+    for p in sorted(root.rglob("*_rgb.avi")):
+        m = _MSR_NAME.match(p.name)
+        if not m:
+            continue
+        activity, subject = int(m.group(1)), int(m.group(2))
+        if not 1 <= activity <= len(MSR_ACTIVITIES):
+            raise VidpipeError(f"msr_daily_activity3d: {p.name} has activity {activity}, expected 01..16")
+        rows.append((p.stem, p, MSR_ACTIVITIES[activity - 1], "train" if subject % 2 else "test"))
+    if not rows:
+        raise VidpipeError(f"msr_daily_activity3d: no files named a<AA>_s<SS>_e<EE>_rgb.avi below {root}")
+    return _finish("msr_daily_activity3d", root, MSR_ACTIVITIES, rows)
+
+
+def folder(root, split=None, val_fraction: float = 0.2, dataset: str = "folder") -> Manifest:
+    """<root>/<class>/<video> (validation chosen by a hash of the id) or
+    <root>/{train,val,test}/<class>/<video> (explicit splits)."""
+    root = _require_dir(Path(root).resolve(), f"{dataset} root")
+    if not 0.0 <= val_fraction < 1.0:
+        raise VidpipeError(f"--val-fraction must be in [0, 1); got {val_fraction}")
+    explicit = [s for s in SPLIT_DIRS if (root / s).is_dir()]
+    tops = [(root / s, s) for s in explicit] if explicit else [(root, None)]
+    rows, classes = [], set()
+    for top, split_name in tops:
+        for class_dir in sorted(d for d in top.iterdir() if d.is_dir()):
+            for p in sorted(class_dir.iterdir()):
+                if p.suffix.lower() not in VIDEO_EXTENSIONS:
+                    continue
+                vid = f"{class_dir.name}/{p.stem}"
+                s = split_name or ("val" if hash_fraction(vid) < val_fraction else "train")
+                rows.append((vid, p, class_dir.name, s))
+                classes.add(class_dir.name)
+    if not rows:
+        layout = "<root>/<class>/<video> or <root>/{train,val,test}/<class>/<video>"
+        raise VidpipeError(f"{dataset}: no videos ({', '.join(VIDEO_EXTENSIONS)}) found in {root}; expected {layout}")
+    return _finish(dataset, root, sorted(classes), rows)
+
+
+def synthetic(root, split=None) -> Manifest:
+    """What `vidpipe synth` writes: the folder layout with explicit train/ and test/ directories."""
+    return folder(root, dataset="synthetic")
+
+
+ADAPTERS = {
+    "hmdb51": hmdb51,
+    "ucf101": ucf101,
+    "kinetics400": kinetics400,
+    "kinetics600": kinetics600,
+    "sthv2": sthv2,
+    "msr_daily_activity3d": msr_daily_activity3d,
+    "folder": folder,
+    "synthetic": synthetic,
+}
+
+
+def build_manifest(dataset: str, root, split: int | None = None, **options) -> Manifest:
+    if dataset not in ADAPTERS:
+        raise VidpipeError(f"unknown dataset '{dataset}'; choose one of: {', '.join(ADAPTERS)} (see `vidpipe datasets`)")
+    if not Path(root).exists():
+        raise VidpipeError(f"dataset root {root} does not exist; pass --root pointing at the {dataset} folder")
+    return ADAPTERS[dataset](root, split, **options)

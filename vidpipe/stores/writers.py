@@ -1,0 +1,163 @@
+"""Store writers: one shard at a time, written under a temporary name and published by rename.
+
+A *unit* is one planned shard: a fixed, deterministic slice of a split's records. Both formats write
+exactly one data file per unit, so a unit is either complete (file present, recorded in its part
+record) or redone from scratch on resume; the bytes of a unit depend only on its records and settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vidpipe.files import sha256_file
+from vidpipe.io.decode import ClipSpec
+
+ZARR_COMPRESSION_LEVEL = 1  # zstd: video frames barely compress; level 1 keeps reads fast
+
+
+@dataclass(frozen=True)
+class Unit:
+    split: str
+    index: int  # shard number within the split
+    start: int  # position of its first record within the split
+    records: tuple  # manifest Records
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-{self.index:06d}"
+
+
+def file_entry(store: Path, path: Path) -> dict:
+    return {"path": str(path.relative_to(store)), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def sample_key(video_id: str) -> str:
+    """The WebDataset key of a video id. webdataset splits a member name at the first dot of its base
+    name, so dots are percent-encoded ("%" first, then "."): injective, so "clip.1" and "clip_1" stay
+    two samples. The sample's json keeps the id itself."""
+    return video_id.replace("%", "%25").replace(".", "%2E")
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+class _HashingFile:
+    """A write-only file that hashes what passes through, so a shard is never read back for its checksum."""
+
+    def __init__(self, path: Path):
+        self._fh = open(path, "wb")
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+        self.discarded = False
+
+    def write(self, data) -> int:
+        if self.discarded:  # an aborted shard: the tar stream's own late flush goes nowhere
+            return len(data)
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return self._fh.write(data)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+
+
+class WebDatasetShard:
+    """STORE/<split>/<split>-NNNNNN.tar; members <key>.frames.npy, <key>.cls, <key>.json."""
+
+    def __init__(self, store: Path, unit: Unit):
+        import webdataset as wds
+
+        self.final = store / unit.split / f"{unit.name}.tar"
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.final.with_name(self.final.name + ".tmp")
+        self._fh = _HashingFile(self.tmp)
+        self._tar = wds.TarWriter(self._fh, mtime=0.0, user="vidpipe", group="vidpipe", mode=0o644)
+        self.store = store
+
+    def add(self, position: int, record, clip: np.ndarray, meta: dict) -> None:
+        self._tar.write({
+            "__key__": sample_key(record.id),
+            "frames.npy": npy_bytes(clip),
+            "cls": str(record.label).encode(),
+            "json": json.dumps(meta, sort_keys=True).encode(),
+        })
+
+    def commit(self) -> list[dict]:
+        self._tar.close()
+        self._fh.close()  # flushed and fsynced before the rename publishes it
+        self.tmp.replace(self.final)
+        return [{"path": str(self.final.relative_to(self.store)), "bytes": self._fh.bytes, "sha256": self._fh.sha256.hexdigest()}]
+
+    def abort(self) -> None:
+        self._fh.discarded = True
+        try:
+            self._fh.close()
+        except OSError:  # a full disk fails the final flush too; the file goes either way
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+
+def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_shard: int, create: bool = False):
+    """STORE/<split>.zarr/frames: (N, T, H, W, 3) uint8, one video per chunk, `per_shard` chunks per file.
+    Created (create=True) once, when the store is prepared; parts only open it."""
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    path = store / f"{split}.zarr"
+    shape = (count, spec.frames, spec.height, spec.width, 3)
+    if not create:
+        arr = zarr.open_array(path / "frames", mode="r+")
+        assert arr.shape == shape, f"existing {path}/frames has shape {arr.shape}, plan says {shape}"
+        return arr
+    group = zarr.open_group(path, mode="a")
+    return group.create_array(
+        "frames", shape=shape, dtype="uint8", chunks=(1, *shape[1:]), shards=(per_shard, *shape[1:]),
+        compressors=ZstdCodec(level=ZARR_COMPRESSION_LEVEL), fill_value=0, dimension_names=("video", "t", "h", "w", "c"),
+        overwrite=True,
+    )
+
+
+class ZarrShard:
+    """Buffers one unit's clips and writes them with one assignment, which zarr turns into one shard file."""
+
+    def __init__(self, store: Path, unit: Unit, spec: ClipSpec):
+        import zarr
+
+        self.store, self.unit = store, unit
+        self.array = zarr.open_array(store / f"{unit.split}.zarr" / "frames", mode="r+")
+        self.buffer = np.zeros((len(unit.records), spec.frames, spec.height, spec.width, 3), np.uint8)
+        self.final = self.shard_path(store, unit)
+
+    @staticmethod
+    def shard_path(store: Path, unit: Unit) -> Path:
+        # key encoding "/": chunk grid coordinates of shard `index` along the video axis
+        return store / f"{unit.split}.zarr" / "frames" / "c" / str(unit.index) / "0" / "0" / "0" / "0"
+
+    def add(self, position: int, record, clip: np.ndarray, meta: dict) -> None:
+        self.buffer[position] = clip
+
+    def commit(self) -> list[dict]:
+        start = self.unit.start
+        self.array[start : start + len(self.buffer)] = self.buffer  # zarr writes it via temp file + rename
+        if not self.final.is_file():  # every video of the unit failed: zarr skips an all-fill shard
+            return []
+        return [file_entry(self.store, self.final)]
+
+    def abort(self) -> None:
+        pass
