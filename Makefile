@@ -10,16 +10,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Re-install when the package definition changes.
+# Re-install when the package definition or the pinned torch / torchvision pair changes.
 # The DALI extra is part of the test install (its CPU path is tested on VP9); where the platform has
 # no DALI wheel the install goes on without it and the DALI tests skip, saying why.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,dali]' || { echo "NVIDIA DALI unavailable here: installing without it"; $(BIN)/pip install -q -e '.[test]'; }
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,dali]' || { echo "NVIDIA DALI unavailable here: installing without it"; $(BIN)/pip install -q -c constraints.txt -e '.[test]'; }
 	$(BIN)/python -c "import torch, torchvision; print(f'torch {torch.__version__}, torchvision {torchvision.__version__}')"
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m vidpipe.demo --out demo-output
+	$(BIN)/vidpipe demo --out demo-output
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

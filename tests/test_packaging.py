@@ -47,3 +47,21 @@ def test_installed_wheel_finds_its_cards_away_from_the_repo(wheel, tmp_path):
     where = subprocess.run([sys.executable, "-c", "from vidpipe.datasets import cards; print(cards.CARDS_DIR)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True)
     assert Path(where.stdout.strip()) == target / "vidpipe" / "manifests"
+
+
+IMPORT_NAMES = {"pyyaml": "yaml", "imageio-ffmpeg": "imageio_ffmpeg", "tomli": "tomli"}
+
+
+def test_every_dependency_is_used_and_none_is_pinned_exactly():
+    """A library's dependencies are ranges (the Makefile's constraints pin the tested pair), and each
+    is imported by vidpipe itself."""
+    import re
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    source = "\n".join(p.read_text() for p in (REPO / "vidpipe").rglob("*.py"))
+    for dep in deps:
+        name = re.split(r"[<>=!~;\[ ]", dep, maxsplit=1)[0]
+        assert "==" not in dep, f"{dep}: pin exact versions in constraints.txt, not in the library's dependencies"
+        module = IMPORT_NAMES.get(name, name.replace("-", "_"))
+        assert re.search(rf"^\s*(import|from) {module}\b", source, re.M), f"{name} is a dependency that vidpipe never imports"

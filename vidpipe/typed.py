@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 
 from vidpipe.errors import VidpipeError
@@ -28,7 +29,29 @@ def check_layers(cfg, prefix: str = "model_options.") -> None:
 
 
 def coerce(value, tp, where: str):
-    origin = typing.get_origin(tp)
+    """`value` (from TOML, YAML, JSON or a command-line string) as type `tp`: bool, int, float, str,
+    Optional[X], Literal[...], list[X], tuple[X, ...] / tuple[X, Y], dict, Any."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is typing.Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, option, where)
+            except VidpipeError:
+                pass
+        raise VidpipeError(f"{where}: expected {_name(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        for option in args:
+            try:
+                if coerce(value, type(option), where) == option:
+                    return option
+            except VidpipeError:
+                pass
+        raise VidpipeError(f"{where}: expected one of {', '.join(map(str, args))}; got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -50,15 +73,26 @@ def coerce(value, tp, where: str):
     elif tp is str:
         if isinstance(value, str):
             return value
-    elif origin is tuple or tp is dict or origin is dict:
+    elif origin in (tuple, list) or tp in (tuple, list, dict) or origin is dict:
         if isinstance(value, str):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError:
-                raise VidpipeError(f"{where}: expected JSON for {tp}, got '{value}'") from None
-        if (origin is tuple and isinstance(value, (list, tuple))) or (tp is dict or origin is dict) and isinstance(value, dict):
-            return tuple(value) if origin is tuple else dict(value)
-    raise VidpipeError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+                raise VidpipeError(f"{where}: expected JSON for {_name(tp)}, got '{value}'") from None
+        if (origin is dict or tp is dict) and isinstance(value, dict):
+            return dict(value)
+        if (origin in (tuple, list) or tp in (tuple, list)) and isinstance(value, (list, tuple)):
+            if origin is tuple and args and args[-1] is not Ellipsis:
+                if len(value) != len(args):
+                    raise VidpipeError(f"{where}: expected {len(args)} values, got {len(value)}")
+                return tuple(coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            items = [coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+            return tuple(items) if (origin or tp) is tuple else items
+    raise VidpipeError(f"{where}: expected {_name(tp)}, got {value!r}")
+
+
+def _name(tp) -> str:
+    return getattr(tp, "__name__", None) if typing.get_origin(tp) is None else str(tp).replace("typing.", "")
 
 
 def from_dict(cls, data: dict, where: str = ""):
@@ -70,7 +104,9 @@ def from_dict(cls, data: dict, where: str = ""):
     kwargs = {}
     for key, value in data.items():
         tp = hints[key]
-        if dataclasses.is_dataclass(tp):
+        if dataclasses.is_dataclass(tp) and isinstance(value, tp):
+            kwargs[key] = value
+        elif dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise VidpipeError(f"{where}{key} must be a table of settings")
             kwargs[key] = from_dict(tp, value, f"{where}{key}.")

@@ -154,3 +154,46 @@ def test_zarr_batches_identical_at_any_worker_count(stores):
     loader = clip_loader(zarr_store, "train", cfg, batch_size=4, workers=0)
     loader.set_epoch(3)
     assert [x["ids"] for x in loader] != [x[0] for x in a]  # a new epoch reshuffles
+
+
+def test_an_unreadable_webdataset_sample_is_logged_and_skipped_not_the_end_of_the_epoch(stores, tmp_path):
+    """One sample's frames.npy header is overwritten in place (the tar stays well-formed): the epoch
+    goes on with every other sample, a warning names the fix; with webdataset's reraise policy it stops."""
+    import shutil
+    import tarfile
+
+    import webdataset as wds
+
+    wds_store, _ = stores
+    root = tmp_path / "store"
+    shutil.copytree(wds_store.root, root)
+    store = Store.open(root)
+    shard = store.shard_paths("train")[0]
+    with tarfile.open(shard) as tar:
+        member = next(m for m in tar if m.name.endswith(".frames.npy"))
+    with open(shard, "r+b") as fh:
+        fh.seek(member.offset_data)
+        fh.write(b"not an npy header")
+    cfg = ClipConfig(sampling=Sampling.tsn(4), train=False, augment=AugmentConfig(size=32))
+    with pytest.warns(UserWarning, match="skipped a sample that cannot be read.*vidpipe verify"):
+        ids = [it["ids"] for it in WebDatasetClips(store, "train", cfg)]
+    assert len(ids) == store.index["splits"]["train"]["count"] - 1 and len(set(ids)) == len(ids)
+    with pytest.raises(ValueError):
+        list(WebDatasetClips(store, "train", cfg, handler=wds.reraise_exception))
+
+
+def test_batches_come_from_torchs_default_collate(stores):
+    """No hand-written collate: a batch is exactly torch's default_collate of the items."""
+    from torch.utils.data import default_collate
+
+    _, zarr_store = stores
+    cfg = ClipConfig(sampling=Sampling.tsn(4), train=True, augment=AugmentConfig(size=32), seed=1)
+    loader = clip_loader(zarr_store, "train", cfg, batch_size=4, workers=0)
+    loader.set_epoch(0)
+    batch = next(iter(loader))
+    ds = loader.dataset
+    expected = default_collate([ds[i] for i in list(iter(loader.sampler))[:4]])
+    assert batch.keys() == expected.keys() and batch["ids"] == expected["ids"]
+    assert batch["clips"].dtype == torch.uint8 and batch["flips"].dtype == torch.bool and batch["labels"].dtype == torch.int64
+    for key in ("clips", "labels", "boxes", "flips"):
+        assert torch.equal(batch[key], expected[key])

@@ -28,6 +28,12 @@ def tiny_input(name):
     return torch.randn(1, 3, 8, 32, 32)
 
 
+def build(name, num_classes=C, **options):
+    """A tiny model: feature models are told the feature width, clip models are not."""
+    in_dim = None if model_entry(name).input == "clips" else D
+    return create_model(name, num_classes=num_classes, in_dim=in_dim, options={**TINY[name], **options})
+
+
 def test_every_model_has_tiny_options():
     assert set(list_models()) == set(TINY)
 
@@ -45,7 +51,7 @@ FEATURES = {
 
 @pytest.mark.parametrize("name", list_models())
 def test_forward_backward_and_contract(name):
-    model = create_model(name, C, D, TINY[name])
+    model = build(name)
     x = tiny_input(name)
     assert model(x).shape == (x.shape[0], C)
     model.eval()
@@ -92,15 +98,15 @@ def expected_params(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_parameter_count(name):
-    assert count_params(create_model(name, C, D, TINY[name])) == expected_params(name)
+    assert count_params(build(name)) == expected_params(name)
 
 
 def test_r2plus1d_18_has_31_5m_parameters_at_400_classes():
-    assert round(count_params(create_model("r2plus1d_18", 400)) / 1e6, 1) == 31.5
+    assert round(count_params(build("r2plus1d_18", 400)) / 1e6, 1) == 31.5
 
 
 def test_retnet_parallel_equals_recurrent_in_float64():
-    model = create_model("temporal_retnet", C, D, TINY["temporal_retnet"]).double().eval()
+    model = build("temporal_retnet").double().eval()
     x = torch.randn(3, 11, D, dtype=torch.float64)
     torch.testing.assert_close(model.forward_features(x), model.forward_recurrent(x), rtol=0, atol=1e-10)
     # causal: the first 5 outputs do not depend on later frames
@@ -110,16 +116,16 @@ def test_retnet_parallel_equals_recurrent_in_float64():
 
 
 def test_retnet_decays_follow_the_paper():
-    msr = create_model("temporal_retnet", C, D, TINY["temporal_retnet"]).blocks[0].msr
+    msr = build("temporal_retnet").blocks[0].msr
     torch.testing.assert_close(msr.gamma, torch.tensor([1 - 2.0**-5, 1 - 2.0**-6, 1 - 2.0**-7, 1 - 2.0**-8]))
 
 
 def test_tsn_mean_is_order_blind_and_temporal_vit_is_not():
     x = torch.randn(2, 8, D)
     perm = torch.randperm(8)
-    tsn = create_model("tsn_mean", C, D).eval()
+    tsn = build("tsn_mean").eval()
     torch.testing.assert_close(tsn(x), tsn(x[:, perm]))
-    vit = create_model("resnet_temporal_vit", C, D, TINY["resnet_temporal_vit"]).eval()
+    vit = build("resnet_temporal_vit").eval()
     assert not torch.allclose(vit(x), vit(x[:, perm]))
 
 
@@ -127,6 +133,87 @@ def test_registry_refuses_duplicates_and_unknowns():
     with pytest.raises(ValueError, match="already registered"):
         register_model("tsn_mean", object, "frame_features", "again")(lambda *a: None)
     with pytest.raises(VidpipeError, match="unknown model 'nope'.*tsn_mean"):
-        create_model("nope", C, D)
+        create_model("nope", num_classes=C, in_dim=D)
     with pytest.raises(VidpipeError, match="no option"):
-        create_model("tsn_mean", C, D, {"depth": 3})
+        build("tsn_mean", depth=3)
+
+
+def test_builders_are_keyword_only_and_refuse_contradictions():
+    with pytest.raises(TypeError):
+        create_model("tsn_mean", C, D)  # positional num_classes / in_dim are refused
+    with pytest.raises(VidpipeError, match="reads clips.*in_dim"):
+        create_model("r2plus1d_18", num_classes=C, in_dim=D)
+    with pytest.raises(VidpipeError, match="pass in_dim"):
+        create_model("tsn_mean", num_classes=C)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_builds_offline_then_loads_a_checkpoint_saved_from_it(name, tmp_path, monkeypatch):
+    """Built with no network and no files (any attempt to download fails the test), then loaded back
+    through load_pretrained from a vidpipe checkpoint (feature heads) or a plain safetensors file."""
+    from safetensors.torch import save_file
+
+    from vidpipe.models import load_pretrained
+    from vidpipe.models.weights import tensors_sha256
+
+    def no_network(*a, **k):
+        raise AssertionError("a model tried to download while being built")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    torch.manual_seed(0)
+    model = build(name).eval()
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    path = tmp_path / f"{name}.safetensors"
+    meta = {}
+    if model_entry(name).input != "clips":  # feature heads need their width: a vidpipe checkpoint records it
+        meta = {"model": name, "config": {"model_options": TINY[name]}, "in_dim": D}
+        meta = {k: __import__("json").dumps(v) for k, v in meta.items()} | {"tensors_sha256": tensors_sha256(state)}
+    save_file(state, str(path), metadata=meta)
+    loaded = load_pretrained(name, str(path), **({} if meta else TINY[name]))
+    assert not loaded.training and loaded.pretrained["layout"] == "vidpipe" and loaded.pretrained["classifier"] == "kept"
+    x = tiny_input(name)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    refit = load_pretrained(name, str(path), num_classes=3, **({} if meta else TINY[name]))
+    assert refit(x).shape == (x.shape[0], 3) and refit.pretrained["classifier"].startswith("replaced")
+
+
+def test_r2plus1d_loads_a_torchvision_state_dict_and_matches_torchvision(tmp_path):
+    """A state dict in torchvision's own layout (stem, layer1-4, fc; saved as .pth) is mapped to
+    vidpipe's keys; the loaded model's logits equal torchvision's r2plus1d_18 forward."""
+    from vidpipe.models import load_pretrained
+
+    torch.manual_seed(0)
+    reference = torchvision.models.video.r2plus1d_18(num_classes=C).eval()
+    path = tmp_path / "r2plus1d_18.pth"
+    torch.save(reference.state_dict(), path)
+    model = load_pretrained("r2plus1d_18", str(path))
+    assert model.pretrained["layout"] == "torchvision" and model.head.out_features == C
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_naming_the_keys(tmp_path):
+    from vidpipe.models import load_pretrained
+
+    state = torchvision.models.video.r2plus1d_18().state_dict()
+    state.pop("layer4.1.conv1.1.weight")
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(VidpipeError, match=r"1 missing \(e.g. layers.3.1.conv1.1.weight\), 1 unexpected \(e.g. extra.weight\)"):
+        load_pretrained("r2plus1d_18", str(tmp_path / "bad.pth"))
+    with pytest.raises(VidpipeError, match="neither a weights tag of r2plus1d_18 \\(its tags: KINETICS400_V1\\)"):
+        load_pretrained("r2plus1d_18", str(tmp_path / "missing.pth"))
+
+
+def test_weights_records_carry_their_transforms():
+    record = model_entry("r2plus1d_18").weights_record("KINETICS400_V1")
+    tv = torchvision.models.video.R2Plus1D_18_Weights.KINETICS400_V1
+    preset = tv.transforms()
+    t = record.transforms
+    assert (t.crop, t.short_side) == (preset.crop_size[0], preset.resize_size[0])
+    assert t.mean == tuple(preset.mean) and t.std == tuple(preset.std)
+    assert record.meta["params"] == tv.meta["num_params"] and record.meta["top1"] == tv.meta["_metrics"]["Kinetics-400"]["acc@1"]
+    assert record.num_classes == len(tv.meta["categories"])

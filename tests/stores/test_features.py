@@ -119,7 +119,7 @@ def test_wrong_checkpoint_and_offline_errors(clip_store, tmp_path):
     save_file({k: v.contiguous() for k, v in torchvision.models.resnet50().state_dict().items()}, str(wrong))
     runner = CliRunner()
     res = runner.invoke(cli, ["cache-features", "--store", str(clip_store), "--backbone", "resnet18", "--weights", str(wrong), "--out", str(tmp_path / "x")])
-    assert res.exit_code == 1 and "do not fit torchvision resnet18" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 1 and "for torchvision resnet18 does not fit" in res.output and "Traceback" not in res.output
     res = runner.invoke(cli, ["cache-features", "--store", str(clip_store), "--backbone", "resnet18", "--weights", "NOPE", "--out", str(tmp_path / "x")])
     assert res.exit_code == 1 and "IMAGENET1K_V1" in res.output
     res = runner.invoke(cli, ["cache-features", "--store", str(tmp_path), "--backbone", "resnet18", "--weights", "random", "--out", str(tmp_path / "x")])

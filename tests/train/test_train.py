@@ -225,7 +225,7 @@ def test_no_weight_decay_on_tokens_and_embeddings():
     from vidpipe.models import create_model
     from vidpipe.train.loop import param_groups
 
-    model = create_model("resnet_temporal_vit", 5, 16, {"dim": 32, "depth": 1})
+    model = create_model("resnet_temporal_vit", num_classes=5, in_dim=16, options={"dim": 32, "depth": 1})
     decay, no_decay = param_groups(model, 0.05)
     names = {id(p): n for n, p in model.named_parameters()}
     skipped = {names[id(p)] for p in no_decay["params"]}
@@ -288,3 +288,32 @@ def test_temporal_model_beats_order_blind_on_synthetic_pairs(features, tmp_path)
         results[model] = (r["metrics"]["top1"], within_pair_accuracy(r["confusion"], r["classes"]))
     assert results["resnet_temporal_vit"][1] >= 0.9, results
     assert results["tsn_mean"][1] <= 0.7, results
+
+
+def test_a_run_initialised_from_a_weights_file_evaluates_after_the_file_is_deleted(features, tmp_path):
+    """Build, then load: the init file is read once, when the run starts (provenance recorded: path,
+    sha256, layout); eval builds the model and loads the run's own checkpoint, never the init file."""
+    import torchvision
+
+    from vidpipe.files import sha256_file
+
+    store = features.parent / "store"
+    init = tmp_path / "r2plus1d_18-init.pth"
+    torch.manual_seed(1)
+    reference = torchvision.models.video.r2plus1d_18()  # torchvision's layout: layer1-4, fc (400 classes)
+    torch.save(reference.state_dict(), init)
+    digest = sha256_file(init)
+    cfg = load_config(None, ["optim.epochs=1", "optim.lr=1e-7", "optim.warmup_epochs=0", "data.workers=0", "data.batch_size=8", "data.frames=4",
+                             "data.crop_size=32", "device=cpu", f"model_options.weights={init}"],
+                      base={"model": "r2plus1d_18", "data": {"path": str(store)}})
+    train(cfg, tmp_path / "run", log=lambda m: None)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["init"]["sha256"] == digest and saved["init"]["path"] == str(init.resolve()) and saved["init"]["layout"] == "torchvision"
+    trained = last_weights(tmp_path / "run")
+    torch.testing.assert_close(trained["stem.0.weight"], reference.state_dict()["stem.0.weight"], rtol=0, atol=1e-5)  # lr 1e-7: the init, barely moved
+    assert trained["head.weight"].shape[0] != 400  # the run's own classifier
+    init.unlink()
+    result = evaluate_checkpoint(tmp_path / "run", split="test")
+    assert result["metrics"]["videos"] > 0
+    res = CliRunner().invoke(cli, ["eval", str(tmp_path / "run"), "--out", str(tmp_path / "eval")])
+    assert res.exit_code == 0, res.output

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from vidpipe.models.backbones import BACKBONES
 from vidpipe.stores.features import FeatureConfig, cache_features
 
 
@@ -21,7 +22,7 @@ def bench_features(store: str | Path, backbones=("resnet18", "resnet50", "r2plus
     results = {"store": str(store), "device": device, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                "machine": platform.platform(), "rows": []}
     for arch in backbones:
-        cfg = FeatureConfig(backbone=arch, weights="random", tokens=tokens or arch == "r2plus1d_18", batch_size=batch_size, device=device)
+        cfg = FeatureConfig(backbone=arch, weights="random", tokens=tokens or BACKBONES[arch][0] == "clip", batch_size=batch_size, device=device)
         report = cache_features(store, work / arch, cfg, overwrite=True)
         s = report.summary
         nbytes = sum(f["bytes"] for e in s["splits"].values() for f in e["files"])

@@ -18,7 +18,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader, Dataset
 
 from vidpipe.io.decode import ClipSpec, decode_clip_ffmpeg
-from vidpipe.data.loaders import ClipConfig, _collate, clip_loader
+from vidpipe.data.loaders import ClipConfig, clip_loader
 from vidpipe.datasets.manifest import Manifest
 from vidpipe.stores.clips import Store
 
@@ -77,7 +77,7 @@ def bench_loader(manifest: Manifest, stores: list[Store], cfg: ClipConfig, split
                "clip_shape": [t, h, w, 3], "cpus": os.cpu_count(), "rows": []}
 
     decode_ds = DecodeEveryEpoch(manifest, split, ClipSpec(t, h, w), cfg)
-    loader = DataLoader(decode_ds, batch_size=batch_size, num_workers=workers, shuffle=True, collate_fn=_collate)
+    loader = DataLoader(decode_ds, batch_size=batch_size, num_workers=workers, shuffle=True)
     seconds, n, nbytes = _time_batches(itertools.chain.from_iterable(itertools.repeat(loader)), decode_clips)
     results["rows"].append({"path": "decode every epoch (ffmpeg)", "clips": n, "seconds": seconds,
                             "clips_per_s": n / seconds, "mb_per_s": nbytes / seconds / 2**20})

@@ -2,31 +2,90 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 import click
 
 from vidpipe.cli import ui
 from vidpipe.cli.main import cli
 
-INPUT_HELP = {"frame_features": "frame features (B, T, D)", "clip_tokens": "clip tokens (B, C, D, t, h, w)",
-              "clips": "clips (B, 3, T, H, W)"}
+def _sampling(entry) -> str:
+    t = entry.transforms
+    if t is None:
+        return "every stored clip's tokens"
+    if entry.input == "frame_features":
+        return f"TSN {t.frames} segments of the stored features"
+    return t.describe()
+
+
+def _options(config) -> list[list[str]]:
+    hints = typing.get_type_hints(config)
+    return [[f.name, str(hints[f.name]).replace("typing.", "") if not isinstance(hints[f.name], type) else hints[f.name].__name__,
+             repr(f.default if f.default is not dataclasses.MISSING else f.default_factory())] for f in dataclasses.fields(config)]
 
 
 @cli.command("models")
+@click.argument("name", required=False)
 @click.option("--classes", type=click.IntRange(min=1), default=51, help="Classes to size the classifier for the parameter count.")
 @click.option("--in-dim", type=click.IntRange(min=1), default=2048, help="Feature width for feature models (2048 = resnet50, 512 = resnet18/r2plus1d_18).")
-def models_cmd(classes, in_dim):
-    """List registered models, their parameter counts and the input each expects."""
+def models_cmd(name, classes, in_dim):
+    """List registered models (input, default sampling and transforms, parameters, weights tags), or
+    show one model's options and weights records."""
+    import torch
+
     from vidpipe.models import count_params, create_model, list_models, model_entry
+    from vidpipe.models.registry import INPUTS
 
-    rows = []
-    for name in list_models():
+    def params(e) -> str:
+        with torch.device("meta"):  # shapes only: nothing is allocated or downloaded
+            width = None if e.input == "clips" else 512 if e.input == "clip_tokens" else in_dim
+            return f"{count_params(create_model(e.name, num_classes=classes, in_dim=width)) / 1e6:.2f} M"
+
+    if name is None:
+        rows = [[e.name, INPUTS[e.input], _sampling(e), ", ".join(w.tag for w in e.weights) or "-", params(e)]
+                for e in map(model_entry, list_models())]
+        ui.table(f"models (parameters for {classes} classes); `vidpipe models NAME` shows one model's options and weights",
+                 ["name", "input", "default sampling and transforms", "weights tags", "params"], rows, justify_right_from=4)
+        return
+    e = model_entry(name)
+    ui.out.print(f"{e.name}: {e.description}\ninput: {INPUTS[e.input]}; default sampling and transforms: {_sampling(e)}; "
+                 f"{params(e)} parameters for {classes} classes; checkpoint layouts: {', '.join(lay.name for lay in e.layouts)}")
+    ui.table(f"{e.name} options (model_options.NAME=VALUE)", ["option", "type", "default"], _options(e.config), justify_right_from=3)
+    if e.weights:
+        ui.table(f"{e.name} weights (model_options.weights=TAG, or load_pretrained('{e.name}', TAG))",
+                 ["tag", "source", "transforms", "classes", "reported"],
+                 [[w.tag, w.source, w.transforms.describe(), w.num_classes,
+                   f"{w.meta.get('top1', '-')} top-1 on {w.meta.get('dataset', '?')} ({w.meta.get('protocol', '')})"] for w in e.weights],
+                 justify_right_from=5)
+
+
+class TrainCommand(click.Command):
+    """`vidpipe train --model NAME --help` ends with that model's options."""
+
+    def parse_args(self, ctx, args):
+        for i, arg in enumerate(args):
+            if arg == "--model" and i + 1 < len(args):
+                ctx.meta["model"] = args[i + 1]
+            elif arg.startswith("--model="):
+                ctx.meta["model"] = arg.split("=", 1)[1]
+        return super().parse_args(ctx, args)
+
+    def format_epilog(self, ctx, formatter):
+        super().format_epilog(ctx, formatter)
+        name = ctx.meta.get("model")
+        if not name:
+            formatter.write_paragraph()
+            formatter.write_text("`vidpipe train --model NAME --help` lists that model's options.")
+            return
+        from vidpipe.models import model_entry
+
         e = model_entry(name)
-        width = 512 if e.input == "clip_tokens" else in_dim
-        rows.append([name, f"{count_params(create_model(name, classes, width)) / 1e6:.2f} M", INPUT_HELP[e.input], e.description])
-    ui.table(f"models (parameters for {classes} classes)", ["name", "params", "input", "what"], rows, justify_right_from=1)
+        with formatter.section(f"Options of {name} (model_options.NAME=VALUE)"):
+            formatter.write_dl([(o, f"{tp}, default {default}") for o, tp, default in _options(e.config)])
 
 
-@cli.command("train", context_settings={"ignore_unknown_options": True})
+@cli.command("train", cls=TrainCommand, context_settings={"ignore_unknown_options": True})
 @click.option("--model", required=True, help="A registered model (see `vidpipe models`).")
 @click.option("--data", "data_path", required=True, type=click.Path(file_okay=False), help="Feature store or clip store.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")

@@ -19,9 +19,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from vidpipe.errors import VidpipeError
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-KINETICS_MEAN, KINETICS_STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)
+from vidpipe.models.weights import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """Training inputs for each kind of model, read from stores (never from videos).
 
+What a model eats, and how it is sampled by default, comes from its registry entry and its weights
+record (`vidpipe models NAME`), never from its name; `data.*` settings override the defaults.
+
 - frame_features: (B, F, D) float, F frames TSN-sampled from a feature store's T per-frame features
   (random segment offsets in training, segment centres at test), seeded by (seed, epoch, video id).
 - clip_tokens: (B, C, D, t, h, w) float, the token maps of a clip-backbone feature store.
@@ -19,10 +22,12 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from vidpipe.errors import VidpipeError
-from vidpipe.data.augment import KINETICS_MEAN, KINETICS_STD, AugmentConfig, DeviceTransform
+from vidpipe.data.augment import AugmentConfig, DeviceTransform
 from vidpipe.data.loaders import ClipConfig, EpochLoader, Holdout, SharedEpoch, clip_loader, id_seed
 from vidpipe.data.sampling import Sampling, frame_indices
-from vidpipe.train.config import TrainConfig
+from vidpipe.models import model_entry
+from vidpipe.models.weights import Transforms
+from vidpipe.stores.features import weights_identity
 
 
 def open_data_index(path: str | Path) -> dict:
@@ -35,7 +40,7 @@ def open_data_index(path: str | Path) -> dict:
 def provenance(index: dict) -> dict:
     """What the model's inputs are made of; eval and resume refuse data with a different provenance."""
     if index.get("format") == "vidpipe-features":
-        return {"kind": "features", "backbone": index["backbone"], "weights": index["weights"], "preprocess": index["preprocess"],
+        return {"kind": "features", "backbone": index["backbone"], "weights": weights_identity(index["weights"]), "preprocess": index["preprocess"],
                 "dtype": index["dtype"], "clip": index["source_store"]["clip"], "random_weights": index["random_weights"]}
     return {"kind": "clips", "clip": index["clip"], "settings": {k: v for k, v in index["settings"].items() if k != "backend"}}
 
@@ -58,7 +63,7 @@ class SplitChoice:
         return self.holdout is None or self.holdout(video_id)
 
 
-def choose_splits(cfg: TrainConfig, splits: list[str], root) -> tuple[SplitChoice, SplitChoice | None]:
+def choose_splits(cfg, splits: list[str], root) -> tuple[SplitChoice, SplitChoice | None]:
     """(train, val). Val is `data.val_split` if given, else the store's "val", else `data.val_fraction` of
     train carved by id hash; with val_fraction 0 there is no val and nothing is ever selected on test."""
     d = cfg.data
@@ -103,7 +108,7 @@ class FeatureFrames(Dataset):
     def __getitem__(self, i):
         rng = np.random.default_rng([self.seed, self.epoch.get(), id_seed(self.ids[i])])
         idx = frame_indices(self.features.shape[1], self.sampling, self.train, rng).ravel()
-        return torch.from_numpy(self.features[i, idx].astype(np.float32)), int(self.labels[i]), self.ids[i]
+        return {"inputs": torch.from_numpy(self.features[i, idx].astype(np.float32)), "labels": int(self.labels[i]), "ids": self.ids[i]}
 
 
 class FeatureTokens(Dataset):
@@ -132,12 +137,7 @@ class FeatureTokens(Dataset):
             import zarr
 
             self._tokens, self._pid = zarr.open_group(self.path, mode="r")["tokens"], os.getpid()
-        return torch.from_numpy(self._tokens[int(self.rows[i])].astype(np.float32)), int(self.labels[i]), self.ids[i]
-
-
-def _collate(items):
-    return {"inputs": torch.stack([x for x, _, _ in items]), "labels": torch.tensor([y for _, y, _ in items]),
-            "ids": [i for _, _, i in items], "views": 1}
+        return {"inputs": torch.from_numpy(self._tokens[int(self.rows[i])].astype(np.float32)), "labels": int(self.labels[i]), "ids": self.ids[i]}
 
 
 @dataclass
@@ -150,6 +150,7 @@ class TrainData:
     in_dim: int | None
     input_kind: str
     provenance: dict
+    inputs: dict  # what the model is given: kind, sampling, crop, mean/std (recorded in the run)
     transform: DeviceTransform | None = None
     val_split: str = ""  # what `val` reads, in words
     val_name: str = ""  # its short name: "val" (the store's or carved from train), "test", ...
@@ -174,8 +175,8 @@ class TrainData:
         return self.transform.test(clips), labels
 
 
-class _ClipBatches:
-    """Adapts clip_loader batches to the loop's dict (views per video for test-time averaging)."""
+class _Views:
+    """Adds to every batch how many views each video has (averaged at test)."""
 
     def __init__(self, loader, views: int):
         self.loader, self.views = loader, views
@@ -204,7 +205,7 @@ def feature_statistics(dataset, seed: int = 0, token_videos: int = 1024) -> dict
         chunks = (dataset.features[i : i + 256].astype(np.float64).reshape(-1, d) for i in range(0, len(dataset.features), 256))
     else:
         pick = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:token_videos])
-        tokens = (dataset[int(i)][0].numpy().astype(np.float64) for i in pick)  # (C, D, t, h, w)
+        tokens = (dataset[int(i)]["inputs"].numpy().astype(np.float64) for i in pick)  # (C, D, t, h, w)
         chunks = (np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]) for x in tokens)
     for x in chunks:  # (rows, channels)
         total, total_sq, n = total + x.sum(0), total_sq + (x * x).sum(0), n + len(x)
@@ -213,10 +214,17 @@ def feature_statistics(dataset, seed: int = 0, token_videos: int = 1024) -> dict
     return {"mean": mean.tolist(), "std": (std + 1e-6).tolist()}
 
 
-def build_data(cfg: TrainConfig, input_kind: str, rank: int = 0, world_size: int = 1, train: bool = True, split: str | None = None,
+def model_transforms(cfg) -> Transforms | None:
+    """The input the run's model expects: its weights record's transforms when initialised from a tag,
+    else the model's own defaults (None: feature models that read the store's token maps whole)."""
+    return model_entry(cfg.model).transforms_for(getattr(cfg.model_options, "weights", None))
+
+
+def build_data(cfg, rank: int = 0, world_size: int = 1, train: bool = True, split: str | None = None,
                feature_norm: dict | None = None) -> TrainData:
     """Loaders for training (train + val) or, with train=False, for evaluating `split` (default: test
-    when the store has it, else val; "val" on a store without one is the carve the run trained with)."""
+    when the store has it, else val; "val" on a store without one is the carve the run trained with).
+    `cfg` is a TrainConfig; the model it names says which input to produce."""
     root = Path(cfg.data.path)
     index = open_data_index(root)
     is_features = index.get("format") == "vidpipe-features"
@@ -231,7 +239,7 @@ def build_data(cfg: TrainConfig, input_kind: str, rank: int = 0, world_size: int
             raise VidpipeError(f"{root} has no split '{split}'; it has {', '.join(splits)}")
         else:
             val_choice = SplitChoice(split)
-    d = cfg.data
+    d, input_kind, t = cfg.data, model_entry(cfg.model).input, model_transforms(cfg)
     if input_kind in ("frame_features", "clip_tokens"):
         if not is_features:
             raise VidpipeError(f"model {cfg.model} reads features; run `vidpipe cache-features --store {root}` and pass --data FEATURES")
@@ -239,41 +247,53 @@ def build_data(cfg: TrainConfig, input_kind: str, rank: int = 0, world_size: int
             raise VidpipeError(f"model {cfg.model} needs per-frame features (resnet18/resnet50); {root} holds {index['backbone']} clip features")
         if input_kind == "clip_tokens" and index["kind"] != "clip":
             raise VidpipeError(f"model {cfg.model} needs clip token maps (r2plus1d_18); {root} holds {index['backbone']} frame features")
+        frames = d.frames or (t.frames if t else None)
+        inputs = {"kind": input_kind, "sampling": Sampling.tsn(frames).name if input_kind == "frame_features" else "every stored clip"}
 
         def make(choice, is_train):
-            ds = (FeatureFrames(root, index, choice, d.frames, is_train, cfg.seed) if input_kind == "frame_features"
+            ds = (FeatureFrames(root, index, choice, frames, is_train, cfg.seed) if input_kind == "frame_features"
                   else FeatureTokens(root, index, choice))
             _require_videos(ds, choice, root)
             sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=is_train, seed=cfg.seed)
             kwargs = dict(batch_size=d.batch_size, num_workers=d.workers, pin_memory=False, drop_last=False)
-            return EpochLoader(ds, kwargs, sampler=sampler, collate_fn=_collate)
+            return _Views(EpochLoader(ds, kwargs, sampler=sampler), 1)
 
         in_dim = index["features"]["shape"][-1] if input_kind == "frame_features" else index["tokens"]["shape"][1]
         train_loader = make(train_choice, True) if train else None
         if feature_norm is None:
             if not train:
                 raise VidpipeError("evaluating features needs the training split's feature statistics (from the checkpoint)")
-            feature_norm = feature_statistics(train_loader.dataset, cfg.seed)
+            feature_norm = feature_statistics(train_loader.loader.dataset, cfg.seed)
         val_loader = make(val_choice, False) if val_choice else None
-        return TrainData(train_loader, val_loader, index["classes"], in_dim, input_kind, provenance(index),
+        return TrainData(train_loader, val_loader, index["classes"], in_dim, input_kind, provenance(index), inputs,
                          val_split=val_choice.description if val_choice else "", val_name=split or "val", feature_norm=feature_norm)
     if is_features:
         raise VidpipeError(f"model {cfg.model} trains on clips; pass --data a clip store from `vidpipe extract`, not features")
-    mean, std = (KINETICS_MEAN, KINETICS_STD) if cfg.model == "r2plus1d_18" else (AugmentConfig.mean, AugmentConfig.std)
-    aug = AugmentConfig(size=d.crop_size, test_short_side=round(d.crop_size * 128 / 112),
-                        test_crop="three" if d.test_crops == 3 else "center", mean=mean, std=std)
+    frames, crop = d.frames or t.frames, d.crop_size or t.crop
+    if t.sampling == "tsn":
+        for name in ("frame_interval", "test_clips"):
+            if getattr(d, name) not in (None, 1):
+                raise VidpipeError(f"data.{name} applies to dense clips; {cfg.model} samples {frames} TSN segments (set data.frames instead)")
+        train_sampling = test_sampling = Sampling.tsn(frames)
+    else:
+        interval = d.frame_interval or t.interval
+        train_sampling, test_sampling = Sampling(frames, interval, 1), Sampling(frames, interval, d.test_clips)
+    aug = AugmentConfig(size=crop, test_short_side=round(crop * t.short_side / t.crop),
+                        test_crop="three" if d.test_crops == 3 else "center", mean=t.mean, std=t.std)
+    inputs = {"kind": input_kind, "sampling": t.sampling, "train": train_sampling.name, "test": test_sampling.name, "crop": crop,
+              "test_short_side": aug.test_short_side, "mean": list(t.mean), "std": list(t.std)}
     flip_map = {int(k): int(v) for k, v in d.flip_map.items()}
     train_loader = val_loader = None
     if train:
-        spec = ClipConfig(Sampling(d.frames, d.frame_interval, 1), True, aug, cfg.seed, flip_map or None, train_choice.holdout)
-        train_loader = _ClipBatches(clip_loader(root, train_choice.split, spec, d.batch_size, d.workers, rank, world_size), 1)
+        spec = ClipConfig(train_sampling, True, aug, cfg.seed, flip_map or None, train_choice.holdout)
+        train_loader = _Views(clip_loader(root, train_choice.split, spec, d.batch_size, d.workers, rank, world_size), 1)
         _require_videos(train_loader.loader.dataset, train_choice, root)
     if val_choice:
-        test_spec = ClipConfig(Sampling(d.frames, d.frame_interval, d.test_clips), False, aug, cfg.seed, holdout=val_choice.holdout)
-        val_loader = _ClipBatches(clip_loader(root, val_choice.split, test_spec, d.batch_size, d.workers, rank, world_size),
-                                  d.test_clips * aug.test_crops)
+        test_spec = ClipConfig(test_sampling, False, aug, cfg.seed, holdout=val_choice.holdout)
+        val_loader = _Views(clip_loader(root, val_choice.split, test_spec, d.batch_size, d.workers, rank, world_size),
+                            test_sampling.views(test=True) * aug.test_crops)
         _require_videos(val_loader.loader.dataset, val_choice, root)
-    return TrainData(train_loader, val_loader, index["classes"], None, input_kind, provenance(index), DeviceTransform(aug),
+    return TrainData(train_loader, val_loader, index["classes"], None, input_kind, provenance(index), inputs, DeviceTransform(aug),
                      val_choice.description if val_choice else "", split or "val")
 
 

@@ -30,6 +30,7 @@ import math
 import os
 import re
 import tarfile
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,6 +138,13 @@ class ZarrClips(Dataset):
         return self.spec.make_item(frames, int(self.labels[i]), self.ids[i], self.epoch.get())
 
 
+def skip_bad_sample(exn: Exception) -> bool:
+    """webdataset's error policy for one sample that cannot be read: log it and go on with the epoch
+    (`vidpipe verify STORE` finds the damage). Pass `handler=webdataset.reraise_exception` to stop instead."""
+    warnings.warn(f"skipped a sample that cannot be read ({exn}); run `vidpipe verify` on the store", stacklevel=2)
+    return True
+
+
 class WebDatasetClips(IterableDataset):
     """Streams STORE/<split>/*.tar through webdataset stages: shards -> worker -> samples -> rank.
 
@@ -148,7 +156,7 @@ class WebDatasetClips(IterableDataset):
     """
 
     def __init__(self, store: Store, split: str, spec: ClipConfig, shuffle_buffer: int = 256,
-                 rank: int = 0, world_size: int = 1, resampled: bool = False):
+                 rank: int = 0, world_size: int = 1, resampled: bool = False, handler=None):
         if store.format != "webdataset":
             raise VidpipeError(f"{store.root} is a {store.format} store; use ZarrClips (or clip_loader) for it")
         self.urls = store.shard_paths(split)
@@ -156,6 +164,7 @@ class WebDatasetClips(IterableDataset):
         self.count = store.index["splits"][split]["count"] if ids is None else sum(map(spec.keeps, ids))
         self.spec, self.shuffle_buffer, self.epoch = spec, shuffle_buffer, SharedEpoch()
         self.rank, self.world_size, self.resampled = rank, world_size, resampled
+        self.handler = handler or skip_bad_sample
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch.set(epoch)
@@ -165,15 +174,15 @@ class WebDatasetClips(IterableDataset):
         return (info.id, info.num_workers) if info else (0, 1)
 
     def _shards(self):
-        worker, num_workers = self._worker()
+        """webdataset's shard stages: resampled with replacement (seeded per rank, worker and epoch), or
+        every shard once, shuffled alike on every rank in training, then dealt to DataLoader workers."""
+        import webdataset as wds
+
+        worker, _ = self._worker()
+        epoch_seed = wds.utils.make_seed(self.spec.seed, self.epoch.get())
         if self.resampled:
-            rng = np.random.default_rng([self.spec.seed, self.epoch.get(), self.rank, worker])
-            while True:
-                yield {"url": self.urls[int(rng.integers(len(self.urls)))]}
-        urls = list(self.urls)
-        if self.spec.train:
-            np.random.default_rng([self.spec.seed, self.epoch.get()]).shuffle(urls)  # same order on every rank
-        yield from ({"url": u} for u in urls[worker::num_workers])
+            return wds.ResampledShards(self.urls, seed=epoch_seed, worker_seed=lambda: self.rank * 1000 + worker, deterministic=True)
+        return wds.DataPipeline(wds.SimpleShardList(self.urls, seed=epoch_seed if self.spec.train else None), wds.split_by_worker)
 
     def _select(self, samples):
         """The samples this rank keeps: those the holdout keeps, then (split by sample, not by shard,
@@ -192,11 +201,11 @@ class WebDatasetClips(IterableDataset):
         import webdataset as wds
 
         worker, _ = self._worker()
-        stages = [self._shards, self._members, self._select]
+        stages = [self._shards(), self._members, self._select]
         if self.spec.train:  # the buffer holds small handles (offsets), not frames
             stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 64),
                                       seed=hash((self.spec.seed, self.epoch.get(), self.rank, worker)) & 0xFFFFFFFF))
-        stages.append(wds.map(self._item))
+        stages += [wds.map(self._item, handler=self.handler), _drop_keys]
         return iter(wds.DataPipeline(*stages))
 
     @staticmethod
@@ -239,6 +248,13 @@ class WebDatasetClips(IterableDataset):
         return {"clips": clip, "labels": label, "ids": meta["id"], "boxes": box, "flips": flip}
 
 
+def _drop_keys(samples):
+    """Items as ZarrClips yields them: without the `__key__` webdataset's map stage adds."""
+    for sample in samples:
+        sample.pop("__key__", None)
+        yield sample
+
+
 _MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's convention: key = up to the first dot of the base name
 
 
@@ -259,21 +275,6 @@ def _read_frames(fh, data_start: int, shape: tuple[int, ...], wanted: np.ndarray
             raise VidpipeError(f"{fh.name}: frames.npy ends early; run `vidpipe verify` on the store")
         k += run
     return out
-
-
-def _collate(items: list[dict]) -> dict:
-    first = items[0]["clips"]
-    clips = torch.empty((len(items), *first.shape), dtype=torch.uint8)
-    if get_worker_info() is not None:  # stack straight into shared memory: the batch then crosses to the main process uncopied
-        clips.share_memory_()
-    np.stack([it["clips"] for it in items], out=clips.numpy())
-    return {
-        "clips": clips,
-        "labels": torch.tensor([it["labels"] for it in items], dtype=torch.int64),
-        "ids": [it["ids"] for it in items],
-        "boxes": torch.from_numpy(np.stack([it["boxes"] for it in items])),
-        "flips": torch.tensor([it["flips"] for it in items], dtype=torch.bool),
-    }
 
 
 def dist_info() -> tuple[int, int]:
@@ -323,8 +324,9 @@ class EpochLoader:
     """
 
     def __init__(self, dataset, loader_kwargs: dict, sampler=None, batches_per_epoch: int | None = None, collate_fn=None):
+        # collate_fn None: torch's default_collate, which stacks each batch straight into shared memory in a worker
         self.dataset, self.sampler, self.kwargs, self.batches_per_epoch = dataset, sampler, loader_kwargs, batches_per_epoch
-        self.loader = DataLoader(dataset, sampler=sampler, collate_fn=collate_fn or _collate,
+        self.loader = DataLoader(dataset, sampler=sampler, collate_fn=collate_fn,
                                  persistent_workers=loader_kwargs["num_workers"] > 0,
                                  generator=torch.Generator().manual_seed(0), **loader_kwargs)
         # several workers streaming one iterable each end on a partial batch: re-cut those tails

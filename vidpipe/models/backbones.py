@@ -18,6 +18,7 @@ from torch import nn
 
 from vidpipe.errors import VidpipeError
 from vidpipe.files import sha256_file
+from vidpipe.models.weights import fit, read_state
 
 BACKBONES = {
     # name -> (kind, pooled feature width, frames per clip the weights expect (clip backbones))
@@ -48,6 +49,7 @@ class WeightsInfo:
     source: str  # torchvision | file | random
     sha256: str | None
     random: bool
+    path: str | None = None  # where a local file was read from (find it again by this path and its sha256)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,25 +67,6 @@ def preprocess_of(record) -> Preprocess:
     return Preprocess(tuple(int(v) for v in resize), tuple(int(v) for v in crop), tuple(t.mean), tuple(t.std), f"{type(record).__name__}.{record.name}")
 
 
-def load_state_dict_file(path: Path) -> dict:
-    """A plain state dict from .safetensors or .pth (weights only: nothing arbitrary is unpickled)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise VidpipeError(f"cannot read {path} as a weights-only state dict ({type(e).__name__}); save it with torch.save(model.state_dict(), path)") from None
-    for wrapper in ("state_dict", "model"):  # common checkpoint wrappers
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise VidpipeError(f"{path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}  # DDP-saved checkpoints
-
-
 def resolve_weights(arch: str, weights: str, option: str = "--weights ") -> tuple[dict | None, WeightsInfo, Preprocess]:
     """(state dict or None for random, provenance, preprocessing). `option` is how the user passed the
     weights (`--weights`, `model_options.weights=`), so error messages name the right fix."""
@@ -96,7 +79,8 @@ def resolve_weights(arch: str, weights: str, option: str = "--weights ") -> tupl
     if path.suffix in (".pth", ".pt", ".safetensors") or path.exists():
         if not path.is_file():
             raise VidpipeError(f"weights file {path} not found")
-        return load_state_dict_file(path), WeightsInfo(f"file:{path.name}", "file", sha256_file(path), False), preprocess_of(enum.DEFAULT)
+        info = WeightsInfo(f"file:{path.name}", "file", sha256_file(path), False, str(path.resolve()))
+        return read_state(path)[0], info, preprocess_of(enum.DEFAULT)
     try:
         record = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
     except KeyError:
@@ -128,16 +112,7 @@ class Backbone(nn.Module):
             torch.manual_seed(RANDOM_SEED)  # `random` weights are the same on every run
         net = torchvision.models.get_model(arch, weights=None)
         if state_dict is not None:
-            try:
-                missing, unexpected = net.load_state_dict(state_dict, strict=False)
-            except RuntimeError as e:  # shape mismatches raise even when not strict
-                first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
-                raise VidpipeError(f"weights do not fit torchvision {arch} ({first[:160]}); pass a state dict saved from torchvision.models.{arch}") from None
-            if missing or unexpected:
-                raise VidpipeError(
-                    f"weights do not fit torchvision {arch}: {len(missing)} missing keys (e.g. {missing[:2]}), "
-                    f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); pass a state dict saved from torchvision.models.{arch}"
-                )
+            fit(net, state_dict, f"that state dict for torchvision {arch}", fix=f"pass one saved from torchvision.models.{arch}")
         net.fc = nn.Identity()
         self.net = net.eval().requires_grad_(False)
 

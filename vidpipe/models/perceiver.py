@@ -86,6 +86,7 @@ class PerceiverHead(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model("perceiver", PerceiverConfig, "clip_tokens", "learned latents cross-attend R(2+1)D tokens, then self-attention")
-def perceiver(cfg: PerceiverConfig, num_classes: int, in_dim: int) -> PerceiverHead:
+@register_model("perceiver", PerceiverConfig, "clip_tokens", "learned latents cross-attend R(2+1)D tokens, then self-attention",
+                transforms=None)  # reads every clip's token map as the feature store holds it
+def perceiver(cfg: PerceiverConfig, *, num_classes: int, in_dim: int) -> PerceiverHead:
     return PerceiverHead(cfg, num_classes, in_dim)

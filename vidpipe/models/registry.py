@@ -1,47 +1,67 @@
 """The one registry in vidpipe: model names -> builders (timm-style, flat, refuses duplicates).
 
-Every model follows one contract:
+Models are built with random initialisation and no I/O (`create_model`); weights are loaded afterwards
+(`load_pretrained`, or a run checkpoint). Every model follows one contract:
     forward_features(x) -> features (tokens or pooled)     forward_head(features, pre_logits=False) -> logits
-and declares what it eats (`ModelEntry.input`):
+and declares what it eats (`ModelEntry.input`) and how its input is sampled by default (`transforms`):
     "frame_features"  (B, T, D) per-frame backbone features from a feature store
     "clip_tokens"     (B, C, D, t, h, w) clip-backbone token maps from a feature store
-    "clips"           (B, 3, T, H, W) normalised video from a clip store
+    "clips"           (B, 3, T, H, W) normalised video from a clip store, whatever the model does inside
+                      (segment models fold T into the batch, others fold it into channels)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
+import torch
 from torch import nn
 
 from vidpipe.errors import VidpipeError
+from vidpipe.files import sha256_file
+from vidpipe.models.weights import VIDPIPE_LAYOUT, Layout, Transforms, Weights, fit, mismatch, read_state, replace_classifier
 from vidpipe.typed import from_dict
 
-INPUTS = ("frame_features", "clip_tokens", "clips")
+INPUTS = {"frame_features": "frame features (B,T,D)", "clip_tokens": "clip tokens (B,C,D,t,h,w)", "clips": "clips (B,3,T,H,W)"}
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    builder: Callable[..., nn.Module]  # builder(cfg, num_classes, in_dim) -> nn.Module
+    builder: Callable[..., nn.Module]  # builder(cfg, *, num_classes, in_dim) -> nn.Module, random init, no I/O
     config: type  # the model's *Config dataclass
-    input: str
+    input: str  # a key of INPUTS
+    transforms: Transforms | None  # default sampling (and, for clips, crop and mean/std) unless weights say otherwise;
+    # None: the model reads its input whole, as the feature store holds it
     description: str
+    weights: tuple[Weights, ...] = ()  # the pretrained tags
+    layouts: tuple[Layout, ...] = (VIDPIPE_LAYOUT,)  # checkpoint layouts a local file may be in
+    classifier: tuple[str, ...] = ("head.weight", "head.bias")
+
+    def weights_record(self, tag: str) -> Weights | None:
+        return next((w for w in self.weights if w.tag == tag), None)
+
+    def transforms_for(self, weights: str | None) -> Transforms | None:
+        """The input the model expects when initialised from `weights` (a tag, a path, none)."""
+        record = self.weights_record(weights) if weights else None
+        return record.transforms if record else self.transforms
 
 
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, config: type, input: str, description: str):
+def register_model(name: str, config: type, input: str, description: str, transforms: Transforms | None = Transforms("tsn", frames=8),
+                   weights: tuple[Weights, ...] = (), layouts: tuple[Layout, ...] = (), classifier: tuple[str, ...] = ("head.weight", "head.bias")):
     if input not in INPUTS:
-        raise ValueError(f"input must be one of {INPUTS}")
+        raise ValueError(f"input must be one of {list(INPUTS)}")
 
     def wrap(builder):
         if name in _MODELS:
             raise ValueError(f"model '{name}' is already registered")
-        _MODELS[name] = ModelEntry(name, builder, config, input, description)
+        _MODELS[name] = ModelEntry(name, builder, config, input, transforms, description, tuple(weights), (VIDPIPE_LAYOUT, *layouts), classifier)
         return builder
 
     return wrap
@@ -57,21 +77,133 @@ def model_entry(name: str) -> ModelEntry:
     return _MODELS[name]
 
 
-def make_config(name: str, options: dict | None = None):
-    """The model's config dataclass with `options` applied: unknown keys, wrong types and out-of-range
-    values are one-line errors that name the option."""
+def make_config(name: str, options=None):
+    """The model's config dataclass with `options` (a dict of raw values, or the config itself) applied:
+    unknown keys, wrong types and out-of-range values are one-line errors that name the option."""
     entry = model_entry(name)
+    if isinstance(options, entry.config):
+        return options
+    if dataclasses.is_dataclass(options):
+        raise VidpipeError(f"model {name} takes a {entry.config.__name__}, not a {type(options).__name__}")
     fields = {f.name for f in dataclasses.fields(entry.config)}
     unknown = sorted(set(options or {}) - fields)
     if unknown:
-        raise VidpipeError(f"model {name} has no option(s) {unknown}; it has {sorted(fields)}")
-    return from_dict(entry.config, options or {}, "model_options.")
+        raise VidpipeError(f"model {name} has no option(s) {unknown}; it has {sorted(fields)} (see `vidpipe models {name}`)")
+    return from_dict(entry.config, dict(options or {}), "model_options.")
 
 
-def create_model(name: str, num_classes: int, in_dim: int | None = None, options: dict | None = None) -> nn.Module:
+def create_model(name: str, *, num_classes: int, in_dim: int | None = None, options=None) -> nn.Module:
+    """Model `name` with random initialisation and no I/O. Feature heads need `in_dim` (the feature
+    width); clip models take none."""
     entry = model_entry(name)
-    return entry.builder(make_config(name, options), num_classes, in_dim)
+    if entry.input == "clips" and in_dim is not None:
+        raise VidpipeError(f"model {name} reads clips (B, 3, T, H, W); in_dim={in_dim} applies only to models that read features")
+    if entry.input != "clips" and in_dim is None:
+        raise VidpipeError(f"model {name} reads {INPUTS[entry.input]}: pass in_dim, the feature width")
+    if num_classes < 1:
+        raise VidpipeError(f"num_classes must be at least 1; got {num_classes}")
+    return entry.builder(make_config(name, options), num_classes=num_classes, in_dim=in_dim)
 
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class Loaded:
+    """What a pretrained load used: recorded in runs and feature stores so the file can be found again."""
+
+    source: str  # the tag or the path as given
+    layout: str
+    sha256: str | None
+    path: str | None = None  # absolute path of a local file
+    classifier: str = "kept"  # kept | replaced
+    transforms: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve_state(entry: ModelEntry, source: str, probe: Callable[[dict], nn.Module]) -> tuple[dict, Layout, Loaded, dict]:
+    """(state dict in vidpipe's keys, its layout, provenance, file metadata) of a weights tag, or of a
+    local file or folder in whichever of the model's layouts fits `probe(state)`, the model it is for."""
+    record = entry.weights_record(source)
+    if record is not None:
+        state = record.layout.convert(record.fetch())
+        return state, record.layout, Loaded(source, record.layout.name, None, transforms=record.transforms.to_dict()), {}
+    path = Path(source)
+    if not path.exists():
+        tags = ", ".join(w.tag for w in entry.weights) or "none"
+        raise VidpipeError(f"{source} is neither a weights tag of {entry.name} (its tags: {tags}) nor a file or folder")
+    raw, meta = read_state(path)
+    weights_file = path if path.is_file() else next(p for p in (path / "model.safetensors", path / "pytorch_model.bin") if p.is_file())
+    problems = []
+    for layout in entry.layouts:
+        try:
+            state = layout.convert(raw)
+        except (KeyError, ValueError) as e:  # keys this layout cannot map: not this layout
+            problems.append(f"not {layout.name} ({e})")
+            continue
+        try:
+            problem = mismatch(probe(state, meta), state, skip=entry.classifier)
+        except VidpipeError as e:  # e.g. no classifier under vidpipe's name: not this layout
+            problem = str(e)
+        if not problem:
+            loaded = Loaded(source, layout.name, sha256_file(weights_file), str(path.resolve()), transforms=entry.transforms.to_dict() if entry.transforms else {})
+            return state, layout, loaded, meta
+        problems.append(f"as {layout.name}: {problem}")
+    raise VidpipeError(f"{path} does not fit {entry.name} in any layout it knows: {'; '.join(problems)}")
+
+
+def _checkpoint_spec(entry: ModelEntry, state: dict, meta: dict, options: dict) -> dict:
+    """create_model's arguments for a checkpoint: its classifier size, and for a vidpipe checkpoint its
+    own model options and feature width (given `options` override the saved ones)."""
+    in_dim = None
+    if "model" in meta:  # a vidpipe checkpoint knows its model, options and input width
+        if meta["model"] != entry.name:
+            raise VidpipeError(f"that checkpoint is a {meta['model']} checkpoint, not {entry.name}; load it with that name")
+        options = {**meta["config"].get("model_options", {}), **options}
+        in_dim = meta.get("in_dim")
+    if entry.input != "clips" and in_dim is None:
+        raise VidpipeError(f"{entry.name} reads {INPUTS[entry.input]}: load a vidpipe checkpoint of it (it records the feature width)")
+    head = entry.classifier[0]
+    if head not in state:
+        raise VidpipeError(f"the checkpoint has no classifier ({head}); pass a checkpoint of the whole model")
+    return dict(num_classes=state[head].shape[0], in_dim=in_dim, options=options)
+
+
+def load_pretrained(name: str, source: str, num_classes: int | None = None, **options) -> nn.Module:
+    """Build model `name` and load `source` into it: a weights tag (`vidpipe models NAME` lists them), or a
+    local file or folder in any layout the model knows (a vidpipe checkpoint, torchvision, Hugging Face,
+    mmaction2, official). Returns the model in eval mode; `model.pretrained` records what was loaded.
+
+    num_classes None keeps the checkpoint's classifier; another number replaces it with a freshly
+    initialised one (for fine-tuning). `options` are the model's config fields (a vidpipe checkpoint
+    brings its own; given ones override them).
+    """
+    entry = model_entry(name)
+
+    def probe(state: dict, meta: dict) -> nn.Module:  # shapes only: built on the meta device, no memory
+        with torch.device("meta"):
+            return create_model(name, **_checkpoint_spec(entry, state, meta, options))
+
+    state, layout, loaded, meta = resolve_state(entry, source, probe)
+    spec = _checkpoint_spec(entry, state, meta, options)
+    model = create_model(name, **spec)
+    fit(model, state, f"{source} ({layout.name} layout) for {name}")
+    if num_classes is not None and num_classes != spec["num_classes"]:
+        replace_classifier(model, entry.classifier, num_classes)
+        loaded.classifier = f"replaced ({spec['num_classes']} -> {num_classes} classes, freshly initialised)"
+    model.pretrained = loaded.to_dict()
+    return model.eval()
+
+
+def init_from_pretrained(model: nn.Module, name: str, source: str) -> Loaded:
+    """Training's initialisation: every weight of `source` except its classifier (the run's classes are
+    its own), strictly, into a freshly built `model`. Applied once, when a run starts; resume, eval and
+    predict load the run's own checkpoint and never read `source` again."""
+    entry = model_entry(name)
+    state, layout, loaded, _ = resolve_state(entry, source, lambda state, meta: model)
+    fit(model, state, f"{source} ({layout.name} layout) for {name}", skip=entry.classifier)
+    loaded.classifier = "not used (the run's classifier starts fresh)"
+    return loaded

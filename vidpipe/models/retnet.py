@@ -139,5 +139,5 @@ class TemporalRetNet(nn.Module):
 
 
 @register_model("temporal_retnet", TemporalRetNetConfig, "frame_features", "RetNet multi-scale retention over frame features")
-def temporal_retnet(cfg: TemporalRetNetConfig, num_classes: int, in_dim: int) -> TemporalRetNet:
+def temporal_retnet(cfg: TemporalRetNetConfig, *, num_classes: int, in_dim: int) -> TemporalRetNet:
     return TemporalRetNet(cfg, num_classes, in_dim)

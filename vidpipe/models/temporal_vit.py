@@ -62,5 +62,5 @@ class TemporalViT(nn.Module):
 
 
 @register_model("resnet_temporal_vit", TemporalViTConfig, "frame_features", "Transformer over frame features (CLS + learned temporal positions)")
-def resnet_temporal_vit(cfg: TemporalViTConfig, num_classes: int, in_dim: int) -> TemporalViT:
+def resnet_temporal_vit(cfg: TemporalViTConfig, *, num_classes: int, in_dim: int) -> TemporalViT:
     return TemporalViT(cfg, num_classes, in_dim)

@@ -41,5 +41,5 @@ class TSNMean(nn.Module):
 
 
 @register_model("tsn_mean", TSNMeanConfig, "frame_features", "order-blind mean of frame features + linear")
-def tsn_mean(cfg: TSNMeanConfig, num_classes: int, in_dim: int) -> TSNMean:
+def tsn_mean(cfg: TSNMeanConfig, *, num_classes: int, in_dim: int) -> TSNMean:
     return TSNMean(cfg, num_classes, in_dim)

@@ -105,6 +105,11 @@ class FeaturesReport:
     summary: dict | None = None
 
 
+def weights_identity(weights: dict) -> dict:
+    """What identifies the weights (id, sha256), not where the file happened to be read from."""
+    return {k: v for k, v in weights.items() if k != "path"}
+
+
 def _plan(store: Store, cfg: FeatureConfig, info, pre) -> dict:
     plan = {"backbone": cfg.backbone, "weights": info.to_dict(), "preprocess": pre.to_dict(), "tokens": cfg.tokens,
             "dtype": cfg.dtype, "source_store_sha256": sha256_file(store.root / "store.json")}
@@ -242,7 +247,7 @@ class FeatureStore:
     def provenance(self) -> dict:
         """What made these features; two stores mix only when this is equal."""
         i = self.index
-        return {"backbone": i["backbone"], "weights": i["weights"], "preprocess": i["preprocess"], "dtype": i["dtype"],
+        return {"backbone": i["backbone"], "weights": weights_identity(i["weights"]), "preprocess": i["preprocess"], "dtype": i["dtype"],
                 "clip": i["source_store"]["clip"], "classes": i["classes"]}
 
     def require_same(self, other: "FeatureStore") -> None:

@@ -15,7 +15,6 @@ checkpoint is refused, never silently used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -26,21 +25,11 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 
 from vidpipe.errors import VidpipeError, no_space
-
-TRAINER = "trainer/"  # key prefix of the trainer tensors; module names never contain "/"
+from vidpipe.models.weights import TRAINER, fit, tensors_sha256
 
 
 def _plain(state: dict) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
-
-
-def tensors_sha256(tensors: dict) -> str:
-    h = hashlib.sha256()
-    for key in sorted(tensors):
-        t = tensors[key].detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _write_atomic(path: Path, tensors: dict, metadata: dict) -> None:
@@ -115,10 +104,7 @@ def load_checked(path: Path) -> dict:
 
 
 def load_model_weights(path: Path, model: torch.nn.Module) -> None:
-    state = {k: v for k, v in load_checked(path).items() if not k.startswith(TRAINER)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise VidpipeError(f"{path} does not fit the model ({len(missing)} missing, {len(unexpected)} unexpected keys)")
+    fit(model, {k: v for k, v in load_checked(path).items() if not k.startswith(TRAINER)}, str(path))
 
 
 def rng_state() -> dict:

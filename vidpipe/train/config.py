@@ -11,6 +11,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vidpipe.errors import VidpipeError
 from vidpipe.typed import check, from_dict
@@ -27,21 +28,22 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = ""  # default: the store's val split, else `val_fraction` of train (never test)
     val_fraction: float = 0.1  # carved from train by a hash of the video id when the store has no val; 0 = no val
-    frames: int = 8  # frames per sample: TSN segments over stored frames/features, or the clip length
-    frame_interval: int = 1  # clip stores: frames between clip frames
+    # None below: what the model's weights record (or the model itself) expects; see `vidpipe models NAME`
+    frames: int | None = None  # frames per sample: TSN segments over stored frames/features, or the clip length
+    frame_interval: int | None = None  # clip stores, dense sampling: frames between clip frames
     test_clips: int = 1  # clip stores: clips averaged at test (multi-view)
     test_crops: int = 1  # clip stores: 1 (centre) or 3 spatial crops at test
-    crop_size: int = 112  # clip stores: network input side
+    crop_size: int | None = None  # clip stores: network input side
     batch_size: int = 32
     workers: int = 2
     flip_map: dict = field(default_factory=dict)  # {"class index": "class index"} after a horizontal flip
 
     def __post_init__(self):
         for name in ("frames", "frame_interval", "test_clips", "batch_size"):
-            check(getattr(self, name) >= 1, f"data.{name} must be at least 1; got {getattr(self, name)}")
+            check(getattr(self, name) is None or getattr(self, name) >= 1, f"data.{name} must be at least 1; got {getattr(self, name)}")
         check(self.workers >= 0, f"data.workers must be 0 (load in the main process) or more; got {self.workers}")
         check(self.test_crops in (1, 3), f"data.test_crops must be 1 or 3; got {self.test_crops}")
-        check(self.crop_size >= 16, f"data.crop_size must be at least 16; got {self.crop_size}")
+        check(self.crop_size is None or self.crop_size >= 16, f"data.crop_size must be at least 16; got {self.crop_size}")
         check(0 <= self.val_fraction < 1, f"data.val_fraction must be in [0, 1) (0 = no validation); got {self.val_fraction}")
 
 
@@ -69,7 +71,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     model: str = "resnet_temporal_vit"
-    model_options: dict = field(default_factory=dict)  # the model's *Config fields
+    model_options: Any = field(default_factory=dict)  # the model's *Config, typed when the config is made
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
@@ -78,6 +80,9 @@ class TrainConfig:
     deterministic: bool = False
 
     def __post_init__(self):
+        from vidpipe.models import make_config
+
+        self.model_options = make_config(self.model, self.model_options)  # unknown keys and wrong types fail here
         if self.device not in ("auto", "cpu", "cuda"):
             raise VidpipeError(f"device must be auto, cpu or cuda; got {self.device}")
         if self.amp not in ("auto", "off", "bf16", "fp16"):

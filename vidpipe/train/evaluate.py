@@ -47,7 +47,7 @@ def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = 
             raw["data"][key] = value
     cfg = from_dict(TrainConfig, raw)
     _, _, device = setup(cfg)
-    data = build_data(cfg, meta["input"], train=False, split=split, feature_norm=meta.get("feature_norm"))
+    data = build_data(cfg, train=False, split=split, feature_norm=meta.get("feature_norm"))
     if data.classes != meta["classes"]:
         raise VidpipeError(f"{raw['data']['path']} has other classes than the checkpoint ({len(data.classes)} vs {len(meta['classes'])}, "
                            f"first difference at {next((i for i, (a, b) in enumerate(zip(data.classes, meta['classes'])) if a != b), '-')}); "
@@ -56,8 +56,9 @@ def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = 
         diffs = [k for k in meta["provenance"] if data.provenance.get(k) != meta["provenance"][k]]
         raise VidpipeError(f"{raw['data']['path']} was made differently from the training data ({', '.join(diffs)} differ); "
                            "evaluate on a store made with the same settings, backbone and weights")
-    model = create_model(meta["model"], len(meta["classes"]), meta["in_dim"], raw["model_options"]).to(device)
-    load_model_weights(ckpt, model)
+    model = create_model(meta["model"], num_classes=len(meta["classes"]), in_dim=meta["in_dim"], options=cfg.model_options)
+    load_model_weights(ckpt, model)  # the run's own weights: a pretrained init file is never read here
+    model.to(device)
     metrics, cm, preds = evaluate(model, data, device, amp_dtype(cfg, device))
     out = Path(out) if out else ckpt.parent.parent / f"eval-{data.val_name}"
     out.mkdir(parents=True, exist_ok=True)

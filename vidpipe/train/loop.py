@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from vidpipe.files import write_text_atomic
 from vidpipe.errors import VidpipeError, no_space
-from vidpipe.models import count_params, create_model, model_entry
+from vidpipe.models import count_params, create_model, init_from_pretrained, model_entry
 from vidpipe.train.checkpoint import load_model_weights, load_trainer, rng_state, save_checkpoint, trainer_state
 from vidpipe.train.config import TrainConfig
 from vidpipe.data.build import TrainData, build_data
@@ -144,14 +144,14 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
     out = Path(out)
     rank, world, device = setup(cfg)
     entry = model_entry(cfg.model)
-    data = build_data(cfg, entry.input, rank, world)
-    model = create_model(cfg.model, len(data.classes), data.in_dim, cfg.model_options).to(device)
+    data = build_data(cfg, rank, world)
+    model = create_model(cfg.model, num_classes=len(data.classes), in_dim=data.in_dim, options=cfg.model_options)
     seed_everything(cfg.seed + rank)  # dropout differs between ranks; the weights do not (DDP broadcasts rank 0's)
     selection = ({"split": data.val_split, "metric": "top1", "rule": "best val top-1"} if data.val is not None
                  else {"split": None, "metric": None, "rule": "last epoch (no validation split: nothing is selected)"})
     meta = {"model": cfg.model, "config": cfg.to_dict(), "classes": data.classes, "provenance": data.provenance,
             "input": entry.input, "in_dim": data.in_dim, "params": count_params(model), "feature_norm": data.feature_norm,
-            "world_size": world, "selection": selection}
+            "world_size": world, "selection": selection, "inputs": data.inputs}
     ckpt_dir = out / "checkpoints"
     last_path = ckpt_dir / "last.safetensors"
     resume_from = resume and last_path.is_file()
@@ -167,6 +167,12 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
     elif last_path.is_file():
         raise VidpipeError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
     # a run that stopped before its first checkpoint (bad option, kill, full disk) holds nothing to keep: start it again
+    weights = getattr(cfg.model_options, "weights", "none")
+    if resume_from:  # the run's checkpoint holds the weights: the init file is never read again
+        meta["init"] = saved.get("init")
+    elif weights != "none":  # a pretrained initialisation, once, through the model's weights record
+        meta["init"] = init_from_pretrained(model, cfg.model, weights).to_dict()
+    model.to(device)
     if dist.is_initialized():
         dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
     if rank == 0:
@@ -208,10 +214,24 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
         loss_sum, wait, steps, seen = 0.0, 0.0, 0, []
         t_epoch = time.perf_counter()
         batches = iter(data.train)
+
+        def optimizer_step():
+            scaler.unscale_(optimizer)
+            if o.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+
+        pending = False  # gradients accumulated since the last optimizer step
         for step in range(n_batches):
             t_wait = time.perf_counter()
-            batch = next(batches)
+            batch = next(batches, None)
             wait += time.perf_counter() - t_wait
+            if batch is None:  # the loader skipped unreadable samples (logged where they were met)
+                log(f"epoch {epoch + 1}: the training loader ended after {step} of {n_batches} batches")
+                break
             x, y = data.to_device(batch, device, train=True)
             boundary = (step + 1) % o.accum_steps == 0 or step + 1 == n_batches
             with net.no_sync() if ddp and not boundary else contextlib.nullcontext():  # all-reduce once per optimizer step
@@ -219,17 +239,18 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
                     logits = net(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=o.label_smoothing)
                 scaler.scale(loss / o.accum_steps).backward()
+            pending = not boundary
             if boundary:
-                scaler.unscale_(optimizer)
-                if o.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
+                optimizer_step()
                 steps += 1
             loss_sum += loss.item() * len(batch["ids"])
             seen += batch["ids"]
+        if pending:  # an epoch cut short never carries gradients into the next one
+            if ddp:  # micro-steps that were never all-reduced: dropped, not applied on one rank only
+                optimizer.zero_grad(set_to_none=True)
+            else:
+                optimizer_step()
+                steps += 1
         if next(batches, None) is not None:
             raise RuntimeError(f"the training loader yields more than the {n_batches} batches it announced")
         train_time = time.perf_counter() - t_epoch

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from vidpipe.demo import MARKER, prepare_out
+from vidpipe.cli.demo_commands import MARKER, prepare_out
 from vidpipe.errors import VidpipeError
 
 
@@ -25,5 +25,5 @@ def test_demo_never_clears_a_folder_it_did_not_make(tmp_path):
     with pytest.raises(VidpipeError, match="not made by the demo"):
         prepare_out(out)
     assert (out / "thesis.tex").read_text() == "precious"
-    res = subprocess.run([sys.executable, "-m", "vidpipe.demo", "--out", str(out)], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "vidpipe", "demo", "--out", str(out)], capture_output=True, text=True)
     assert res.returncode == 1 and res.stderr.strip().startswith("Error:") and "Traceback" not in res.stderr

@@ -1,28 +1,20 @@
-"""`make demo`: the whole chain on the bundled synthetic dataset, ending with a readable result.
-
-Each step is the same library call the CLI makes; steps that are not built yet are listed as such.
+"""`vidpipe demo` (what `make demo` runs): the whole chain on the bundled synthetic dataset, ending with a
+readable result. Each step is the library call the matching command makes; the printing is the CLI's.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
+import click
+
 from vidpipe.cli import ui
+from vidpipe.cli.main import cli
 from vidpipe.cli.store_commands import print_store_summary
 from vidpipe.errors import VidpipeError
-from vidpipe.datasets import adapters, cards
-from vidpipe.stores.extract import ExtractConfig, extract
-from vidpipe.stores.features import FeatureConfig, cache_features
-from vidpipe.stores.clips import Store
-from vidpipe.datasets.synth import SynthConfig, synth, within_pair_accuracy
-from vidpipe.train.config import load_config
-from vidpipe.train.evaluate import evaluate_checkpoint
-from vidpipe.train.loop import train
 
 DEMO_MODELS = ("tsn_mean", "resnet_temporal_vit")
 DEMO_TRAINING = ["optim.epochs=40", "optim.lr=5e-4", "data.frames=16", "data.batch_size=16", "data.workers=0"]
@@ -36,10 +28,19 @@ def prepare_out(out: Path) -> None:
             raise VidpipeError(f"{out} exists and was not made by the demo; remove it or pass another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by `make demo` (python -m vidpipe.demo); cleared by the next demo\n")
+    (out / MARKER).write_text("made by `vidpipe demo` (`make demo`); cleared by the next demo\n")
 
 
 def run(out: Path) -> None:
+    from vidpipe.datasets import adapters, cards
+    from vidpipe.datasets.synth import SynthConfig, synth, within_pair_accuracy
+    from vidpipe.stores.clips import Store
+    from vidpipe.stores.extract import ExtractConfig, extract
+    from vidpipe.stores.features import FeatureConfig, cache_features
+    from vidpipe.train.config import load_config
+    from vidpipe.train.evaluate import evaluate_checkpoint
+    from vidpipe.train.loop import train
+
     t0 = time.perf_counter()
     prepare_out(out)
     data = out / "data"
@@ -93,14 +94,9 @@ def run(out: Path) -> None:
     ui.out.print(f"demo finished in {total:.1f}s; figures in {out / 'results.json'}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("demo-output"))
-    try:
-        run(parser.parse_args().out)
-    except VidpipeError as e:
-        sys.exit(f"Error: {e}")
-
-
-if __name__ == "__main__":
-    main()
+@cli.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"), show_default=True,
+              help="Output folder (only a folder an earlier demo made is ever cleared).")
+def demo_cmd(out):
+    """Run the whole chain (synth, extract, cache-features, train, eval) on a bundled synthetic dataset."""
+    run(out)

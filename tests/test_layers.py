@@ -1,0 +1,50 @@
+"""The package layering holds: each package imports only packages below it, and the library never
+imports the CLI. Each package is imported in a fresh interpreter and `sys.modules` is read back."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vidpipe
+
+# Lowest first. The top-level helper modules (errors, typed, files) sit below everything.
+LAYERS = ["io", "datasets", "models", "stores", "data", "train", "bench", "cli"]
+BASE = {"vidpipe", "vidpipe.errors", "vidpipe.typed", "vidpipe.files"}
+PACKAGE = Path(vidpipe.__file__).parent
+
+
+def imported_by(modules: list[str]) -> set[str]:
+    code = f"import json, sys, {', '.join(modules)}; print(json.dumps(sorted(m for m in sys.modules if m.startswith('vidpipe'))))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(json.loads(res.stdout))
+
+
+def test_every_package_is_in_a_layer():
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert packages == set(LAYERS), "add the new package to LAYERS (and to README's layout)"
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_package_imports_only_the_packages_below_it(layer):
+    below = set(LAYERS[: LAYERS.index(layer) + 1])
+    modules = [f"vidpipe.{layer}.{p.stem}" for p in sorted((PACKAGE / layer).glob("*.py")) if p.stem != "__init__"]
+    outside = sorted(m for m in imported_by(modules) - BASE if m.split(".")[1] not in below)
+    assert not outside, f"vidpipe.{layer} imports {outside}"
+
+
+def test_the_helper_modules_import_no_package():
+    assert imported_by(sorted(BASE)) == BASE
+
+
+def test_readme_layout_lists_exactly_the_packages():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split("## Layout of this repository", 1)[1].split("\n## ", 1)[0]
+    import re
+
+    listed = set(re.findall(r"^vidpipe/(\w+)/", section, re.M))
+    assert listed == set(LAYERS), "README's layout section and the package tree differ"
+    modules = {p.name for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    assert all(m in section for m in modules), "every top-level module is named in README's layout"

@@ -1,0 +1,194 @@
+"""Weights records: where pretrained weights come from, the input they expect, how their keys map to vidpipe's.
+
+A `Weights` record (in the spirit of torchvision's `Weights` enums and timm's `pretrained_cfg`) names a
+source, carries the `Transforms` the weights were trained with (the data pipeline reads mean/std,
+sampling and crop from it, never from the model's name), the classifier keys, and meta (dataset,
+reported top-1 with its protocol, parameters). A `Layout` maps a foreign state dict (torchvision, a
+Hugging Face folder, an mmaction2 `.pth`, an official repository) to vidpipe's keys; `fit` then refuses,
+in one line naming the keys, anything that does not fit exactly. Nothing is ever loaded with a silent
+`strict=False`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from vidpipe.errors import VidpipeError
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+KINETICS_MEAN, KINETICS_STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)  # torchvision's video models
+SAMPLINGS = ("dense", "tsn")
+TRAINER = "trainer/"  # key prefix of the trainer's tensors in a vidpipe run checkpoint; module names never contain "/"
+
+
+@dataclass(frozen=True)
+class Transforms:
+    """The input a model (or a set of weights) expects. Whatever `layout` the original implementation
+    used, every vidpipe clip model's forward takes normalised float (B, 3, T, H, W)."""
+
+    sampling: str = "dense"  # dense: `frames` consecutive frames `interval` apart; tsn: one frame from each of `frames` segments
+    frames: int = 16
+    interval: int = 1
+    short_side: int = 128  # test-time resize of the shorter side before the centre crop
+    crop: int = 112
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    layout: str = "(B, 3, T, H, W)"  # the original implementation's input layout, for the record
+
+    def __post_init__(self):
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}")
+
+    def describe(self) -> str:
+        when = f"{self.frames} segments" if self.sampling == "tsn" else f"{self.frames}x{self.interval}"
+        norm = {IMAGENET_MEAN: "ImageNet", KINETICS_MEAN: "Kinetics"}.get(tuple(self.mean), f"mean {_short(self.mean)}")
+        return f"{self.sampling} {when}, {self.short_side}->{self.crop}, {norm} mean/std"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _short(values) -> str:
+    return "(" + ",".join(f"{v:.3f}" for v in values) + ")"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a foreign checkpoint's keys become vidpipe's: `convert(state) -> state`."""
+
+    name: str  # "vidpipe", "torchvision", "hf", "mmaction2", "official"
+    convert: Callable[[dict], dict]
+    description: str = ""
+
+
+VIDPIPE_LAYOUT = Layout("vidpipe", lambda state: dict(state), "vidpipe's own keys (a run checkpoint or save_file(model.state_dict()))")
+
+
+@dataclass(frozen=True)
+class Weights:
+    tag: str  # what users type: model_options.weights=KINETICS400_V1, load_pretrained(name, "KINETICS400_V1")
+    source: str  # "torchvision:R2Plus1D_18_Weights.KINETICS400_V1", "hf:<repo id>", "mmaction2:<url>", "official:<url>"
+    layout: Layout
+    transforms: Transforms
+    num_classes: int
+    classifier: tuple[str, ...] = ("head.weight", "head.bias")  # in vidpipe's keys
+    meta: dict = field(default_factory=dict)  # dataset, top1 (with "protocol"), params
+    sha256: str | None = None  # filled in once the file is resolved
+
+    def fetch(self) -> dict:
+        """The state dict in the source's own keys. Only torchvision sources download (through
+        torchvision's cache); the others name what to download and how to pass it."""
+        kind, _, ref = self.source.partition(":")
+        if kind == "torchvision":
+            import torchvision
+
+            enum_name, _, member = ref.partition(".")
+            record = torchvision.models.get_weight(f"{enum_name}.{member}")
+            try:
+                return record.get_state_dict(progress=False, check_hash=True)
+            except Exception as e:  # offline: URLError / OSError / RuntimeError from the download
+                raise VidpipeError(f"could not fetch {ref} ({type(e).__name__}); this machine may be offline: download {record.url}, "
+                                   "then pass model_options.weights=PATH (training) or its path to load_pretrained") from None
+        raise VidpipeError(f"weights {self.tag} come from {self.source}; download them and pass the local file or folder instead of the tag")
+
+
+def tensors_sha256(tensors: dict) -> str:
+    """A checksum of tensors' names, dtypes, shapes and bytes; vidpipe checkpoints carry it in their metadata."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def read_state(path: str | Path) -> tuple[dict, dict]:
+    """(state dict of tensors, metadata) from a `.safetensors` / `.pth` / `.pt` / `.bin` file, or a Hugging
+    Face checkpoint folder (model.safetensors or pytorch_model.bin, plus config.json). Pickles are read
+    weights-only: nothing arbitrary is unpickled."""
+    path = Path(path)
+    meta: dict = {}
+    if path.is_dir():
+        found = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
+        if found is None:
+            raise VidpipeError(f"{path} holds no model.safetensors or pytorch_model.bin; pass a Hugging Face checkpoint folder or a weights file")
+        if (path / "config.json").is_file():
+            meta["hf_config"] = json.loads((path / "config.json").read_text())
+        state, inner = read_state(found)
+        return state, {**inner, **meta}
+    if not path.is_file():
+        raise VidpipeError(f"weights file {path} not found")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as fh:
+                meta = dict(fh.metadata() or {})
+                state = {k: fh.get_tensor(k) for k in fh.keys()}
+        except Exception as e:
+            raise VidpipeError(f"cannot read {path} as safetensors ({type(e).__name__}); the file may be damaged") from None
+        if "tensors_sha256" in meta:  # a vidpipe checkpoint: checked, its metadata parsed, the trainer's tensors left out
+            if tensors_sha256(state) != meta["tensors_sha256"]:
+                raise VidpipeError(f"{path} is damaged (its tensors do not match the checksum saved with them); use another checkpoint")
+            meta = {k: json.loads(v) for k, v in meta.items() if k not in ("trainer", "tensors_sha256")}
+            state = {k: v for k, v in state.items() if not k.startswith(TRAINER)}
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise VidpipeError(f"cannot read {path} as a weights-only state dict ({type(e).__name__}); save it with torch.save(model.state_dict(), path)") from None
+        for wrapper in ("state_dict", "model", "module"):  # mmaction2 / official repos wrap the state dict
+            if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+                break
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise VidpipeError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}, meta  # DDP-saved checkpoints
+
+
+def mismatch(model: nn.Module, state: dict, skip: tuple[str, ...] = ()) -> str:
+    """'' when `state` fits `model` exactly (ignoring the keys in `skip`), else what does not, in one line."""
+    expected = {k: v for k, v in model.state_dict().items() if k not in skip}
+    given = {k: v for k, v in state.items() if k not in skip}
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}" for k in sorted(set(given) & set(expected))
+              if given[k].shape != expected[k].shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape (e.g. {'; '.join(shapes[:2])})")
+    return ", ".join(parts)
+
+
+def fit(model: nn.Module, state: dict, where: str, skip: tuple[str, ...] = (), fix: str = "") -> None:
+    """Load `state` into `model` strictly, except for the keys in `skip` (a classifier being replaced),
+    which keep the model's own initialisation. Anything else that does not fit is a one-line error
+    naming the keys (and `fix`, what to do instead)."""
+    problem = mismatch(model, state, skip)
+    if problem:
+        raise VidpipeError(f"{where} does not fit: {problem}" + (f"; {fix}" if fix else ""))
+    model.load_state_dict({k: v for k, v in state.items() if k not in skip}, strict=not skip)
+
+
+def replace_classifier(model: nn.Module, keys: tuple[str, ...], num_classes: int) -> None:
+    """Swap the Linear the classifier keys name (e.g. head.weight, head.bias) for a freshly initialised
+    one with `num_classes` outputs (timm's reset_classifier)."""
+    path = keys[0].rsplit(".", 1)[0]
+    parent_path, _, attr = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    old = getattr(parent, attr)
+    if not isinstance(old, nn.Linear):
+        raise TypeError(f"{path} is a {type(old).__name__}, not a Linear classifier")
+    setattr(parent, attr, nn.Linear(old.in_features, num_classes, bias=old.bias is not None).to(old.weight.device, old.weight.dtype))
