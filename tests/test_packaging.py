@@ -49,7 +49,7 @@ def test_installed_wheel_finds_its_cards_away_from_the_repo(wheel, tmp_path):
     assert Path(where.stdout.strip()) == target / "vidpipe" / "manifests"
 
 
-IMPORT_NAMES = {"pyyaml": "yaml", "imageio-ffmpeg": "imageio_ffmpeg", "tomli": "tomli"}
+IMPORT_NAMES = {"pyyaml": "yaml", "imageio-ffmpeg": "imageio_ffmpeg", "tomli": "tomli", "pillow": "PIL"}
 
 
 def test_every_dependency_is_used_and_none_is_pinned_exactly():

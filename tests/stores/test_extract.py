@@ -103,6 +103,8 @@ def test_stock_readers(stores):
 
     group = zarr.open_group(base / "zarr" / "test.zarr", mode="r")
     assert group["frames"].shape == (10, 8, 48, 64, 3) and group["frames"].dtype == np.uint8
+    # one chunk per frame inside shards of whole videos: a clip decompresses only the frames it samples
+    assert group["frames"].chunks == (1, 1, 48, 64, 3) and group["frames"].shards[1:] == (8, 48, 64, 3)
     ids = list(group["ids"][:])
     test_ids = [r.id for r in m.split_records("test")]
     assert ids == test_ids and list(group["labels"][:]) == [r.label for r in m.split_records("test")]
@@ -113,7 +115,8 @@ def test_stock_readers(stores):
 def test_store_json_is_self_describing(stores):
     _, base = stores
     index = json.loads((base / "zarr" / "store.json").read_text())
-    assert index["clip"] == {"frames": 8, "height": 48, "width": 64, "channels": 3, "layout": "THWC", "dtype": "uint8", "normalized": False}
+    assert index["clip"] == {"frames": 8, "height": 48, "width": 64, "channels": 3, "layout": "THWC", "dtype": "uint8", "normalized": False,
+                             "codec": "raw"}
     assert index["settings"]["backend"] == "ffmpeg" and index["backends"] == {"ffmpeg": 30}
     assert index["splits"]["train"]["count"] == 20 and len(index["classes"]) == 10
     assert all(len(f["sha256"]) == 64 for f in index["splits"]["train"]["files"])
@@ -455,3 +458,75 @@ def test_a_preparation_killed_before_its_plan_is_redone_and_a_foreign_folder_is_
     with pytest.raises(VidpipeError, match="not a vidpipe store"):
         extract(m, foreign, ExtractConfig(frames=4, size=32))
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]  # nothing added, nothing removed
+
+
+@pytest.fixture(scope="module")
+def jpeg_stores(stores, tmp_path_factory):
+    m, _ = stores
+    base = tmp_path_factory.mktemp("jpeg_stores")
+    for fmt in ("webdataset", "zarr"):
+        extract(m, base / fmt, ExtractConfig(format=fmt, shard_size="200KB", workers=2, frame_codec="jpeg", **SMALL))
+    return base
+
+
+def test_jpeg_frames_are_close_to_the_raw_store_and_both_formats_agree(stores, jpeg_stores):
+    _, raw_base = stores
+    raw = {vid: frames for vid, frames, _, _ in Store.open(raw_base / "zarr").samples("test")}
+    index = json.loads((jpeg_stores / "zarr" / "store.json").read_text())
+    assert index["clip"]["codec"] == "jpeg" and index["clip"]["jpeg_quality"] == 90
+    for fmt in ("webdataset", "zarr"):
+        store = Store.open(jpeg_stores / fmt)
+        assert store.verify() == []
+        decoded = {vid: frames for vid, frames, _, _ in store.samples("test")}
+        assert decoded.keys() == raw.keys()
+        for vid in raw:
+            assert decoded[vid].shape == raw[vid].shape and decoded[vid].dtype == np.uint8
+            # the synthetic videos carry per-pixel noise, JPEG's worst case: every video keeps >= 35 dB
+            assert psnr(decoded[vid], raw[vid]) >= 35, f"{fmt} {vid}: {psnr(decoded[vid], raw[vid]):.1f} dB"
+        pooled = psnr(np.stack([decoded[v] for v in raw]), np.stack(list(raw.values())))
+        assert pooled >= 38, f"{fmt}: {pooled:.1f} dB over the split"
+    raw_bytes = sum(f["bytes"] for s in json.loads((raw_base / "webdataset" / "store.json").read_text())["splits"].values() for f in s["files"])
+    jpeg_bytes = sum(f["bytes"] for s in json.loads((jpeg_stores / "webdataset" / "store.json").read_text())["splits"].values() for f in s["files"])
+    assert jpeg_bytes < raw_bytes / 2
+
+
+def test_jpeg_stores_read_with_stock_readers(jpeg_stores):
+    """WebDataset: one <key>.NNNN.jpg member per frame (any JPEG decoder); zarr: (N, T) JPEG bytes."""
+    import io
+    import warnings
+
+    import webdataset as wds
+    import zarr
+    from PIL import Image
+
+    index = json.loads((jpeg_stores / "webdataset" / "store.json").read_text())
+    shards = [str(jpeg_stores / "webdataset" / f["path"]) for f in index["splits"]["test"]["files"]]
+    sample = next(iter(wds.WebDataset(shards, shardshuffle=False).decode("rgb8")))
+    frames = sorted(k for k in sample if k.endswith(".jpg"))
+    assert frames == [f"{t:04d}.jpg" for t in range(8)] and sample["0000.jpg"].shape == (48, 64, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr-python warns that variable-length bytes have no v3 spec yet
+        group = zarr.open_group(jpeg_stores / "zarr" / "test.zarr", mode="r")
+        blob = group["frames"][0][3]  # video 0, frame 3
+    assert group["frames"].shape == (10, 8)
+    assert np.asarray(Image.open(io.BytesIO(blob)).convert("RGB")).shape == (48, 64, 3)
+
+
+def test_jpeg_loaders_agree_across_formats(jpeg_stores):
+    from vidpipe.data.loaders import ClipConfig, WebDatasetClips, ZarrClips
+    from vidpipe.data.sampling import Sampling
+
+    cfg = ClipConfig(sampling=Sampling(4, 2, 1), train=True, seed=2)
+    a = {it["ids"]: it for it in WebDatasetClips(Store.open(jpeg_stores / "webdataset"), "train", cfg)}
+    zc = ZarrClips(Store.open(jpeg_stores / "zarr"), "train", cfg)
+    b = {it["ids"]: it for it in (zc[i] for i in range(len(zc)))}
+    assert a.keys() == b.keys() and len(a) == 20
+    for vid in a:
+        assert a[vid]["clips"].shape == (1, 4, 48, 64, 3)
+        np.testing.assert_array_equal(a[vid]["clips"], b[vid]["clips"])
+
+
+def test_a_store_is_not_reextracted_with_another_frame_codec(stores, tmp_path):
+    m, base = stores
+    with pytest.raises(VidpipeError, match="frame_codec"):
+        extract(m, base / "webdataset", ExtractConfig(format="webdataset", shard_size="200KB", workers=2, frame_codec="jpeg", **SMALL))

@@ -12,7 +12,7 @@ from vidpipe.cli import ui
 from vidpipe.cli.main import cli
 from vidpipe.errors import VidpipeError
 from vidpipe.datasets import adapters, cards
-from vidpipe.stores.extract import BACKENDS, FORMATS, ExtractConfig, extract, finalize
+from vidpipe.stores.extract import BACKENDS, FORMATS, FRAME_CODECS, ExtractConfig, extract, finalize
 from vidpipe.datasets.manifest import Manifest
 from vidpipe.stores.clips import Store
 
@@ -41,14 +41,16 @@ def print_store_summary(index: dict, title: str) -> None:
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto",
               help="Decoder: auto = DALI when installed and a GPU is present, else ffmpeg; dali routes what it cannot decode to ffmpeg.")
 @click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count(), help="Videos decoded in parallel (one ffmpeg process each).")
-@click.option("--shard-size", default="256MB", help="Bytes of frames per shard file.")
+@click.option("--shard-size", default="256MB", help="Bytes of frames per shard file (JPEG frames: estimated at a tenth of raw).")
+@click.option("--frame-codec", type=click.Choice(FRAME_CODECS), default="raw", help="raw uint8 frames, or one JPEG per frame (about 10x smaller).")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=90, show_default=True, help="JPEG quality with --frame-codec jpeg.")
 @click.option("--max-failures", type=click.FloatRange(0, 1), default=0.05, help="Fraction of failed videos above which the exit status is non-zero.")
 @click.option("--num-shards", type=click.IntRange(min=1), default=None, help="Split the work into this many parts (several machines) [default: $WORLD_SIZE or 1].")
 @click.option("--shard-id", type=click.IntRange(min=0), default=None, help="Which part this process extracts [default: $RANK or 0].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with other settings.")
 @click.option("--finalize", "finalize_store", type=click.Path(file_okay=False), help="Only merge the parts of STORE into store.json.")
-def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, size, backend, workers, shard_size, max_failures,
-                num_shards, shard_id, overwrite, finalize_store):
+def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, size, backend, workers, shard_size, frame_codec, jpeg_quality,
+                max_failures, num_shards, shard_id, overwrite, finalize_store):
     """Decode every video once into a WebDataset or zarr store."""
     if finalize_store:
         index = finalize(finalize_store)
@@ -66,7 +68,7 @@ def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, size, bac
     cfg = ExtractConfig(
         frames=frames if frames is not None else defaults.get("frames", 32), size=size if size is not None else defaults.get("size", 128),
         format=fmt, backend=backend,
-        shard_size=shard_size, workers=workers, max_failures=max_failures,
+        shard_size=shard_size, workers=workers, max_failures=max_failures, frame_codec=frame_codec, jpeg_quality=jpeg_quality,
     )
     num_shards = num_shards or int(os.environ.get("WORLD_SIZE", 1))
     shard_id = shard_id if shard_id is not None else int(os.environ.get("RANK", 0))

@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, get_worker_info
 
 from vidpipe.errors import VidpipeError
+from vidpipe.io import jpeg
 from vidpipe.data.augment import AugmentConfig, train_params
 from vidpipe.datasets.manifest import hash_fraction
 from vidpipe.data.sampling import Sampling, view_indices
@@ -98,8 +99,15 @@ class ClipConfig:
 
     def make_item(self, frames: np.ndarray, label: int, video_id: str, epoch: int) -> dict:
         """From all T stored frames (T, H, W, 3)."""
-        inds, box, flip, label = self.plan(frames.shape, label, video_id, epoch)
-        return {"clips": frames[inds], "labels": label, "ids": video_id, "boxes": box, "flips": flip}
+        return self.read_item(frames.shape, lambda wanted: frames[wanted], label, video_id, epoch)
+
+    def read_item(self, shape: tuple[int, ...], read, label: int, video_id: str, epoch: int) -> dict:
+        """From a video of `shape` (T, H, W, 3) whose frames `read(sorted unique indices)` returns: only
+        the frames the sampling picks are read (and, for compressed stores, decompressed)."""
+        inds, box, flip, label = self.plan(shape, label, video_id, epoch)
+        unique = np.unique(inds)
+        clip = read(unique)[np.searchsorted(unique, inds)]  # (V, F, H, W, 3)
+        return {"clips": clip, "labels": label, "ids": video_id, "boxes": box, "flips": flip}
 
 
 class ZarrClips(Dataset):
@@ -118,6 +126,7 @@ class ZarrClips(Dataset):
         self.labels = group["labels"][:][self.rows]
         self.ids = list(ids[self.rows])
         self.spec, self.epoch = spec, SharedEpoch()
+        self.jpeg, self.frame_shape = store.codec == "jpeg", store.clip_shape[1:]
         self._frames, self._pid = None, None
 
     def set_epoch(self, epoch: int) -> None:
@@ -134,8 +143,13 @@ class ZarrClips(Dataset):
         return self._frames
 
     def __getitem__(self, i: int) -> dict:
-        frames = self._array()[int(self.rows[i])]
-        return self.spec.make_item(frames, int(self.labels[i]), self.ids[i], self.epoch.get())
+        array, row = self._array(), int(self.rows[i])
+        # one chunk per stored frame: only the sampled frames are decompressed (or JPEG-decoded)
+        if self.jpeg:
+            shape, read = (array.shape[1], *self.frame_shape), lambda wanted: jpeg.decode(array.oindex[row, wanted])
+        else:
+            shape, read = array.shape[1:], lambda wanted: array.oindex[row, wanted]
+        return self.spec.read_item(shape, read, int(self.labels[i]), self.ids[i], self.epoch.get())
 
 
 def skip_bad_sample(exn: Exception) -> bool:
@@ -164,6 +178,7 @@ class WebDatasetClips(IterableDataset):
         self.count = store.index["splits"][split]["count"] if ids is None else sum(map(spec.keeps, ids))
         self.spec, self.shuffle_buffer, self.epoch = spec, shuffle_buffer, SharedEpoch()
         self.rank, self.world_size, self.resampled = rank, world_size, resampled
+        self.frame_shape = store.clip_shape[1:]  # (H, W, 3): JPEG members do not carry it
         self.handler = handler or skip_bad_sample
 
     def set_epoch(self, epoch: int) -> None:
@@ -210,10 +225,11 @@ class WebDatasetClips(IterableDataset):
 
     @staticmethod
     def _members(shards):
-        """Local shards opened for random access: one handle per sample (frames' byte offset, cls, json).
+        """Local shards opened for random access: one handle per sample (frames' byte offsets, cls, json).
 
-        Stored frames are an uncompressed C-order .npy, so the item stage reads only the frames the
-        temporal sampling picks (8 of 32 for TSN) instead of streaming every byte of the tar.
+        Raw frames are an uncompressed C-order .npy and JPEG frames one member each, so the item stage
+        reads (and decodes) only the frames the temporal sampling picks (8 of 32 for TSN) instead of
+        streaming every byte of the tar.
         """
         for shard in shards:
             samples: dict[str, dict] = {}
@@ -223,10 +239,13 @@ class WebDatasetClips(IterableDataset):
                     for member in tar:
                         key, ext = _MEMBER.match(member.name).groups()
                         entry = samples.setdefault(key, {"__key__": key, "__url__": shard["url"]})
-                        if ext == "frames.npy":
+                        if ext == "frames.npy" or ext.endswith(".jpg"):
                             if member.offset_data + member.size > size:  # the file ends inside the frames
                                 raise tarfile.ReadError("unexpected end of data")
-                            entry["offset"] = member.offset_data
+                            if ext == "frames.npy":
+                                entry["offset"] = member.offset_data
+                            else:  # "0007.jpg": frame 7
+                                entry.setdefault("jpegs", {})[int(ext.split(".")[0])] = (member.offset_data, member.size)
                         else:
                             entry[ext] = tar.extractfile(member).read()
             except (tarfile.TarError, OSError, AttributeError) as e:
@@ -235,17 +254,28 @@ class WebDatasetClips(IterableDataset):
 
     def _item(self, sample: dict) -> dict:
         meta = sample["meta"]
+        if "jpegs" in sample:
+            spans = [sample["jpegs"][t] for t in range(len(sample["jpegs"]))]
+            shape = (len(spans), *self.frame_shape)
+            with open(sample["__url__"], "rb", buffering=0) as fh:
+                return self.spec.read_item(shape, lambda wanted: jpeg.decode([_read_span(fh, *spans[t]) for t in wanted]),
+                                           int(sample["cls"]), meta["id"], self.epoch.get())
         with open(sample["__url__"], "rb", buffering=0) as fh:
             fh.seek(sample["offset"])
             major, _ = np.lib.format.read_magic(fh)
             read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read_header(fh)
             assert dtype == np.uint8 and not fortran and len(shape) == 4, f"unexpected frames.npy {shape} {dtype}"
-            inds, box, flip, label = self.spec.plan(shape, int(sample["cls"]), meta["id"], self.epoch.get())
-            unique = np.unique(inds)
-            frames = _read_frames(fh, fh.tell(), shape, unique)
-        clip = frames[np.searchsorted(unique, inds)]  # (V, F, H, W, 3)
-        return {"clips": clip, "labels": label, "ids": meta["id"], "boxes": box, "flips": flip}
+            start = fh.tell()
+            return self.spec.read_item(shape, lambda wanted: _read_frames(fh, start, shape, wanted), int(sample["cls"]), meta["id"], self.epoch.get())
+
+
+def _read_span(fh, offset: int, size: int) -> bytes:
+    fh.seek(offset)
+    data = fh.read(size)
+    if len(data) != size:
+        raise VidpipeError(f"{fh.name}: a frame ends early; run `vidpipe verify` on the store")
+    return data
 
 
 def _drop_keys(samples):

@@ -124,9 +124,9 @@ class Loaded:
         return dataclasses.asdict(self)
 
 
-def resolve_state(entry: ModelEntry, source: str, probe: Callable[[dict], nn.Module]) -> tuple[dict, Layout, Loaded, dict]:
+def resolve_state(entry: ModelEntry, source: str, probe: Callable[[dict, dict], nn.Module]) -> tuple[dict, Layout, Loaded, dict]:
     """(state dict in vidpipe's keys, its layout, provenance, file metadata) of a weights tag, or of a
-    local file or folder in whichever of the model's layouts fits `probe(state)`, the model it is for."""
+    local file or folder in whichever of the model's layouts fits `probe(state, file metadata)`, the model it is for."""
     record = entry.weights_record(source)
     if record is not None:
         state = record.layout.convert(record.fetch())

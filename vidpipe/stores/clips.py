@@ -15,6 +15,7 @@ import numpy as np
 
 from vidpipe.errors import VidpipeError
 from vidpipe.files import sha256_file
+from vidpipe.io import jpeg
 
 
 def verify_files(root: Path, files: list[dict], progress=None) -> list[str]:
@@ -35,6 +36,11 @@ def damaged_shard(path, error: Exception) -> VidpipeError:
     path = Path(path)
     return VidpipeError(f"shard {path} is damaged ({str(error).strip() or type(error).__name__}); "
                         f"run `vidpipe verify {path.parent.parent}` to list every damaged file, then re-extract")
+
+
+def jpeg_members(sample: dict) -> list[bytes]:
+    """A WebDataset sample's JPEG frames, in order (members <key>.0000.jpg, <key>.0001.jpg, ...)."""
+    return [sample[k] for k in sorted(k for k in sample if k.endswith(".jpg"))]
 
 
 @dataclass
@@ -70,6 +76,11 @@ class Store:
         return list(self.index["splits"])
 
     @property
+    def codec(self) -> str:
+        """How frames are stored: raw uint8, or one JPEG per frame."""
+        return self.index["clip"].get("codec", "raw")
+
+    @property
     def clip_shape(self) -> tuple[int, int, int, int]:
         c = self.index["clip"]
         return (c["frames"], c["height"], c["width"], c["channels"])
@@ -102,7 +113,7 @@ class Store:
                 try:
                     for s in wds.WebDataset(shard, shardshuffle=False, empty_check=False).decode():
                         meta = s["json"]
-                        yield meta["id"], s["frames.npy"], int(s["cls"]), meta
+                        yield meta["id"], s["frames.npy"] if "frames.npy" in s else jpeg.decode(jpeg_members(s)), int(s["cls"]), meta
                 except (tarfile.TarError, OSError, ValueError, KeyError) as e:
                     raise damaged_shard(shard, e) from None
         else:
@@ -112,7 +123,7 @@ class Store:
             frames, labels, valid, metas = group["frames"], group["labels"][:], group["valid"][:], group["meta"][:]
             for i in np.flatnonzero(valid):
                 meta = json.loads(metas[i])
-                yield meta["id"], frames[i], int(labels[i]), meta
+                yield meta["id"], jpeg.decode(frames[i]) if self.codec == "jpeg" else frames[i], int(labels[i]), meta
 
     def verify(self, progress=None) -> list[str]:
         """Recompute every checksum and read every sample; returns the problems found (empty = intact)."""

@@ -31,7 +31,7 @@ from pathlib import Path
 from vidpipe import __version__
 from vidpipe.files import sha256_file, write_text_atomic
 from vidpipe.errors import VidpipeError, no_space
-from vidpipe.io import dali
+from vidpipe.io import dali, jpeg
 from vidpipe.io.decode import ClipSpec, check_usable, decode_clip_ffmpeg
 from vidpipe.io.ffmpeg import DecodeError, ffmpeg_version, probe_many
 from vidpipe.datasets.manifest import Manifest
@@ -39,6 +39,7 @@ from vidpipe.stores.writers import Unit, WebDatasetShard, ZarrShard, file_entry,
 
 STORE_FORMAT_VERSION = 1
 FORMATS = ("webdataset", "zarr")
+FRAME_CODECS = ("raw", "jpeg")
 BACKENDS = ("auto", "ffmpeg", "dali")
 SAMPLE_OVERHEAD = 2048  # tar headers, npy header and json per sample, for shard sizing
 CHUNK = 4  # videos a worker probes with one ffmpeg process, then decodes one by one
@@ -70,6 +71,8 @@ class ExtractConfig:
     shard_size: int = 256 << 20  # bytes of frames per shard file
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_failures: float = 0.05  # fraction of videos that may fail before the exit status says so
+    frame_codec: str = "raw"  # raw: uncompressed uint8 frames (zstd in zarr); jpeg: one JPEG per frame
+    jpeg_quality: int = 90
 
     def __post_init__(self):
         self.shard_size = parse_size(self.shard_size)
@@ -83,6 +86,10 @@ class ExtractConfig:
             raise VidpipeError(f"--workers must be >= 1; got {self.workers}")
         if not 0 <= self.max_failures <= 1:
             raise VidpipeError(f"--max-failures is a fraction in [0, 1]; got {self.max_failures}")
+        if self.frame_codec not in FRAME_CODECS:
+            raise VidpipeError(f"--frame-codec must be one of {', '.join(FRAME_CODECS)}; got '{self.frame_codec}'")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise VidpipeError(f"--jpeg-quality must be in [1, 100]; got {self.jpeg_quality}")
 
     @property
     def spec(self) -> ClipSpec:
@@ -94,6 +101,9 @@ class ExtractConfig:
         d.pop("workers")
         d.pop("max_failures")
         d["backend"] = resolve_backend(self.backend)
+        if self.frame_codec == "raw":  # stores made before JPEG frames keep their identity
+            d.pop("frame_codec")
+            d.pop("jpeg_quality")
         return d
 
 
@@ -108,7 +118,7 @@ def resolve_backend(backend: str) -> str:
 
 
 def plan_units(manifest: Manifest, cfg: ExtractConfig) -> list[Unit]:
-    per_shard = per_shard_count(cfg)
+    per_shard = per_shard_count(cfg, manifest)
     units = []
     for split in manifest.splits:
         records = manifest.split_records(split)
@@ -117,8 +127,15 @@ def plan_units(manifest: Manifest, cfg: ExtractConfig) -> list[Unit]:
     return units
 
 
-def per_shard_count(cfg: ExtractConfig) -> int:
-    return max(1, cfg.shard_size // (cfg.spec.nbytes + SAMPLE_OVERHEAD))
+JPEG_SIZE_ESTIMATE = 0.1  # JPEG q90 frames are about a tenth of raw: shards of JPEG stores are sized with it
+
+
+def per_shard_count(cfg: ExtractConfig, manifest: Manifest) -> int:
+    """Videos per shard: as many as fit in --shard-size, but no more than the largest split holds (a
+    zarr shard's chunk index is sized for a full shard, 16 bytes per frame)."""
+    per_video = cfg.spec.nbytes * (JPEG_SIZE_ESTIMATE if cfg.frame_codec == "jpeg" else 1)
+    largest = max((len(manifest.split_records(s)) for s in manifest.splits), default=1)
+    return max(1, min(largest, int(cfg.shard_size // (per_video + SAMPLE_OVERHEAD))))
 
 
 # ------------------------------------------------------------------ store directory state
@@ -187,7 +204,8 @@ def _prepare_store(store: Path, manifest: Manifest, cfg: ExtractConfig, overwrit
     (store / "manifest.jsonl").write_text(manifest_text)
     if cfg.format == "zarr":  # created once here, never by parts racing each other
         for split in manifest.splits:
-            zarr_frames_array(store, split, len(manifest.split_records(split)), cfg.spec, per_shard_count(cfg), create=True)
+            zarr_frames_array(store, split, len(manifest.split_records(split)), cfg.spec, per_shard_count(cfg, manifest), create=True,
+                              codec=cfg.frame_codec)
     write_text_atomic(plan_file, json.dumps(wanted, indent=2, sort_keys=True))  # last: its presence means the store is prepared
 
 
@@ -222,13 +240,13 @@ def _unit_done(store: Path, unit: Unit) -> bool:
     return all((store / f["path"]).is_file() and (store / f["path"]).stat().st_size == f["bytes"] for f in record["files"])
 
 
-def _clean_partials(store: Path, units: list[Unit], fmt: str) -> None:
+def _clean_partials(store: Path, units: list[Unit], cfg: ExtractConfig) -> None:
     """Remove what an interrupted run left of these units' files (and of no other unit's)."""
     for unit in units:
-        if fmt == "webdataset":
+        if cfg.format == "webdataset":
             (store / unit.split / f"{unit.name}.tar.tmp").unlink(missing_ok=True)
         else:  # zarr writes a shard file through "<name>.<uuid>.partial"
-            for p in ZarrShard.shard_path(store, unit).parent.glob("*.partial"):
+            for p in ZarrShard.shard_path(store, unit, cfg.frame_codec).parent.glob("*.partial"):
                 p.unlink(missing_ok=True)
 
 
@@ -346,24 +364,28 @@ def extract(
 
 def _extract_part(manifest: Manifest, store: Path, cfg: ExtractConfig, part: tuple[int, int], progress) -> "ExtractReport":
     shard_id, num_shards = part
-    spec, per_shard = cfg.spec, per_shard_count(cfg)
+    spec, per_shard = cfg.spec, per_shard_count(cfg, manifest)
     units = plan_units(manifest, cfg)
     mine = [u for k, u in enumerate(units) if k % num_shards == shard_id]
     todo = [u for u in mine if not _unit_done(store, u)]
     report = ExtractReport(store, finalized=False, nothing_to_do=not todo, units_total=len(units))
     if todo:
-        _clean_partials(store, todo, cfg.format)
+        _clean_partials(store, todo, cfg)
         threads = max(1, (os.cpu_count() or 1) // cfg.workers)
         t0 = time.perf_counter()
         jobs = [(u, pos, r) for u in todo for pos, r in enumerate(u.records)]
         backend = cfg.identity()["backend"]
-        decode = lambda chunk: _decode_chunk(manifest, chunk, spec, threads, backend)  # noqa: E731
+        def decode(chunk):  # in the decode threads: JPEG encoding runs in parallel too
+            done = _decode_chunk(manifest, chunk, spec, threads, backend)
+            if cfg.frame_codec == "jpeg":
+                done = [(job, None if clip is None else jpeg.encode(clip, cfg.jpeg_quality), meta) for job, clip, meta in done]
+            return done
         pool = ThreadPoolExecutor(cfg.workers)
         writer, failures, metas = None, [], []
         try:
             for (unit, pos, record), clip, meta in _ordered_chunks(pool, decode, jobs, CHUNK, ahead=2 * cfg.workers):
                 if writer is None:
-                    writer = WebDatasetShard(store, unit) if cfg.format == "webdataset" else ZarrShard(store, unit, spec)
+                    writer = WebDatasetShard(store, unit) if cfg.format == "webdataset" else ZarrShard(store, unit, spec, cfg.frame_codec)
                 if clip is None:
                     failures.append(meta)
                 else:
@@ -459,7 +481,8 @@ def _finalize(store: Path) -> dict:
         "classes": manifest.classes,
         "num_classes": len(manifest.classes),
         "clip": {"frames": spec.frames, "height": spec.height, "width": spec.width, "channels": 3,
-                 "layout": "THWC", "dtype": "uint8", "normalized": False},
+                 "layout": "THWC", "dtype": "uint8", "normalized": False, "codec": cfg.frame_codec,
+                 **({"jpeg_quality": cfg.jpeg_quality} if cfg.frame_codec == "jpeg" else {})},
         "sampling": "T indices at the centres of T equal segments of the whole video; index mod n when n < T",
         "resize": "resize to cover height x width keeping display aspect (SAR, rotation), then centre-crop",
         "settings": plan["settings"],

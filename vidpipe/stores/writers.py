@@ -78,7 +78,8 @@ class _HashingFile:
 
 
 class WebDatasetShard:
-    """STORE/<split>/<split>-NNNNNN.tar; members <key>.frames.npy, <key>.cls, <key>.json."""
+    """STORE/<split>/<split>-NNNNNN.tar; members <key>.frames.npy (raw) or <key>.0000.jpg ... (one JPEG per
+    frame, in order), <key>.cls, <key>.json."""
 
     def __init__(self, store: Path, unit: Unit):
         import webdataset as wds
@@ -90,10 +91,11 @@ class WebDatasetShard:
         self._tar = wds.TarWriter(self._fh, mtime=0.0, user="vidpipe", group="vidpipe", mode=0o644)
         self.store = store
 
-    def add(self, position: int, record, clip: np.ndarray, meta: dict) -> None:
+    def add(self, position: int, record, clip: np.ndarray | list[bytes], meta: dict) -> None:
+        frames = {f"{t:04d}.jpg": b for t, b in enumerate(clip)} if isinstance(clip, list) else {"frames.npy": npy_bytes(clip)}
         self._tar.write({
             "__key__": sample_key(record.id),
-            "frames.npy": npy_bytes(clip),
+            **frames,
             "cls": str(record.label).encode(),
             "json": json.dumps(meta, sort_keys=True).encode(),
         })
@@ -113,13 +115,17 @@ class WebDatasetShard:
         self.tmp.unlink(missing_ok=True)
 
 
-def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_shard: int, create: bool = False):
-    """STORE/<split>.zarr/frames: (N, T, H, W, 3) uint8, one video per chunk, `per_shard` chunks per file.
+def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_shard: int, create: bool = False, codec: str = "raw"):
+    """STORE/<split>.zarr/frames: (N, T, H, W, 3) uint8, one chunk per frame (zstd) inside shards of
+    `per_shard` whole videos, one file each: a clip decompresses only the frames it samples.
+    JPEG frames: (N, T) variable-length bytes, one JPEG per element, chunked and sharded alike.
     Created (create=True) once, when the store is prepared; parts only open it."""
     import zarr
     from zarr.codecs import ZstdCodec
 
     path = store / f"{split}.zarr"
+    if codec == "jpeg":
+        return _zarr_jpeg_array(path, count, spec, per_shard, create)
     shape = (count, spec.frames, spec.height, spec.width, 3)
     if not create:
         arr = zarr.open_array(path / "frames", mode="r+")
@@ -127,30 +133,56 @@ def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_s
         return arr
     group = zarr.open_group(path, mode="a")
     return group.create_array(
-        "frames", shape=shape, dtype="uint8", chunks=(1, *shape[1:]), shards=(per_shard, *shape[1:]),
+        "frames", shape=shape, dtype="uint8", chunks=(1, 1, *shape[2:]), shards=(per_shard, *shape[1:]),
         compressors=ZstdCodec(level=ZARR_COMPRESSION_LEVEL), fill_value=0, dimension_names=("video", "t", "h", "w", "c"),
         overwrite=True,
     )
 
 
+def _zarr_jpeg_array(path: Path, count: int, spec: ClipSpec, per_shard: int, create: bool):
+    import warnings
+
+    import zarr
+    from zarr.dtype import VariableLengthBytes
+
+    with warnings.catch_warnings():  # zarr-python reads it; other zarr libraries may not (README says so)
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+        if not create:
+            return zarr.open_array(path / "frames", mode="r+")
+        group = zarr.open_group(path, mode="a")
+        return group.create_array("frames", shape=(count, spec.frames), dtype=VariableLengthBytes(), chunks=(1, 1),
+                                  shards=(per_shard, spec.frames), compressors=None,  # JPEG is compressed already
+                                  dimension_names=("video", "t"), overwrite=True)
+
+
 class ZarrShard:
     """Buffers one unit's clips and writes them with one assignment, which zarr turns into one shard file."""
 
-    def __init__(self, store: Path, unit: Unit, spec: ClipSpec):
+    def __init__(self, store: Path, unit: Unit, spec: ClipSpec, codec: str = "raw"):
         import zarr
 
         self.store, self.unit = store, unit
         self.array = zarr.open_array(store / f"{unit.split}.zarr" / "frames", mode="r+")
-        self.buffer = np.zeros((len(unit.records), spec.frames, spec.height, spec.width, 3), np.uint8)
-        self.final = self.shard_path(store, unit)
+        n = len(unit.records)
+        if codec == "jpeg":
+            self.buffer = np.empty((n, spec.frames), dtype=object)
+            self.buffer[...] = b""  # a failed video's frames read as empty bytes (and `valid` says so)
+        else:
+            self.buffer = np.zeros((n, spec.frames, spec.height, spec.width, 3), np.uint8)
+        self.final = self.shard_path(store, unit, codec)
 
     @staticmethod
-    def shard_path(store: Path, unit: Unit) -> Path:
-        # key encoding "/": chunk grid coordinates of shard `index` along the video axis
-        return store / f"{unit.split}.zarr" / "frames" / "c" / str(unit.index) / "0" / "0" / "0" / "0"
+    def shard_path(store: Path, unit: Unit, codec: str = "raw") -> Path:
+        # key encoding "/": chunk grid coordinates of shard `index` along the video axis (frames are
+        # (N, T, H, W, 3) raw, (N, T) JPEG; one shard spans all of the other axes)
+        other_axes = ["0"] * (1 if codec == "jpeg" else 4)
+        return store.joinpath(f"{unit.split}.zarr", "frames", "c", str(unit.index), *other_axes)
 
-    def add(self, position: int, record, clip: np.ndarray, meta: dict) -> None:
-        self.buffer[position] = clip
+    def add(self, position: int, record, clip: np.ndarray | list[bytes], meta: dict) -> None:
+        if isinstance(clip, list):
+            self.buffer[position, :] = np.array(clip + [b""], dtype=object)[:-1]  # keeps bytes as elements
+        else:
+            self.buffer[position] = clip
 
     def commit(self) -> list[dict]:
         start = self.unit.start
