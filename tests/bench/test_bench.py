@@ -59,7 +59,7 @@ def test_bench_loader_smoke(synth_h264, tmp_path):
     stores = [Store.open(tmp_path / f) for f in ("webdataset", "zarr")]
     results = bench_loader(m, stores, ClipConfig(sampling=Sampling.tsn(4)), workers=0, batch_size=4, clips=8, decode_clips=4)
     paths = [r["path"] for r in results["rows"]]
-    assert paths[0].startswith("decode every epoch") and "webdataset store" in paths and "zarr store" in paths
+    assert paths[0].startswith("decode every epoch") and "webdataset raw store" in paths and "zarr raw store" in paths
     assert all(r["clips_per_s"] > 0 for r in results["rows"]) and len(loader_rows(results)) == 5
     assert all("of_ceiling" in r for r in results["rows"] if r["path"].endswith(" store"))
 

@@ -86,23 +86,28 @@ def bench_loader(manifest: Manifest, stores: list[Store], cfg: ClipConfig, split
         loader = clip_loader(store, split, cfg, batch_size=batch_size, workers=workers)
         next(iter(loader))  # open files and start workers outside the timed part
         seconds, n, nbytes = _time_batches(_endless(loader), clips)
-        results["rows"].append({"path": f"{store.format} store", "store": str(store.root), "clips": n, "seconds": seconds,
-                                "clips_per_s": n / seconds, "mb_per_s": nbytes / seconds / 2**20})
+        stored = sum(f["bytes"] for f in store.index["splits"][split]["files"]) / store.index["splits"][split]["count"]
+        results["rows"].append({"path": f"{_name(store)} store", "store": str(store.root), "clips": n, "seconds": seconds,
+                                "clips_per_s": n / seconds, "mb_per_s": nbytes / seconds / 2**20, "stored_bytes_per_video": stored})
     for store in stores:
         raw_read(store, split)  # warm: every row reads from the same (cached) state
         seconds, nbytes = raw_read(store, split)
         per_clip = nbytes / store.index["splits"][split]["count"]
-        results["rows"].append({"path": f"raw read of the {store.format} files (ceiling)", "clips": store.index["splits"][split]["count"],
+        results["rows"].append({"path": f"raw read of the {_name(store)} files (ceiling)", "clips": store.index["splits"][split]["count"],
                                 "seconds": seconds, "clips_per_s": nbytes / per_clip / seconds, "mb_per_s": nbytes / seconds / 2**20})
 
     base = results["rows"][0]["clips_per_s"]
     for row in results["rows"]:
         row["x_decode"] = row["clips_per_s"] / base
     for store in stores:
-        loader_row = next(r for r in results["rows"] if r["path"] == f"{store.format} store")
-        ceiling = next(r for r in results["rows"] if r["path"].startswith(f"raw read of the {store.format}"))
+        loader_row = next(r for r in results["rows"] if r["path"] == f"{_name(store)} store")
+        ceiling = next(r for r in results["rows"] if r["path"].startswith(f"raw read of the {_name(store)} "))
         loader_row["of_ceiling"] = loader_row["clips_per_s"] / ceiling["clips_per_s"]
     return results
+
+
+def _name(store: Store) -> str:
+    return f"{store.format} {store.codec}"  # e.g. "zarr jpeg"
 
 
 def table_rows(results: dict) -> list[list]:

@@ -143,12 +143,11 @@ class ZarrClips(Dataset):
         return self._frames
 
     def __getitem__(self, i: int) -> dict:
-        array, row = self._array(), int(self.rows[i])
-        # one chunk per stored frame: only the sampled frames are decompressed (or JPEG-decoded)
-        if self.jpeg:
-            shape, read = (array.shape[1], *self.frame_shape), lambda wanted: jpeg.decode(array.oindex[row, wanted])
+        video = self._array()[int(self.rows[i])]  # one chunk: (T, H, W, 3) frames, or T JPEGs
+        if self.jpeg:  # only the sampled frames are decoded
+            shape, read = (len(video), *self.frame_shape), lambda wanted: jpeg.decode(video[wanted])
         else:
-            shape, read = array.shape[1:], lambda wanted: array.oindex[row, wanted]
+            shape, read = video.shape, lambda wanted: video[wanted]
         return self.spec.read_item(shape, read, int(self.labels[i]), self.ids[i], self.epoch.get())
 
 

@@ -88,7 +88,8 @@ class WebDatasetShard:
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.final.with_name(self.final.name + ".tmp")
         self._fh = _HashingFile(self.tmp)
-        self._tar = wds.TarWriter(self._fh, mtime=0.0, user="vidpipe", group="vidpipe", mode=0o644)
+        # integer mtime: a float one costs every member an extra pax header, parsed again at every read
+        self._tar = wds.TarWriter(self._fh, mtime=0, user="vidpipe", group="vidpipe", mode=0o644)
         self.store = store
 
     def add(self, position: int, record, clip: np.ndarray | list[bytes], meta: dict) -> None:
@@ -116,9 +117,11 @@ class WebDatasetShard:
 
 
 def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_shard: int, create: bool = False, codec: str = "raw"):
-    """STORE/<split>.zarr/frames: (N, T, H, W, 3) uint8, one chunk per frame (zstd) inside shards of
-    `per_shard` whole videos, one file each: a clip decompresses only the frames it samples.
-    JPEG frames: (N, T) variable-length bytes, one JPEG per element, chunked and sharded alike.
+    """STORE/<split>.zarr/frames: (N, T, H, W, 3) uint8, one zstd chunk per video inside shards of
+    `per_shard` videos, one file each. One chunk per frame was measured and is slower with zarr-python
+    3.1: its per-chunk cost (~1.5-4 ms) outweighs decompressing the frames a clip does not use.
+    JPEG frames: (N, T) variable-length bytes, one JPEG per element, one chunk per video (reading a
+    chunk only parses bytes: just the sampled frames are JPEG-decoded).
     Created (create=True) once, when the store is prepared; parts only open it."""
     import zarr
     from zarr.codecs import ZstdCodec
@@ -133,7 +136,7 @@ def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_s
         return arr
     group = zarr.open_group(path, mode="a")
     return group.create_array(
-        "frames", shape=shape, dtype="uint8", chunks=(1, 1, *shape[2:]), shards=(per_shard, *shape[1:]),
+        "frames", shape=shape, dtype="uint8", chunks=(1, *shape[1:]), shards=(per_shard, *shape[1:]),
         compressors=ZstdCodec(level=ZARR_COMPRESSION_LEVEL), fill_value=0, dimension_names=("video", "t", "h", "w", "c"),
         overwrite=True,
     )
@@ -150,7 +153,7 @@ def _zarr_jpeg_array(path: Path, count: int, spec: ClipSpec, per_shard: int, cre
         if not create:
             return zarr.open_array(path / "frames", mode="r+")
         group = zarr.open_group(path, mode="a")
-        return group.create_array("frames", shape=(count, spec.frames), dtype=VariableLengthBytes(), chunks=(1, 1),
+        return group.create_array("frames", shape=(count, spec.frames), dtype=VariableLengthBytes(), chunks=(1, spec.frames),
                                   shards=(per_shard, spec.frames), compressors=None,  # JPEG is compressed already
                                   dimension_names=("video", "t"), overwrite=True)
 
