@@ -10,8 +10,9 @@ VIDPIPE=${VIDPIPE:-.venv/bin/vidpipe}
 stores=()
 for codec in raw jpeg; do
   for fmt in webdataset zarr; do
+    rm -rf "$WORK/loader-$fmt-$codec"  # always a store made by this code
     "$VIDPIPE" extract --dataset synthetic --root "$WORK/hmdb51-like" --out "$WORK/loader-$fmt-$codec" --format "$fmt" \
-      --frames 32 --size 128 --shard-size "$([ "$codec" = jpeg ] && echo 4MB || echo 32MB)" --frame-codec "$codec" --overwrite
+      --frames 32 --size 128 --shard-size "$([ "$codec" = jpeg ] && echo 4MB || echo 32MB)" --frame-codec "$codec"
     stores+=(--store "$WORK/loader-$fmt-$codec")
   done
 done
