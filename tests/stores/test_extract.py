@@ -118,6 +118,10 @@ def test_store_json_is_self_describing(stores):
                              "codec": "raw"}
     assert index["settings"]["backend"] == "ffmpeg" and index["backends"] == {"ffmpeg": 30}
     assert index["splits"]["train"]["count"] == 20 and len(index["classes"]) == 10
+    m, _ = stores
+    records = m.split_records("train")
+    assert index["splits"]["train"]["source_bytes"] == sum(os.path.getsize(m.abspath(r)) for r in records)
+    assert index["splits"]["train"]["source_seconds"] == pytest.approx(len(records) * 24 / 25.0)  # synth: 24 frames at 25 fps
     assert all(len(f["sha256"]) == 64 for f in index["splits"]["train"]["files"])
     assert Store.open(base / "zarr").verify() == [] and Store.open(base / "webdataset").verify() == []
 

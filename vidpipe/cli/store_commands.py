@@ -21,12 +21,18 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:,.1f} MB"
 
 
+def _kb(n: float) -> str:
+    return f"{n / 2**10:,.0f} KB"
+
+
 def print_store_summary(index: dict, title: str) -> None:
     rows = []
     for split, e in index["splits"].items():
         size = sum(f["bytes"] for f in e["files"])
-        rows.append([split, e["listed"], e["count"], e["failed"], e["shards"], _mb(size), _mb(size // max(1, e["count"]))])
-    ui.table(title, ["split", "listed", "stored", "failed", "shards", "bytes", "per video"], rows)
+        seconds, source = e.get("source_seconds"), e.get("source_bytes")  # absent in stores made before they were recorded
+        rows.append([split, e["listed"], e["count"], e["failed"], e["shards"], _mb(size), _kb(size / max(1, e["count"])),
+                     _kb(size / seconds) if seconds else "-", f"{size / source:.2f}x" if source else "-"])
+    ui.table(title, ["split", "listed", "stored", "failed", "shards", "bytes", "per video", "per s of video", "vs source"], rows)
 
 
 @cli.command("extract")
@@ -126,7 +132,8 @@ def inspect_cmd(store, grid, split, per_class):
     s = Store.open(store)
     c = s.index["clip"]
     ui.out.print(f"{store}: {s.format} store of {s.index['dataset']}, {s.index['num_classes']} classes, "
-                 f"clips {c['frames']}x{c['height']}x{c['width']}x3 uint8, backends {s.index['backends']}")
+                 f"clips {c['frames']}x{c['height']}x{c['width']}x3 uint8"
+                 f"{', JPEG q%d frames' % c['jpeg_quality'] if c.get('codec') == 'jpeg' else ''}, backends {s.index['backends']}")
     print_store_summary(s.index, "splits")
     if grid:
         ui.out.print(f"wrote {s.contact_sheet(grid, split, per_class=per_class)}")

@@ -313,7 +313,8 @@ def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, 
             continue
         if k in reroute:
             meta = {**meta, "rerouted": reroute[k]}
-        out.append((job, clip, {"id": record.id, "label": record.label, "label_name": record.label_name, "path": record.path, **meta}))
+        out.append((job, clip, {"id": record.id, "label": record.label, "label_name": record.label_name, "path": record.path,
+                                "source_bytes": os.path.getsize(paths[k]), **meta}))
     return out
 
 
@@ -465,7 +466,10 @@ def _finalize(store: Path) -> dict:
         videos = [v for p in split_parts for v in p["videos"]]
         failures += [f for p in split_parts for f in p["failures"]]
         entry = {"count": len(videos), "listed": len(manifest.split_records(split)),
-                 "failed": sum(len(p["failures"]) for p in split_parts), "shards": len(split_parts)}
+                 "failed": sum(len(p["failures"]) for p in split_parts), "shards": len(split_parts),
+                 # what the stored videos were: seconds of video (frames / fps) and bytes of source files
+                 "source_seconds": round(sum(v["num_frames"] / v["fps"] for v in videos if v.get("fps")), 3),
+                 "source_bytes": sum(v.get("source_bytes", 0) for v in videos)}
         if cfg.format == "webdataset":
             entry["files"] = [f for p in split_parts for f in p["files"]]
         else:
