@@ -115,7 +115,7 @@ def test_store_json_is_self_describing(stores):
     _, base = stores
     index = json.loads((base / "zarr" / "store.json").read_text())
     assert index["clip"] == {"frames": 8, "height": 48, "width": 64, "channels": 3, "layout": "THWC", "dtype": "uint8", "normalized": False,
-                             "codec": "raw"}
+                             "codec": "raw", "mode": "uniform"}
     assert index["settings"]["backend"] == "ffmpeg" and index["backends"] == {"ffmpeg": 30}
     assert index["splits"]["train"]["count"] == 20 and len(index["classes"]) == 10
     m, _ = stores

@@ -42,7 +42,10 @@ def print_store_summary(index: dict, title: str) -> None:
 @click.option("--manifest", "manifest_path", type=click.Path(), help="A manifest from `vidpipe manifest`, instead of --dataset/--root.")
 @click.option("--out", type=click.Path(file_okay=False), help="Store directory.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="webdataset", help="Store format.")
-@click.option("--frames", type=click.IntRange(min=1), default=None, help="Frames per video [default: the dataset card's, else 32].")
+@click.option("--frames", type=click.IntRange(min=1), default=None, help="Frames per video, spread over the whole video [default: the dataset card's, else 32].")
+@click.option("--fps", type=click.FloatRange(0, 120, min_open=True), default=None,
+              help="fps mode instead: every video resampled to this constant rate (15 is the common choice), T = duration x fps.")
+@click.option("--max-seconds", type=click.FloatRange(0, min_open=True), default=None, help="fps mode: longer videos keep a centred window this long [default: 10].")
 @click.option("--size", type=click.IntRange(min=16), default=None, help="Frame height; width = floor(size * 4/3) [default: the card's, else 128].")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto",
               help="Decoder: auto = DALI when installed and a GPU is present, else ffmpeg; dali routes what it cannot decode to ffmpeg.")
@@ -55,7 +58,7 @@ def print_store_summary(index: dict, title: str) -> None:
 @click.option("--shard-id", type=click.IntRange(min=0), default=None, help="Which part this process extracts [default: $RANK or 0].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store made with other settings.")
 @click.option("--finalize", "finalize_store", type=click.Path(file_okay=False), help="Only merge the parts of STORE into store.json.")
-def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, size, backend, workers, shard_size, frame_codec, jpeg_quality,
+def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, fps, max_seconds, size, backend, workers, shard_size, frame_codec, jpeg_quality,
                 max_failures, num_shards, shard_id, overwrite, finalize_store):
     """Decode every video once into a WebDataset or zarr store."""
     if finalize_store:
@@ -70,17 +73,21 @@ def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, size, bac
         manifest = adapters.build_manifest(dataset, root, split)
     else:
         raise VidpipeError("give --dataset and --root, or --manifest")
+    if fps is not None and frames is not None:
+        raise VidpipeError("--frames (uniform mode) and --fps (fps mode) exclude each other; pass one")
     defaults = cards.load_card(manifest.dataset).get("extract", {}) if (cards.CARDS_DIR / f"{manifest.dataset}.toml").is_file() else {}
     cfg = ExtractConfig(
         frames=frames if frames is not None else defaults.get("frames", 32), size=size if size is not None else defaults.get("size", 128),
         format=fmt, backend=backend,
         shard_size=shard_size, workers=workers, max_failures=max_failures, frame_codec=frame_codec, jpeg_quality=jpeg_quality,
+        fps=fps, max_seconds=max_seconds,
     )
     num_shards = num_shards or int(os.environ.get("WORLD_SIZE", 1))
     shard_id = shard_id if shard_id is not None else int(os.environ.get("RANK", 0))
     spec = cfg.spec
     ui.console.print(f"extract {len(manifest.records)} videos of {manifest.dataset} -> {out} "
-                     f"({cfg.format}, {spec.frames}x{spec.height}x{spec.width}, {cfg.workers} workers, part {shard_id + 1}/{num_shards})")
+                     f"({cfg.format}, {f'{cfg.fps:g} fps, at most {cfg.max_seconds:g} s, ' if cfg.fps else f'{spec.frames}x'}{spec.height}x{spec.width}, "
+                     f"{cfg.frame_codec} frames, {cfg.workers} workers, part {shard_id + 1}/{num_shards})")
     with ui.progress_bar(len(manifest.records), "extract") as advance:
         report = extract(manifest, out, cfg, overwrite=overwrite, part=(shard_id, num_shards), progress=advance)
     if report.nothing_to_do:

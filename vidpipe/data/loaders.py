@@ -123,6 +123,7 @@ class ZarrClips(Dataset):
         ids = group["ids"][:]
         # failed videos leave holes; skip them (and the videos a holdout leaves out)
         self.rows = np.array([i for i in np.flatnonzero(group["valid"][:]) if spec.keeps(str(ids[i]))], np.int64)
+        self.lengths = group["lengths"][:] if "lengths" in group else np.full(len(ids), group["frames"].shape[1])
         self.labels = group["labels"][:][self.rows]
         self.ids = list(ids[self.rows])
         self.spec, self.epoch = spec, SharedEpoch()
@@ -143,7 +144,8 @@ class ZarrClips(Dataset):
         return self._frames
 
     def __getitem__(self, i: int) -> dict:
-        video = self._array()[int(self.rows[i])]  # one chunk: (T, H, W, 3) frames, or T JPEGs
+        row = int(self.rows[i])
+        video = self._array()[row][: self.lengths[row]]  # one chunk: (T, H, W, 3) frames, or T JPEGs (fps stores: its own T)
         if self.jpeg:  # only the sampled frames are decoded
             shape, read = (len(video), *self.frame_shape), lambda wanted: jpeg.decode(video[wanted])
         else:

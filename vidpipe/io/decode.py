@@ -1,13 +1,16 @@
-"""Decode one video into the store's fixed (T, H, W, 3) uint8 clip, with the metadata to reproduce it.
+"""Decode one video into the store's (T, H, W, 3) uint8 clip, with the metadata to reproduce it.
 
-Sampling: T indices spread uniformly over the whole video, one at the centre of each of T equal
-segments (TSN's test-time convention); a video with fewer than T frames loops (index mod n).
+Sampling, uniform mode: T indices spread uniformly over the whole video, one at the centre of each of
+T equal segments (TSN's test-time convention); a video with fewer than T frames loops (index mod n).
+fps mode: the video resampled to a constant F frames per second, T = its duration x F (at most a
+centred window of max_seconds): stored frame k is the source frame on screen at window start + k / F.
 Geometry: resize to cover H x W keeping the display aspect (pixel aspect and rotation applied),
 then centre-crop. Mean/std normalisation is not applied: stores hold plain RGB.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +22,11 @@ from vidpipe.io.ffmpeg import (TRUNCATION_SLACK, DecodeError, Geometry, VideoInf
 
 @dataclass(frozen=True)
 class ClipSpec:
-    frames: int
+    frames: int  # T (uniform mode); the most frames a video may have (fps mode)
     height: int
     width: int
+    fps: float | None = None  # None: uniform mode
+    max_seconds: float | None = None  # fps mode: longer videos keep a centred window this long
 
     @property
     def nbytes(self) -> int:
@@ -35,6 +40,21 @@ def uniform_indices(num_frames: int, t: int) -> tuple[list[int], bool]:
     if num_frames < t:
         return [i % num_frames for i in range(t)], True
     return [int((i + 0.5) * num_frames / t) for i in range(t)], False
+
+
+def fps_indices(num_frames: int, source_fps: float, fps: float, max_seconds: float | None) -> tuple[list[int], list[float], float]:
+    """(source index of each stored frame, its time in the source (s), window start (s)) for a video
+    resampled to `fps`: stored frame k is the source frame on screen at start + k / fps (the latest one
+    whose nominal time index / source_fps is not after it), over a centred window of at most max_seconds."""
+    if num_frames <= 0 or source_fps <= 0:
+        raise ValueError("a video needs at least one frame and a frame rate")
+    duration = num_frames / source_fps
+    window = duration if max_seconds is None else min(duration, max_seconds)
+    start = (duration - window) / 2
+    count = max(1, math.floor(window * fps + 1e-6))
+    times = [start + k / fps for k in range(count)]
+    indices = [min(num_frames - 1, math.floor(t * source_fps + 1e-6)) for t in times]
+    return indices, times, start
 
 
 def check_usable(info: VideoInfo) -> None:
@@ -59,7 +79,13 @@ def decode_clip_ffmpeg(path, spec: ClipSpec, threads: int = 1, info: VideoInfo |
     check_usable(info)
     num_frames = info.num_frames
     geometry = Geometry.cover(info.display_size, spec.height, spec.width)
-    indices, looped = uniform_indices(num_frames, spec.frames)
+    if spec.fps is not None and not info.fps:
+        raise DecodeError("no frame rate in the container: cannot resample it to --fps")
+
+    def plan(n: int) -> tuple[list[int], bool]:
+        return (fps_indices(n, info.fps, spec.fps, spec.max_seconds)[0], False) if spec.fps else uniform_indices(n, spec.frames)
+
+    indices, looped = plan(num_frames)
     unique = sorted(set(indices))
     frames = decode_frames(path, unique, geometry, threads)
     count_source = "packets"
@@ -69,7 +95,7 @@ def decode_clip_ffmpeg(path, spec: ClipSpec, threads: int = 1, info: VideoInfo |
         if damaged or decodable == 0:
             raise DecodeError(f"corrupt: container lists {num_frames} frames, {decodable} decode")
         num_frames, count_source = decodable, "decode"
-        indices, looped = uniform_indices(num_frames, spec.frames)
+        indices, looped = plan(num_frames)
         unique = sorted(set(indices))
         frames = decode_frames(path, unique, geometry, threads)
         if len(frames) < len(unique):
@@ -91,4 +117,8 @@ def decode_clip_ffmpeg(path, spec: ClipSpec, threads: int = 1, info: VideoInfo |
         "rotation": info.rotation,
         "backend": "ffmpeg",
     }
+    if spec.fps:
+        _, times, start = fps_indices(num_frames, info.fps, spec.fps, spec.max_seconds)
+        meta.update({"store_fps": spec.fps, "window_start": round(start, 6), "times": [round(t, 6) for t in times],
+                     "windowed": num_frames / info.fps > (spec.max_seconds or math.inf)})
     return clip, meta

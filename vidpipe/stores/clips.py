@@ -76,6 +76,11 @@ class Store:
         return list(self.index["splits"])
 
     @property
+    def mode(self) -> str:
+        """uniform: T frames spread over each whole video; fps: every video at the store's fps (T varies)."""
+        return self.index["clip"].get("mode", "uniform")
+
+    @property
     def codec(self) -> str:
         """How frames are stored: raw uint8, or one JPEG per frame."""
         return self.index["clip"].get("codec", "raw")
@@ -121,9 +126,11 @@ class Store:
 
             group = zarr.open_group(self.root / self.index["splits"][split]["array"], mode="r")
             frames, labels, valid, metas = group["frames"], group["labels"][:], group["valid"][:], group["meta"][:]
+            lengths = group["lengths"][:] if "lengths" in group else np.full(len(valid), frames.shape[1])
             for i in np.flatnonzero(valid):
                 meta = json.loads(metas[i])
-                yield meta["id"], jpeg.decode(frames[i]) if self.codec == "jpeg" else frames[i], int(labels[i]), meta
+                video = frames[i][: lengths[i]]  # fps stores: the video's own T frames of its row
+                yield meta["id"], jpeg.decode(video) if self.codec == "jpeg" else video, int(labels[i]), meta
 
     def verify(self, progress=None) -> list[str]:
         """Recompute every checksum and read every sample; returns the problems found (empty = intact)."""
@@ -136,7 +143,8 @@ class Store:
             n = 0
             try:
                 for vid, frames, label, _ in self.samples(split):
-                    if frames.shape != self.clip_shape or frames.dtype != np.uint8 or not 0 <= label < len(self.classes):
+                    t_ok = frames.shape[0] == self.clip_shape[0] if self.mode == "uniform" else 1 <= frames.shape[0] <= self.clip_shape[0]
+                    if not t_ok or frames.shape[1:] != self.clip_shape[1:] or frames.dtype != np.uint8 or not 0 <= label < len(self.classes):
                         problems.append(f"{split}/{vid}: frames {frames.shape} {frames.dtype}, label {label}")
                     n += 1
             except Exception as e:  # a damaged shard surfaces here as a reader error

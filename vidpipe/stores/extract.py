@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import threading
@@ -73,6 +74,8 @@ class ExtractConfig:
     max_failures: float = 0.05  # fraction of videos that may fail before the exit status says so
     frame_codec: str = "raw"  # raw: uncompressed uint8 frames (zstd in zarr); jpeg: one JPEG per frame
     jpeg_quality: int = 90
+    fps: float | None = None  # fps mode: every video resampled to this constant rate (T varies per video)
+    max_seconds: float | None = None  # fps mode: longer videos keep a centred window this long (default 10)
 
     def __post_init__(self):
         self.shard_size = parse_size(self.shard_size)
@@ -90,9 +93,21 @@ class ExtractConfig:
             raise VidpipeError(f"--frame-codec must be one of {', '.join(FRAME_CODECS)}; got '{self.frame_codec}'")
         if not 1 <= self.jpeg_quality <= 100:
             raise VidpipeError(f"--jpeg-quality must be in [1, 100]; got {self.jpeg_quality}")
+        if self.fps is not None:
+            if not 0 < self.fps <= 120:
+                raise VidpipeError(f"--fps must be in (0, 120]; got {self.fps}")
+            self.max_seconds = DEFAULT_MAX_SECONDS if self.max_seconds is None else self.max_seconds
+            if self.max_seconds <= 0:
+                raise VidpipeError(f"--max-seconds must be positive; got {self.max_seconds}")
+            if self.backend == "dali":
+                raise VidpipeError("--fps stores are decoded by ffmpeg; use --backend ffmpeg (or auto)")
+        elif self.max_seconds is not None:
+            raise VidpipeError("--max-seconds applies to --fps stores; add --fps F")
 
     @property
     def spec(self) -> ClipSpec:
+        if self.fps is not None:  # frames: the most a video can have, max_seconds x fps
+            return ClipSpec(math.ceil(self.max_seconds * self.fps - 1e-6), self.size, int(self.size * self.aspect), self.fps, self.max_seconds)
         return ClipSpec(self.frames, self.size, int(self.size * self.aspect))
 
     def identity(self) -> dict:
@@ -100,15 +115,22 @@ class ExtractConfig:
         d = asdict(self)
         d.pop("workers")
         d.pop("max_failures")
-        d["backend"] = resolve_backend(self.backend)
+        d["backend"] = resolve_backend(self.backend, self.fps)
         if self.frame_codec == "raw":  # stores made before JPEG frames keep their identity
             d.pop("frame_codec")
             d.pop("jpeg_quality")
+        if self.fps is None:  # likewise stores made before fps mode
+            d.pop("fps")
+            d.pop("max_seconds")
+        else:
+            d.pop("frames")  # set by fps and max_seconds
         return d
 
 
-def resolve_backend(backend: str) -> str:
-    """auto = DALI where it is installed and useful (a GPU to decode on), else ffmpeg."""
+def resolve_backend(backend: str, fps: float | None = None) -> str:
+    """auto = DALI where it is installed and useful (a GPU to decode on), else ffmpeg; fps stores: ffmpeg."""
+    if fps is not None:
+        return "ffmpeg"
     if backend == "dali":
         dali.require_dali()
         return "dali"
@@ -127,6 +149,7 @@ def plan_units(manifest: Manifest, cfg: ExtractConfig) -> list[Unit]:
     return units
 
 
+DEFAULT_MAX_SECONDS = 10.0
 JPEG_SIZE_ESTIMATE = 0.1  # JPEG q90 frames are about a tenth of raw: shards of JPEG stores are sized with it
 
 
@@ -486,8 +509,12 @@ def _finalize(store: Path) -> dict:
         "num_classes": len(manifest.classes),
         "clip": {"frames": spec.frames, "height": spec.height, "width": spec.width, "channels": 3,
                  "layout": "THWC", "dtype": "uint8", "normalized": False, "codec": cfg.frame_codec,
-                 **({"jpeg_quality": cfg.jpeg_quality} if cfg.frame_codec == "jpeg" else {})},
-        "sampling": "T indices at the centres of T equal segments of the whole video; index mod n when n < T",
+                 **({"jpeg_quality": cfg.jpeg_quality} if cfg.frame_codec == "jpeg" else {}),
+                 "mode": "fps" if cfg.fps else "uniform",
+                 **({"fps": cfg.fps, "max_seconds": cfg.max_seconds} if cfg.fps else {})},
+        "sampling": (f"every video resampled to {cfg.fps} fps (stored frame k: the source frame on screen at window start + k / fps), "
+                     f"at most a centred window of {cfg.max_seconds} s; T varies per video (at most clip.frames)") if cfg.fps else
+                    "T indices at the centres of T equal segments of the whole video; index mod n when n < T",
         "resize": "resize to cover height x width keeping display aspect (SAR, rotation), then centre-crop",
         "settings": plan["settings"],
         "ffmpeg": ffmpeg_version(),
@@ -523,7 +550,7 @@ def _finalize_zarr(store: Path, split: str, manifest: Manifest, videos: list[dic
     for i, r in enumerate(records):
         v = by_id.get(r.id)
         if v is not None:
-            indices[i] = v["indices"]
+            indices[i, : len(v["indices"])] = v["indices"]  # fps stores: -1 after a video's own T
         metas.append(json.dumps(v, sort_keys=True) if v else "")
 
     def put(name, data, dtype=None):
@@ -533,6 +560,7 @@ def _finalize_zarr(store: Path, split: str, manifest: Manifest, videos: list[dic
     put("labels", np.array([r.label for r in records], np.int64))
     put("valid", valid)
     put("sample_indices", indices)
+    put("lengths", np.array([len(by_id[r.id]["indices"]) if r.id in by_id else 0 for r in records], np.int32))  # T per video
     put("ids", np.array([r.id for r in records], dtype=object), dtype=str)
     put("meta", np.array(metas, dtype=object), dtype=str)
     group.attrs.update({"classes": manifest.classes, "split": split, "count": int(valid.sum())})

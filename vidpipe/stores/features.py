@@ -122,6 +122,9 @@ def cache_features(store_path: str | Path, out: str | Path, cfg: FeatureConfig |
 
     cfg = cfg or FeatureConfig()
     store = Store.open(store_path)
+    if store.mode != "uniform":
+        raise VidpipeError(f"{store.root} is an fps store (T varies per video); cache features from a uniform store "
+                           "(`vidpipe extract` without --fps)")
     out = Path(out)
     model, info, pre = build_backbone(cfg.backbone, cfg.weights)
     plan = _plan(store, cfg, info, pre)

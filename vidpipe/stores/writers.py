@@ -182,10 +182,11 @@ class ZarrShard:
         return store.joinpath(f"{unit.split}.zarr", "frames", "c", str(unit.index), *other_axes)
 
     def add(self, position: int, record, clip: np.ndarray | list[bytes], meta: dict) -> None:
+        # fps stores: a video fills its own T frames of the row; the rest stays empty (zeros, b"")
         if isinstance(clip, list):
-            self.buffer[position, :] = np.array(clip + [b""], dtype=object)[:-1]  # keeps bytes as elements
+            self.buffer[position, : len(clip)] = np.array(clip + [b""], dtype=object)[:-1]  # keeps bytes as elements
         else:
-            self.buffer[position] = clip
+            self.buffer[position, : len(clip)] = clip
 
     def commit(self) -> list[dict]:
         start = self.unit.start
