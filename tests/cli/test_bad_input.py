@@ -26,11 +26,12 @@ def world(synth_h264, tmp_path_factory):
     """A clip store, a feature store made from it, and a finished run on the features."""
     base = tmp_path_factory.mktemp("bad")
     extract(build_manifest("synthetic", synth_h264), base / "store", ExtractConfig(frames=4, size=32, shard_size="40KB"))
+    extract(build_manifest("synthetic", synth_h264), base / "store-fps", ExtractConfig(fps=15, size=32, shard_size="40KB"))
     cache_features(base / "store", base / "features", FeatureConfig(backbone="resnet18", weights="random", batch_size=8))
     cfg = load_config(None, ["optim.epochs=1", "data.workers=0", "data.frames=4", "device=cpu"],
                       base={"model": "tsn_mean", "data": {"path": str(base / "features")}})
     train(cfg, base / "run", log=lambda m: None)
-    return {"src": synth_h264, "store": base / "store", "features": base / "features", "run": base / "run"}
+    return {"src": synth_h264, "store": base / "store", "store_fps": base / "store-fps", "features": base / "features", "run": base / "run"}
 
 
 def snapshot(*roots: Path) -> dict:
@@ -153,7 +154,9 @@ ROWS = {
     "train over a finished run": Row(lambda w, t: _train(w, t, out=w["run"]), "already holds a run; pass --resume",
                                      kept=lambda w, t: [w["run"]]),
     "train r2plus1d KINETICS400_V1 offline": Row(lambda w, t: _train(w, t, "model_options.weights=KINETICS400_V1", model="r2plus1d_18",
-                                                                     data="store"), "pass model_options.weights=PATH", setup=_offline),
+                                                                     data="store_fps"), "pass model_options.weights=PATH", setup=_offline),
+    "train r2plus1d KINETICS400_V1 on a uniform store": Row(lambda w, t: _train(w, t, "model_options.weights=KINETICS400_V1", model="r2plus1d_18",
+                                                                                data="store"), "--fps 15", kept=lambda w, t: [w["store"]]),
     "train onto a full disk": Row(lambda w, t: _train(w, t, "optim.epochs=1"), "no space left on the device", setup=_full_disk_checkpoint),
     "train on a store with a damaged shard": Row(lambda w, t: ["train", "--model", "r2plus1d_18", "--data", str(t / "store"), "--out",
                                                                str(t / "r"), "data.frames=4", "data.crop_size=32", "device=cpu", "data.workers=1",

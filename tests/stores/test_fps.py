@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import psnr
-from tests.stores.test_extract import reference_clip
+from tests.stores.test_extract import reference_clip, stores  # noqa: F401  (the uniform stores fixture)
 from vidpipe.data.loaders import ClipConfig, WebDatasetClips, ZarrClips
 from vidpipe.data.sampling import Sampling
 from vidpipe.datasets.adapters import build_manifest
@@ -148,3 +148,28 @@ def test_feature_caching_refuses_an_fps_store_in_one_line(fps_stores, tmp_path):
     with pytest.raises(VidpipeError, match="is an fps store"):
         cache_features(base / "zarr-raw", tmp_path / "f", FeatureConfig(backbone="resnet18", weights="random"))
     assert not (tmp_path / "f").exists()
+
+
+def test_a_protocol_in_real_time_takes_only_a_store_at_that_rate(fps_stores, stores, tmp_path):
+    """R(2+1)D's KINETICS400_V1 record: 16 consecutive frames at 15 fps. The data pipeline builds those
+    clips from a 15 fps store and refuses, in one line, a uniform store or another rate."""
+    from vidpipe.data.build import build_data
+    from vidpipe.train.config import load_config
+
+    m, base = fps_stores
+
+    def data(path):
+        cfg = load_config(None, ["model_options.weights=KINETICS400_V1", "data.workers=0", "data.val_fraction=0", "data.crop_size=32"],
+                          base={"model": "r2plus1d_18", "data": {"path": str(path)}})
+        return build_data(cfg)
+
+    built = data(base / "zarr-raw")
+    assert built.inputs["train"] == "16x1x1" and built.inputs["mean"] == [0.43216, 0.394666, 0.37645]
+    batch = next(iter(built.train))
+    assert batch["clips"].shape[1:3] == (1, 16)
+    _, uniform = stores
+    with pytest.raises(VidpipeError, match="a uniform store.*--fps 15"):
+        data(uniform / "zarr")
+    extract(m, tmp_path / "ten", ExtractConfig(format="zarr", size=48, fps=10, max_seconds=MAX_SECONDS, workers=2))
+    with pytest.raises(VidpipeError, match="a 10 fps store.*--fps 15"):
+        data(tmp_path / "ten")

@@ -269,6 +269,12 @@ def build_data(cfg, rank: int = 0, world_size: int = 1, train: bool = True, spli
                          val_split=val_choice.description if val_choice else "", val_name=split or "val", feature_norm=feature_norm)
     if is_features:
         raise VidpipeError(f"model {cfg.model} trains on clips; pass --data a clip store from `vidpipe extract`, not features")
+    if t.fps is not None:  # the protocol counts frames in real time: only a store at that rate keeps it
+        clip = index["clip"]
+        if clip.get("mode", "uniform") != "fps" or abs(clip["fps"] - t.fps) > 1e-6:
+            have = f"a {clip['fps']:g} fps store" if clip.get("mode") == "fps" else "a uniform store (T frames spread over each video)"
+            raise VidpipeError(f"{cfg.model} with these weights expects {t.describe()}; {root} is {have}: "
+                               f"extract one with `vidpipe extract ... --fps {t.fps:g}`")
     frames, crop = d.frames or t.frames, d.crop_size or t.crop
     if t.sampling == "tsn":
         for name in ("frame_interval", "test_clips"):

@@ -8,6 +8,7 @@ Input (B, 3, T, H, W), e.g. 16 x 112 x 112 -> (B, 512, T/8, H/16, W/16) before t
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -66,14 +67,15 @@ KINETICS400_V1 = Weights(
     tag="KINETICS400_V1",
     source="torchvision:R2Plus1D_18_Weights.KINETICS400_V1",
     layout=TORCHVISION,
-    # torchvision's video reference: 16-frame clips, resize 128x171, centre crop 112, Kinetics mean/std
-    transforms=Transforms("dense", frames=16, interval=1, short_side=128, crop=112, mean=KINETICS_MEAN, std=KINETICS_STD),
+    # torchvision's video reference: 16 consecutive frames at 15 fps, resize 128x171, centre crop 112, Kinetics mean/std
+    transforms=Transforms("dense", frames=16, interval=1, short_side=128, crop=112, mean=KINETICS_MEAN, std=KINETICS_STD, fps=15.0),
     num_classes=400,
     meta={"dataset": "Kinetics-400", "top1": 67.463, "protocol": "clip accuracy, 16x112x112 clips (torchvision)", "params": 31_505_325},
 )
 
 
 @register_model("r2plus1d_18", R2Plus1DConfig, "clips", "torchvision R(2+1)D-18 on clips (optional Kinetics-400 init)",
-                transforms=KINETICS400_V1.transforms, weights=(KINETICS400_V1,), layouts=(TORCHVISION,))
+                # from scratch: the same clips, on any store (a uniform store's frames are not at a fixed rate)
+                transforms=dataclasses.replace(KINETICS400_V1.transforms, fps=None), weights=(KINETICS400_V1,), layouts=(TORCHVISION,))
 def r2plus1d_18(cfg: R2Plus1DConfig, *, num_classes: int, in_dim: None = None) -> R2Plus1D:
     return R2Plus1D(cfg, num_classes)

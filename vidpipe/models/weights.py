@@ -42,6 +42,7 @@ class Transforms:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     layout: str = "(B, 3, T, H, W)"  # the original implementation's input layout, for the record
+    fps: float | None = None  # dense clips counted at this frame rate: the store must be an fps store at this rate
 
     def __post_init__(self):
         if self.sampling not in SAMPLINGS:
@@ -49,6 +50,7 @@ class Transforms:
 
     def describe(self) -> str:
         when = f"{self.frames} segments" if self.sampling == "tsn" else f"{self.frames}x{self.interval}"
+        when += f" at {self.fps:g} fps" if self.fps else ""
         norm = {IMAGENET_MEAN: "ImageNet", KINETICS_MEAN: "Kinetics"}.get(tuple(self.mean), f"mean {_short(self.mean)}")
         return f"{self.sampling} {when}, {self.short_side}->{self.crop}, {norm} mean/std"
 
