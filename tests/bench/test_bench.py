@@ -75,3 +75,16 @@ def test_bench_features_smoke(synth_h264, tmp_path):
     (row,) = results["rows"]
     assert row["videos"] == 30 and row["frames_per_s"] > 0 and row["features"] == [2, 512]
     assert row["bytes_per_video"] > 0 and len(feature_rows(results)) == 1
+
+
+def test_bench_extract_store_modes_report_bytes_against_the_source(tmp_path, monkeypatch):
+    import vidpipe.bench.extract as be
+
+    monkeypatch.setitem(be.BENCH_SETS, "kinetics-like", (dict(codec="h264", width=64, height=48, frames=30, fps=25.0), "tiny"))
+    results = be.bench_extract(tmp_path / "work", videos_per_class=2, sets=("kinetics-like",), frames=4, size=32, log=lambda m: None)
+    runs = results["rows"][0]["runs"]
+    assert set(runs) == {label for label, _ in be.RUNS["kinetics-like"]}
+    source = results["rows"][0]["source_bytes"]
+    for run in runs.values():
+        assert run["of_source_bytes"] == run["store_bytes"] / source
+    assert runs["webdataset, 15 fps, jpeg"]["store_bytes"] < runs["webdataset, 15 fps"]["store_bytes"]

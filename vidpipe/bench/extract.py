@@ -29,11 +29,18 @@ BENCH_SETS = {
     # noise 8 at crf 23 gives ~4 Mbps, a usual 720p30 bitrate (crf 18 would spend ~25 Mbps on the noise)
     "720p-h264": (dict(codec="h264", width=1280, height=720, frames=90, fps=30.0, noise=8.0, encoder_args=("-crf", "23")),
                   "H.264 mp4 1280x720, 90 frames at 30 fps (3 s), ~4 Mbps: the DALI (GPU) vs ffmpeg (CPU) comparison"),
+    "kinetics-like": (dict(codec="h264", width=340, height=256, frames=250, fps=25.0, noise=8.0, encoder_args=("-crf", "23")),
+                      "H.264 mp4 340x256, 250 frames at 25 fps (10 s) like Kinetics' resized clips: store modes and codecs"),
 }
+JPEG, FPS15 = dict(frame_codec="jpeg"), dict(fps=15.0, max_seconds=10.0)
 # (row label, extract settings) per set; the DALI row needs DALI and a GPU
 RUNS = {
     "synthetic": [("webdataset", dict(format="webdataset")), ("zarr", dict(format="zarr"))],
-    "hmdb51-like": [("webdataset", dict(format="webdataset")), ("zarr", dict(format="zarr"))],
+    "hmdb51-like": [("webdataset", dict(format="webdataset")), ("zarr", dict(format="zarr")),
+                    ("webdataset, jpeg", dict(format="webdataset", **JPEG)), ("zarr, jpeg", dict(format="zarr", **JPEG))],
+    "kinetics-like": [("webdataset", dict(format="webdataset")), ("webdataset, jpeg", dict(format="webdataset", **JPEG)),
+                      ("webdataset, 15 fps", dict(format="webdataset", **FPS15)), ("webdataset, 15 fps, jpeg", dict(format="webdataset", **FPS15, **JPEG)),
+                      ("zarr, 15 fps", dict(format="zarr", **FPS15)), ("zarr, 15 fps, jpeg", dict(format="zarr", **FPS15, **JPEG))],
     "720p-h264": [("webdataset", dict(format="webdataset", backend="ffmpeg")), ("webdataset, DALI", dict(format="webdataset", backend="dali"))],
 }
 
@@ -100,6 +107,7 @@ def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers:
                 "seconds": report.seconds, "backends": report.summary["backends"],
                 "videos_per_s": report.videos / report.seconds, "frames_per_s": report.source_frames / report.seconds,
                 "fraction_of_ceiling": ceiling / report.seconds, "store_bytes": store_bytes, "bytes_per_video": store_bytes / len(paths),
+                "of_source_bytes": store_bytes / source_bytes,
             }
         results["rows"].append(row)
     return results
@@ -116,7 +124,7 @@ def table_rows(results: dict) -> list[list]:
                 continue
             rows.append([r["set"], f"extract -> {label}", r["videos"], f"{x['videos_per_s']:.1f}", f"{x['frames_per_s']:.0f}",
                          f"{100 * x['fraction_of_ceiling']:.0f}%", f"{x['store_bytes'] / 2**20:.1f} MB",
-                         f"{x['bytes_per_video'] / 1024:.0f} KB"])
+                         f"{x['bytes_per_video'] / 1024:.0f} KB ({x['of_source_bytes']:.2f}x source)"])
     return rows
 
 
