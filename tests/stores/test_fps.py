@@ -173,3 +173,19 @@ def test_a_protocol_in_real_time_takes_only_a_store_at_that_rate(fps_stores, sto
     extract(m, tmp_path / "ten", ExtractConfig(format="zarr", size=48, fps=10, max_seconds=MAX_SECONDS, workers=2))
     with pytest.raises(VidpipeError, match="a 10 fps store.*--fps 15"):
         data(tmp_path / "ten")
+
+
+def test_many_frames_are_decoded_without_a_long_select_expression(source):
+    """fps mode keeps most frames: above MAX_SELECT_TERMS indices the decoder scales every frame and picks,
+    with the same frames as the select-filter path (ffmpeg fails on select expressions of ~150 terms)."""
+    from vidpipe.io import ffmpeg
+
+    path = next(source.glob("train/left/*_2.mp4"))  # 60 frames
+    g = ffmpeg.Geometry.cover((128, 96), 48, 64)
+    many = list(range(0, 60, 1))[:55]
+    assert len(many) > ffmpeg.MAX_SELECT_TERMS
+    picked = ffmpeg.decode_frames(path, many, g)
+    halves = np.concatenate([ffmpeg.decode_frames(path, many[:28], g), ffmpeg.decode_frames(path, many[28:], g)])
+    np.testing.assert_array_equal(picked, halves)
+    long = list(range(0, 60, 1)) + list(range(60, 400))  # more than the video has: only the frames it holds come back
+    assert len(ffmpeg.decode_frames(path, long, g)) == 60

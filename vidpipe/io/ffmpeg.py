@@ -253,6 +253,9 @@ class Geometry:
         return f"scale={self.scaled_w}:{self.scaled_h}:flags=area,setsar=1,crop={self.width}:{self.height}:{self.crop_x}:{self.crop_y}"
 
 
+MAX_SELECT_TERMS = 48
+
+
 def decode_frames(path: str | Path, indices, geometry: Geometry, threads: int = 1, timeout: float = 600) -> np.ndarray:
     """Decode the frames with the given (sorted, unique) indices, resized and cropped: uint8 (n, H, W, 3).
 
@@ -261,18 +264,25 @@ def decode_frames(path: str | Path, indices, geometry: Geometry, threads: int = 
     """
     indices = [int(i) for i in indices]
     assert indices == sorted(set(indices)), "indices must be sorted and unique"
-    select = "+".join(f"eq(n\\,{i})" for i in indices)
+    many = len(indices) > MAX_SELECT_TERMS  # ffmpeg's expression parser fails on very long select expressions
+    if many:  # keep most frames anyway (fps mode): scale every frame up to the last one wanted, pick here
+        vf, wanted = geometry.filters(), indices[-1] + 1
+    else:
+        vf, wanted = "select='" + "+".join(f"eq(n\\,{i})" for i in indices) + "'," + geometry.filters(), len(indices)
     cmd = [
         ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", "-threads", str(threads), "-i", str(path),
-        "-map", "0:v:0", "-filter_threads", "1", "-vf", f"select='{select}',{geometry.filters()}",
+        "-map", "0:v:0", "-filter_threads", "1", "-vf", vf, "-frames:v", str(wanted),
         "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]
     frame_bytes = geometry.height * geometry.width * 3
-    frames = np.empty((len(indices), geometry.height, geometry.width, 3), np.uint8)
+    frames = np.empty((wanted, geometry.height, geometry.width, 3), np.uint8)
     n, returncode, err = _read_into(cmd, memoryview(frames).cast("B"), timeout)
     if returncode != 0:
         raise DecodeError(f"decode failed: {_first_error_line(err)}")
-    return frames[: n // frame_bytes]
+    frames = frames[: n // frame_bytes]
+    if many:
+        return frames[[i for i in indices if i < len(frames)]]
+    return frames
 
 
 def _read_into(cmd: list[str], buffer: memoryview, timeout: float) -> tuple[int, int, str]:
