@@ -249,12 +249,33 @@ def test_scale_out_parts_then_finalize_equal_single_run(synth_h264, tmp_path, st
     assert file_checksums(out) == file_checksums(base / "webdataset")
 
 
+@pytest.mark.parametrize("fmt, extra", [("zarr", dict(frame_codec="jpeg")), ("webdataset", dict(fps=15.0)),
+                                         ("zarr", dict(fps=15.0, frame_codec="jpeg"))])
+def test_parts_then_finalize_equal_a_single_run_in_every_mode(synth_h264, tmp_path, fmt, extra):
+    m = build_manifest("synthetic", synth_h264)
+    settings = dict(format=fmt, shard_size="60KB", size=48, **extra, **({} if "fps" in extra else {"frames": 8}))
+    extract(m, tmp_path / "one", ExtractConfig(**settings))
+    assert not extract(m, tmp_path / "parts", ExtractConfig(**settings), part=(0, 2)).finalized
+    assert extract(m, tmp_path / "parts", ExtractConfig(**settings), part=(1, 2)).finalized
+    assert file_checksums(tmp_path / "parts") == file_checksums(tmp_path / "one")
+    assert Store.open(tmp_path / "parts").verify() == [] and Store.open(tmp_path / "one").index["splits"]["train"]["shards"] > 1
+
+
 @pytest.mark.slow
-def test_kill_9_then_resume_gives_identical_content(synth_h264, tmp_path, stores):
+@pytest.mark.parametrize("mode", [[], ["--format", "zarr", "--fps", "15", "--frame-codec", "jpeg"]], ids=["uniform-raw", "fps-jpeg-zarr"])
+def test_kill_9_then_resume_gives_identical_content(synth_h264, tmp_path, stores, mode):
     _, base = stores
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "vidpipe", "extract", "--dataset", "synthetic", "--root", str(synth_h264), "--out", str(out),
-           "--frames", "8", "--size", "48", "--shard-size", "200KB", "--workers", "1"]
+
+    def command(store):
+        return [sys.executable, "-m", "vidpipe", "extract", "--dataset", "synthetic", "--root", str(synth_h264), "--out", str(store),
+                "--size", "48", "--shard-size", "20KB" if mode else "200KB", "--workers", "1", *(mode or ["--frames", "8"])]
+
+    cmd = command(out)
+    reference = base / "webdataset"
+    if mode:  # the same settings, uninterrupted
+        reference = tmp_path / "reference"
+        subprocess.run(command(reference), check=True, capture_output=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     parts = out / "_extract" / "parts"
     deadline = time.time() + 60
@@ -266,7 +287,7 @@ def test_kill_9_then_resume_gives_identical_content(synth_h264, tmp_path, stores
     assert 2 <= done_at_kill < 14 and not (out / "store.json").exists()
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert file_checksums(out) == file_checksums(base / "webdataset")
+    assert file_checksums(out) == file_checksums(reference)
     assert not list(out.rglob("*.tmp"))
     assert Store.open(out).verify() == []
 
