@@ -189,3 +189,12 @@ def test_many_frames_are_decoded_without_a_long_select_expression(source):
     np.testing.assert_array_equal(picked, halves)
     long = list(range(0, 60, 1)) + list(range(60, 400))  # more than the video has: only the frames it holds come back
     assert len(ffmpeg.decode_frames(path, long, g)) == 60
+
+
+def test_a_contact_sheet_of_an_fps_store_spans_each_videos_own_frames(fps_stores, tmp_path):
+    import matplotlib.image
+
+    _, base = fps_stores
+    for store in ("webdataset-jpeg", "zarr-raw"):  # videos of 14, 22 and 30 frames in rows 30 long
+        sheet = Store.open(base / store).contact_sheet(tmp_path / f"{store}.png", "train", per_class=3, frames=8)
+        assert matplotlib.image.imread(sheet).shape[0] > 0

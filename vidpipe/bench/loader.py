@@ -4,8 +4,8 @@ All rows serve the same videos with the same temporal sampling and the same draw
 (uint8 batches, as they leave for the device):
 1. decode-per-epoch: what typical training scripts do, with ffmpeg decoding the video, sampling and
    resizing every time a clip is used (vidpipe's own fast path, so this row is generous);
-2. and 3. the WebDataset and zarr stores through `clip_loader`;
-4. the ceiling: a raw sequential read of each store's files, in clips/s at that store's bytes per clip.
+2. each store given (WebDataset or zarr, raw or JPEG frames) through `clip_loader`;
+3. the ceiling: a raw sequential read of each store's files, in clips/s at that store's bytes per clip.
 """
 
 from __future__ import annotations

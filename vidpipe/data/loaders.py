@@ -42,7 +42,7 @@ from vidpipe.io import jpeg
 from vidpipe.data.augment import AugmentConfig, train_params
 from vidpipe.datasets.manifest import hash_fraction
 from vidpipe.data.sampling import Sampling, view_indices
-from vidpipe.stores.clips import Store, damaged_shard
+from vidpipe.stores.clips import Store, damaged_shard, zarr_lengths
 
 
 class SharedEpoch:
@@ -123,7 +123,7 @@ class ZarrClips(Dataset):
         ids = group["ids"][:]
         # failed videos leave holes; skip them (and the videos a holdout leaves out)
         self.rows = np.array([i for i in np.flatnonzero(group["valid"][:]) if spec.keeps(str(ids[i]))], np.int64)
-        self.lengths = group["lengths"][:] if "lengths" in group else np.full(len(ids), group["frames"].shape[1])
+        self.lengths = zarr_lengths(group)
         self.labels = group["labels"][:][self.rows]
         self.ids = list(ids[self.rows])
         self.spec, self.epoch = spec, SharedEpoch()

@@ -19,7 +19,6 @@ from vidpipe.io.ffmpeg import (TRUNCATION_SLACK, DecodeError, Geometry, VideoInf
                                      looks_short, probe)
 
 
-
 @dataclass(frozen=True)
 class ClipSpec:
     frames: int  # T (uniform mode); the most frames a video may have (fps mode)
@@ -82,10 +81,15 @@ def decode_clip_ffmpeg(path, spec: ClipSpec, threads: int = 1, info: VideoInfo |
     if spec.fps is not None and not info.fps:
         raise DecodeError("no frame rate in the container: cannot resample it to --fps")
 
-    def plan(n: int) -> tuple[list[int], bool]:
-        return (fps_indices(n, info.fps, spec.fps, spec.max_seconds)[0], False) if spec.fps else uniform_indices(n, spec.frames)
+    def plan(n: int) -> tuple[list[int], bool, dict]:
+        """(source indices, looped, what fps mode records) for a video of n frames."""
+        if not spec.fps:
+            return (*uniform_indices(n, spec.frames), {})
+        indices, times, start = fps_indices(n, info.fps, spec.fps, spec.max_seconds)
+        return indices, False, {"store_fps": spec.fps, "window_start": round(start, 6), "times": [round(t, 6) for t in times],
+                                "windowed": n / info.fps > (spec.max_seconds or math.inf)}
 
-    indices, looped = plan(num_frames)
+    indices, looped, timing = plan(num_frames)
     unique = sorted(set(indices))
     frames = decode_frames(path, unique, geometry, threads)
     count_source = "packets"
@@ -95,7 +99,7 @@ def decode_clip_ffmpeg(path, spec: ClipSpec, threads: int = 1, info: VideoInfo |
         if damaged or decodable == 0:
             raise DecodeError(f"corrupt: container lists {num_frames} frames, {decodable} decode")
         num_frames, count_source = decodable, "decode"
-        indices, looped = plan(num_frames)
+        indices, looped, timing = plan(num_frames)
         unique = sorted(set(indices))
         frames = decode_frames(path, unique, geometry, threads)
         if len(frames) < len(unique):
@@ -116,9 +120,6 @@ def decode_clip_ffmpeg(path, spec: ClipSpec, threads: int = 1, info: VideoInfo |
         "sar": info.sar,
         "rotation": info.rotation,
         "backend": "ffmpeg",
+        **timing,
     }
-    if spec.fps:
-        _, times, start = fps_indices(num_frames, info.fps, spec.fps, spec.max_seconds)
-        meta.update({"store_fps": spec.fps, "window_start": round(start, 6), "times": [round(t, 6) for t in times],
-                     "windowed": num_frames / info.fps > (spec.max_seconds or math.inf)})
     return clip, meta

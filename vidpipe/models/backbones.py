@@ -67,9 +67,8 @@ def preprocess_of(record) -> Preprocess:
     return Preprocess(tuple(int(v) for v in resize), tuple(int(v) for v in crop), tuple(t.mean), tuple(t.std), f"{type(record).__name__}.{record.name}")
 
 
-def resolve_weights(arch: str, weights: str, option: str = "--weights ") -> tuple[dict | None, WeightsInfo, Preprocess]:
-    """(state dict or None for random, provenance, preprocessing). `option` is how the user passed the
-    weights (`--weights`, `model_options.weights=`), so error messages name the right fix."""
+def resolve_weights(arch: str, weights: str) -> tuple[dict | None, WeightsInfo, Preprocess]:
+    """(state dict or None for random, provenance, preprocessing) of `cache-features --weights`."""
     if arch not in BACKBONES:
         raise VidpipeError(f"unknown backbone '{arch}'; choose one of {', '.join(BACKBONES)}")
     enum = _weights_enum(arch)
@@ -85,13 +84,13 @@ def resolve_weights(arch: str, weights: str, option: str = "--weights ") -> tupl
         record = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
     except KeyError:
         names = ", ".join(["DEFAULT", *(w.name for w in enum)])
-        raise VidpipeError(f"{arch} has no torchvision weights '{weights}' ({option}{weights}); choose one of {names}, a .pth/.safetensors PATH, or random") from None
+        raise VidpipeError(f"{arch} has no torchvision weights '{weights}' (--weights {weights}); choose one of {names}, a .pth/.safetensors PATH, or random") from None
     try:
         state = record.get_state_dict(progress=False, check_hash=True)
     except Exception as e:  # offline: URLError / OSError / RuntimeError from the download
         raise VidpipeError(
             f"could not fetch {type(record).__name__}.{record.name} ({type(e).__name__}); this machine may be offline: "
-            f"pass {option}PATH to a local .pth/.safetensors state dict (or {option}random for a demo)"
+            f"pass --weights PATH to a local .pth/.safetensors state dict (or --weights random for a demo)"
         ) from None
     return state, WeightsInfo(f"torchvision:{type(record).__name__}.{record.name}", "torchvision", None, False), preprocess_of(record)
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from vidpipe.errors import VidpipeError
 from vidpipe.files import sha256_file
-from vidpipe.models.weights import VIDPIPE_LAYOUT, Layout, Transforms, Weights, fit, mismatch, read_state, replace_classifier
+from vidpipe.models.weights import VIDPIPE_LAYOUT, Layout, Transforms, Weights, fit, mismatch, read_state, replace_classifier, weights_file
 from vidpipe.typed import from_dict
 
 INPUTS = {"frame_features": "frame features (B,T,D)", "clip_tokens": "clip tokens (B,C,D,t,h,w)", "clips": "clips (B,3,T,H,W)"}
@@ -136,7 +136,6 @@ def resolve_state(entry: ModelEntry, source: str, probe: Callable[[dict, dict], 
         tags = ", ".join(w.tag for w in entry.weights) or "none"
         raise VidpipeError(f"{source} is neither a weights tag of {entry.name} (its tags: {tags}) nor a file or folder")
     raw, meta = read_state(path)
-    weights_file = path if path.is_file() else next(p for p in (path / "model.safetensors", path / "pytorch_model.bin") if p.is_file())
     problems = []
     for layout in entry.layouts:
         try:
@@ -149,7 +148,7 @@ def resolve_state(entry: ModelEntry, source: str, probe: Callable[[dict, dict], 
         except VidpipeError as e:  # e.g. no classifier under vidpipe's name: not this layout
             problem = str(e)
         if not problem:
-            loaded = Loaded(source, layout.name, sha256_file(weights_file), str(path.resolve()), transforms=entry.transforms.to_dict() if entry.transforms else {})
+            loaded = Loaded(source, layout.name, sha256_file(weights_file(path)), str(path.resolve()), transforms=entry.transforms.to_dict() if entry.transforms else {})
             return state, layout, loaded, meta
         problems.append(f"as {layout.name}: {problem}")
     raise VidpipeError(f"{path} does not fit {entry.name} in any layout it knows: {'; '.join(problems)}")

@@ -83,7 +83,6 @@ class Weights:
     num_classes: int
     classifier: tuple[str, ...] = ("head.weight", "head.bias")  # in vidpipe's keys
     meta: dict = field(default_factory=dict)  # dataset, top1 (with "protocol"), params
-    sha256: str | None = None  # filled in once the file is resolved
 
     def fetch(self) -> dict:
         """The state dict in the source's own keys. Only torchvision sources download (through
@@ -112,6 +111,35 @@ def tensors_sha256(tensors: dict) -> str:
     return h.hexdigest()
 
 
+def check_tensors(path, tensors: dict, expected: str | None) -> None:
+    """Refuse a vidpipe checkpoint whose tensors do not match the checksum saved with them."""
+    if expected is None or tensors_sha256(tensors) != expected:
+        raise VidpipeError(f"{path} is damaged: its tensors do not match the checksum recorded when it was saved; "
+                           "use another checkpoint (best/last) or retrain")
+
+
+def parse_metadata(path, raw: dict) -> dict:
+    """A vidpipe checkpoint's metadata: JSON values, without the trainer's state and the checksum."""
+    try:
+        return {k: json.loads(v) for k, v in raw.items() if k not in ("trainer", "tensors_sha256")}
+    except json.JSONDecodeError:
+        raise VidpipeError(f"{path} is not a vidpipe checkpoint or is damaged (its metadata is not JSON)") from None
+
+
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # the weights file of a Hugging Face checkpoint folder
+
+
+def weights_file(path: str | Path) -> Path:
+    """The file that holds the weights: `path` itself, or the weights file of a Hugging Face folder."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = next((path / n for n in HF_WEIGHTS if (path / n).is_file()), None)
+    if found is None:
+        raise VidpipeError(f"{path} holds no {' or '.join(HF_WEIGHTS)}; pass a Hugging Face checkpoint folder or a weights file")
+    return found
+
+
 def read_state(path: str | Path) -> tuple[dict, dict]:
     """(state dict of tensors, metadata) from a `.safetensors` / `.pth` / `.pt` / `.bin` file, or a Hugging
     Face checkpoint folder (model.safetensors or pytorch_model.bin, plus config.json). Pickles are read
@@ -119,12 +147,9 @@ def read_state(path: str | Path) -> tuple[dict, dict]:
     path = Path(path)
     meta: dict = {}
     if path.is_dir():
-        found = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
-        if found is None:
-            raise VidpipeError(f"{path} holds no model.safetensors or pytorch_model.bin; pass a Hugging Face checkpoint folder or a weights file")
         if (path / "config.json").is_file():
             meta["hf_config"] = json.loads((path / "config.json").read_text())
-        state, inner = read_state(found)
+        state, inner = read_state(weights_file(path))
         return state, {**inner, **meta}
     if not path.is_file():
         raise VidpipeError(f"weights file {path} not found")
@@ -138,9 +163,8 @@ def read_state(path: str | Path) -> tuple[dict, dict]:
         except Exception as e:
             raise VidpipeError(f"cannot read {path} as safetensors ({type(e).__name__}); the file may be damaged") from None
         if "tensors_sha256" in meta:  # a vidpipe checkpoint: checked, its metadata parsed, the trainer's tensors left out
-            if tensors_sha256(state) != meta["tensors_sha256"]:
-                raise VidpipeError(f"{path} is damaged (its tensors do not match the checksum saved with them); use another checkpoint")
-            meta = {k: json.loads(v) for k, v in meta.items() if k not in ("trainer", "tensors_sha256")}
+            check_tensors(path, state, meta["tensors_sha256"])
+            meta = parse_metadata(path, meta)
             state = {k: v for k, v in state.items() if not k.startswith(TRAINER)}
     else:
         try:

@@ -38,6 +38,11 @@ def damaged_shard(path, error: Exception) -> VidpipeError:
                         f"run `vidpipe verify {path.parent.parent}` to list every damaged file, then re-extract")
 
 
+def zarr_lengths(group) -> np.ndarray:
+    """Frames per video of a zarr split: its `lengths` array (fps stores), else every row's T."""
+    return group["lengths"][:] if "lengths" in group else np.full(group["frames"].shape[0], group["frames"].shape[1])
+
+
 def jpeg_members(sample: dict) -> list[bytes]:
     """A WebDataset sample's JPEG frames, in order (members <key>.0000.jpg, <key>.0001.jpg, ...)."""
     return [sample[k] for k in sorted(k for k in sample if k.endswith(".jpg"))]
@@ -126,7 +131,7 @@ class Store:
 
             group = zarr.open_group(self.root / self.index["splits"][split]["array"], mode="r")
             frames, labels, valid, metas = group["frames"], group["labels"][:], group["valid"][:], group["meta"][:]
-            lengths = group["lengths"][:] if "lengths" in group else np.full(len(valid), frames.shape[1])
+            lengths = zarr_lengths(group)
             for i in np.flatnonzero(valid):
                 meta = json.loads(metas[i])
                 video = frames[i][: lengths[i]]  # fps stores: the video's own T frames of its row
@@ -175,10 +180,10 @@ class Store:
             if len(chosen.setdefault(label, [])) < per_class:
                 chosen[label].append((vid, clip))
         rows = [(label, vid, clip) for label in sorted(chosen) for vid, clip in chosen[label]]
-        t = self.clip_shape[0]
-        take = np.linspace(0, t - 1, min(frames, t)).round().astype(int)
-        fig, axes = plt.subplots(len(rows), len(take), figsize=(1.6 * len(take), 1.3 * len(rows)), squeeze=False)
+        columns = min(frames, self.clip_shape[0])
+        fig, axes = plt.subplots(len(rows), columns, figsize=(1.6 * columns, 1.3 * len(rows)), squeeze=False)
         for r, (label, vid, clip) in enumerate(rows):
+            take = np.linspace(0, len(clip) - 1, columns).round().astype(int)  # each video's own T (fps stores vary)
             for c, ti in enumerate(take):
                 ax = axes[r][c]
                 ax.imshow(clip[ti])

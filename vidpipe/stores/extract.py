@@ -44,6 +44,8 @@ FRAME_CODECS = ("raw", "jpeg")
 BACKENDS = ("auto", "ffmpeg", "dali")
 SAMPLE_OVERHEAD = 2048  # tar headers, npy header and json per sample, for shard sizing
 CHUNK = 4  # videos a worker probes with one ffmpeg process, then decodes one by one
+DEFAULT_MAX_SECONDS = 10.0  # fps stores: the longest window kept of a video
+JPEG_SIZE_ESTIMATE = 0.1  # JPEG q90 frames are about a tenth of raw: shards of JPEG stores are sized with it
 
 
 def parse_size(text: str | int) -> int:
@@ -147,10 +149,6 @@ def plan_units(manifest: Manifest, cfg: ExtractConfig) -> list[Unit]:
         for i, start in enumerate(range(0, len(records), per_shard)):
             units.append(Unit(split, i, start, tuple(records[start : start + per_shard])))
     return units
-
-
-DEFAULT_MAX_SECONDS = 10.0
-JPEG_SIZE_ESTIMATE = 0.1  # JPEG q90 frames are about a tenth of raw: shards of JPEG stores are sized with it
 
 
 def per_shard_count(cfg: ExtractConfig, manifest: Manifest) -> int:

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 
 from vidpipe.errors import VidpipeError, no_space
-from vidpipe.models.weights import TRAINER, fit, tensors_sha256
+from vidpipe.models.weights import TRAINER, check_tensors, fit, parse_metadata, tensors_sha256
 
 
 def _plain(state: dict) -> dict:
@@ -84,10 +84,7 @@ def read_meta(path: Path) -> dict:
         raise VidpipeError(f"{path} is not a vidpipe checkpoint or is damaged (no {', '.join(missing)} in its metadata)")
     if "tensors_sha256" not in raw:
         raise VidpipeError(f"{path} was written by an older vidpipe, without the tensor checksum this one checks; retrain it")
-    try:
-        return {k: json.loads(v) for k, v in raw.items() if k not in ("trainer", "tensors_sha256")}
-    except json.JSONDecodeError:
-        raise VidpipeError(f"{path} is not a vidpipe checkpoint or is damaged (its metadata is not JSON)") from None
+    return parse_metadata(path, raw)
 
 
 def load_checked(path: Path) -> dict:
@@ -97,9 +94,7 @@ def load_checked(path: Path) -> dict:
         tensors = load_file(str(path))
     except Exception:
         raise VidpipeError(f"{path} is not a vidpipe checkpoint or is damaged (its tensors do not read)") from None
-    if expected is None or tensors_sha256(tensors) != expected:
-        raise VidpipeError(f"{path} is damaged: its tensors do not match the checksum recorded when it was saved; "
-                           "use another checkpoint (best/last) or retrain")
+    check_tensors(path, tensors, expected)
     return tensors
 
 

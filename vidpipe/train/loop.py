@@ -205,6 +205,15 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
         log(f"{cfg.model}: {count_params(model):,} parameters, {len(data.classes)} classes, {world} process(es) on {device}, "
             f"amp {dtype or 'off'}, {n_batches} batches/epoch, validation: {data.val_split or 'none'}")
 
+    def optimizer_step():
+        scaler.unscale_(optimizer)
+        if o.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+
     summary = {}
     for epoch in range(start_epoch, o.epochs):
         data.train.set_epoch(epoch)
@@ -214,16 +223,6 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
         loss_sum, wait, steps, seen = 0.0, 0.0, 0, []
         t_epoch = time.perf_counter()
         batches = iter(data.train)
-
-        def optimizer_step():
-            scaler.unscale_(optimizer)
-            if o.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-
         pending = False  # gradients accumulated since the last optimizer step
         for step in range(n_batches):
             t_wait = time.perf_counter()
