@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Loader throughput on the hmdb51-like set of `bench extract`, both formats, raw and JPEG frames, TSN
-# 1x1x8 and dense 16x1x1 clips; writes benchmarks/results/loader.json and loader-dense.json. Shard sizes
+# 1x1x8 and dense 16x1x1 clips, and (TSN) the data-wait fraction of R(2+1)D-18 training steps fed by each; writes benchmarks/results/loader.json and loader-dense.json. Shard sizes
 # give both codecs about 9 shards per training split (more shards than loader workers).
 # Usage: benchmarks/loader.sh WORK   (WORK holds hmdb51-like/ from `vidpipe bench extract --work WORK`)
 set -euo pipefail
@@ -17,6 +17,6 @@ for codec in raw jpeg; do
   done
 done
 "$VIDPIPE" bench loader --dataset synthetic --root "$WORK/hmdb51-like" "${stores[@]}" --clips 2000 --workers 2 \
-  --json benchmarks/results/loader.json
+  --train-model r2plus1d_18 --train-steps 6 --json benchmarks/results/loader.json
 "$VIDPIPE" bench loader --dataset synthetic --root "$WORK/hmdb51-like" "${stores[@]}" --clips 1000 --workers 2 \
   --sampling 16x1x1 --json benchmarks/results/loader-dense.json

@@ -11,12 +11,13 @@ from vidpipe.bench.extract import RUNS, bench_extract, table_rows
 def test_bench_extract_smoke(tmp_path):
     results = bench_extract(tmp_path / "work", videos_per_class=2, sets=("synthetic",), frames=4, size=32, log=lambda m: None)
     (row,) = results["rows"]
-    assert row["videos"] == 20 and row["source_frames"] == 640 and row["ceiling_videos_per_s"] > 0
+    assert row["videos"] == 20 and row["source_frames"] == 640 and row["ceiling_videos_per_s"] > 0 and row["pyav_ceiling_videos_per_s"] > 0
     assert set(row["runs"]) == {label for label, _ in RUNS["synthetic"]}
     for run in row["runs"].values():
-        assert run["videos_per_s"] > 0 and run["backends"] == {"ffmpeg": 20}
+        assert run["videos_per_s"] > 0 and run["backends"] == {"pyav": 20}
+        assert run["fraction_of_pyav_ceiling"] > 0
         assert run["bytes_per_video"] >= 4 * 32 * 42 * 3 * 0.1
-    assert len(table_rows(results)) == 3
+    assert len(table_rows(results)) == 4  # two ceilings, two runs
 
 
 def test_bench_extract_dali_row_says_why_it_was_skipped(tmp_path, monkeypatch):
@@ -59,8 +60,10 @@ def test_bench_loader_smoke(synth_h264, tmp_path):
     stores = [Store.open(tmp_path / f) for f in ("webdataset", "zarr")]
     results = bench_loader(m, stores, ClipConfig(sampling=Sampling.tsn(4)), workers=0, batch_size=4, clips=8, decode_clips=4)
     paths = [r["path"] for r in results["rows"]]
-    assert paths[0].startswith("decode every epoch") and "webdataset raw store" in paths and "zarr raw store" in paths
-    assert all(r["clips_per_s"] > 0 for r in results["rows"]) and len(loader_rows(results)) == 5
+    assert paths[:2] == ["decode every epoch (PyAV, in-process)", "decode every epoch (an ffmpeg process per video)"]
+    assert "webdataset raw store" in paths and "zarr raw store" in paths
+    assert all(r["clips_per_s"] > 0 for r in results["rows"]) and len(loader_rows(results)) == 6
+    assert max(r["x_decode"] for r in results["rows"][:2]) == 1.0  # against the faster decode path
     assert all("of_ceiling" in r for r in results["rows"] if r["path"].endswith(" store"))
 
 
@@ -88,3 +91,29 @@ def test_bench_extract_store_modes_report_bytes_against_the_source(tmp_path, mon
     for run in runs.values():
         assert run["of_source_bytes"] == run["store_bytes"] / source
     assert runs["webdataset, 15 fps, jpeg"]["store_bytes"] < runs["webdataset, 15 fps"]["store_bytes"]
+
+
+def test_bench_loader_data_wait(synth_h264, tmp_path):
+    from vidpipe.bench.loader import bench_loader, table_columns, table_rows
+    from vidpipe.data.loaders import ClipConfig
+    from vidpipe.data.sampling import Sampling
+    from vidpipe.datasets.adapters import build_manifest
+    from vidpipe.stores.clips import Store
+    from vidpipe.stores.extract import ExtractConfig, extract
+
+    m = build_manifest("synthetic", synth_h264)
+    extract(m, tmp_path / "s", ExtractConfig(format="webdataset", frames=8, size=32))
+    results = bench_loader(m, [Store.open(tmp_path / "s")], ClipConfig(sampling=Sampling.tsn(4), train=True), workers=0, batch_size=2,
+                           clips=4, decode_clips=2, train_model="r2plus1d_18", train_steps=2)
+    waits = [r["data_wait"] for r in results["rows"] if "data_wait" in r]
+    assert len(waits) == 2  # the faster decode path and the store
+    for w in waits:
+        assert w["steps"] == 2 and 0 < w["wait_fraction"] < 1 and w["compute_s"] > 0
+        assert abs(w["step_s"] * 2 - (w["wait_s"] + w["compute_s"])) < 1e-9
+    assert table_columns(results)[-1] == "data wait (r2plus1d_18 step)" and len(table_rows(results)[0]) == 7
+
+
+def test_bench_loader_refuses_a_feature_model(synth_h264, tmp_path):
+    res = CliRunner().invoke(cli, ["bench", "loader", "--dataset", "synthetic", "--root", str(synth_h264), "--store", str(tmp_path),
+                                   "--train-model", "tsn_mean", "--json", str(tmp_path / "x.json")])
+    assert res.exit_code != 0 and "reads features" in res.output and "Traceback" not in res.output

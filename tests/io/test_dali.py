@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from tests.conftest import psnr
 from vidpipe.cli.main import cli
+from vidpipe.errors import VidpipeError
 from vidpipe.io import dali
 from vidpipe.datasets.adapters import build_manifest
 from vidpipe.io.decode import ClipSpec
@@ -93,14 +94,20 @@ def test_dali_requested_but_missing_is_one_line(monkeypatch, tmp_path, synth_h26
     assert res.exit_code == 1 and "pip install \"vidpipe[dali]\"" in res.output and "Traceback" not in res.output
 
 
-def test_auto_is_ffmpeg_without_a_gpu(monkeypatch):
+def test_auto_is_pyav_then_ffmpeg_without_a_gpu(monkeypatch):
+    from vidpipe.io import pyav
     from vidpipe.stores.extract import resolve_backend
 
     monkeypatch.setattr(dali, "gpu_present", lambda: False)
+    assert resolve_backend("auto") == "pyav"
+    monkeypatch.setattr(pyav, "pyav_installed", lambda: False)
     assert resolve_backend("auto") == "ffmpeg"
+    with pytest.raises(VidpipeError, match="pip install av"):
+        resolve_backend("pyav")
     monkeypatch.setattr(dali, "gpu_present", lambda: True)
     monkeypatch.setattr(dali, "dali_installed", lambda: True)
     assert resolve_backend("auto") == "dali"
+    assert resolve_backend("auto", fps=15.0) == "ffmpeg"  # DALI does not make fps stores
 
 
 def test_routing_rules():

@@ -116,7 +116,8 @@ def test_store_json_is_self_describing(stores):
     index = json.loads((base / "zarr" / "store.json").read_text())
     assert index["clip"] == {"frames": 8, "height": 48, "width": 64, "channels": 3, "layout": "THWC", "dtype": "uint8", "normalized": False,
                              "codec": "raw", "mode": "uniform"}
-    assert index["settings"]["backend"] == "ffmpeg" and index["backends"] == {"ffmpeg": 30}
+    assert index["settings"]["backend"] == "pyav" and index["backends"] == {"pyav": 30}  # auto on a CPU machine
+    assert index["pyav"]["pyav"] and index["ffmpeg"]["version"]
     assert index["splits"]["train"]["count"] == 20 and len(index["classes"]) == 10
     m, _ = stores
     records = m.split_records("train")
@@ -232,6 +233,7 @@ def test_short_video_loops_and_geometry_honours_aspect(tmp_path):
     assert 14 <= len(bright) <= 18 and abs(bright.mean() - 31.5) < 2  # 16 of 64 px wide, centred: stretched 2x
     rotated, r_meta = got["b/rotated"]
     assert r_meta["rotation"] in (90, 270) and r_meta["display_size"] == [96, 128]
+    assert r_meta["backend"] == "ffmpeg" and r_meta["rerouted"].startswith("display rotation")  # PyAV leaves rotation to ffmpeg
     ref = reference_clip(root / "b" / "rotated.mp4", r_meta["indices"], 48, 64)
     assert psnr(rotated, ref) >= 35
 

@@ -136,7 +136,7 @@ def test_stock_readers_read_ragged_stores(fps_stores):
 def test_fps_mode_refuses_contradictions(source, tmp_path):
     with pytest.raises(VidpipeError, match="--max-seconds applies to --fps"):
         ExtractConfig(max_seconds=5)
-    with pytest.raises(VidpipeError, match="--backend ffmpeg"):
+    with pytest.raises(VidpipeError, match="use --backend pyav, ffmpeg or auto"):
         ExtractConfig(fps=15, backend="dali")
     assert ExtractConfig(fps=15).max_seconds == 10.0
 

@@ -3,7 +3,9 @@
 The ceiling is a bare `ffmpeg -i X -f null -` of every file (a full decode, nothing kept) at the same
 parallelism and threads per process as extraction. Extraction does that decode too, plus a probe,
 scaling T frames, and writing the store, so `% of ceiling` is how much of the machine's decode
-capacity reaches the store.
+capacity reaches the store. That ceiling pays a process start per video, as the `ffmpeg` backend
+does; the `pyav` backend does not, so a second ceiling decodes every frame in-process with PyAV
+(nothing converted or kept) and the rows give both fractions.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from vidpipe.datasets.adapters import build_manifest
 from vidpipe.stores.extract import ExtractConfig, extract, remove_store
 from vidpipe.io.ffmpeg import ffmpeg_binary, probe
+from vidpipe.io.pyav import pyav_installed
 from vidpipe.datasets.synth import CLASSES, SynthConfig, synth
 
 # name -> (synth settings, what it stands for)
@@ -32,14 +35,19 @@ BENCH_SETS = {
     "kinetics-like": (dict(codec="h264", width=340, height=256, frames=250, fps=25.0, noise=8.0, encoder_args=("-crf", "23")),
                       "H.264 mp4 340x256, 250 frames at 25 fps (10 s) like Kinetics' resized clips: store modes and codecs"),
 }
-JPEG, FPS15 = dict(frame_codec="jpeg"), dict(fps=15.0, max_seconds=10.0)
-# (row label, extract settings) per set; the DALI row needs DALI and a GPU
+JPEG, FPS15, PROCESS = dict(frame_codec="jpeg"), dict(fps=15.0, max_seconds=10.0), dict(backend="ffmpeg")
+# (row label, extract settings) per set; rows decode with the default backend (PyAV on a CPU machine) unless
+# they name one; the DALI row needs DALI and a GPU
 RUNS = {
     "synthetic": [("webdataset", dict(format="webdataset")), ("zarr", dict(format="zarr"))],
     "hmdb51-like": [("webdataset", dict(format="webdataset")), ("zarr", dict(format="zarr")),
+                    ("webdataset, ffmpeg process", dict(format="webdataset", **PROCESS)), ("zarr, ffmpeg process", dict(format="zarr", **PROCESS)),
                     ("webdataset, jpeg", dict(format="webdataset", **JPEG)), ("zarr, jpeg", dict(format="zarr", **JPEG))],
-    "kinetics-like": [("webdataset", dict(format="webdataset")), ("webdataset, jpeg", dict(format="webdataset", **JPEG)),
-                      ("webdataset, 15 fps", dict(format="webdataset", **FPS15)), ("webdataset, 15 fps, jpeg", dict(format="webdataset", **FPS15, **JPEG)),
+    "kinetics-like": [("webdataset", dict(format="webdataset")), ("webdataset, ffmpeg process", dict(format="webdataset", **PROCESS)),
+                      ("webdataset, jpeg", dict(format="webdataset", **JPEG)),
+                      ("webdataset, 15 fps", dict(format="webdataset", **FPS15)),
+                      ("webdataset, 15 fps, ffmpeg process", dict(format="webdataset", **FPS15, **PROCESS)),
+                      ("webdataset, 15 fps, jpeg", dict(format="webdataset", **FPS15, **JPEG)),
                       ("zarr, 15 fps", dict(format="zarr", **FPS15)), ("zarr, 15 fps, jpeg", dict(format="zarr", **FPS15, **JPEG))],
     "720p-h264": [("webdataset", dict(format="webdataset", backend="ffmpeg")), ("webdataset, DALI", dict(format="webdataset", backend="dali"))],
 }
@@ -73,6 +81,25 @@ def decode_ceiling(paths: list[Path], workers: int) -> float:
     return time.perf_counter() - t0
 
 
+def pyav_ceiling(paths: list[Path], workers: int) -> float:
+    """Seconds to decode every frame of every file in-process with PyAV (nothing converted or kept)."""
+    import av
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+
+    def run(p):
+        with av.open(str(p)) as container:
+            stream = container.streams.video[0]
+            stream.thread_count = threads
+            for _ in container.decode(stream):
+                pass
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(run, paths))
+    return time.perf_counter() - t0
+
+
 def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers: int | None = None,
                   frames: int = 32, size: int = 128, sets=None, log=print) -> dict:
     workers = workers or os.cpu_count() or 1
@@ -92,6 +119,9 @@ def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers:
         row = {"set": name, "description": description, "videos": len(paths), "source_frames": source_frames,
                "source_bytes": source_bytes, "ceiling_s": ceiling, "ceiling_videos_per_s": len(paths) / ceiling,
                "ceiling_frames_per_s": source_frames / ceiling}
+        if pyav_installed():
+            row["pyav_ceiling_s"] = pyav_ceiling(paths, workers)
+            row["pyav_ceiling_videos_per_s"] = len(paths) / row["pyav_ceiling_s"]
         row["runs"] = {}
         for label, settings in RUNS[name]:
             if settings.get("backend") == "dali" and (missing := dali_gpu_missing()):
@@ -106,7 +136,9 @@ def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers:
             row["runs"][label] = {
                 "seconds": report.seconds, "backends": report.summary["backends"],
                 "videos_per_s": report.videos / report.seconds, "frames_per_s": report.source_frames / report.seconds,
-                "fraction_of_ceiling": ceiling / report.seconds, "store_bytes": store_bytes, "bytes_per_video": store_bytes / len(paths),
+                "fraction_of_ceiling": ceiling / report.seconds,
+                **({"fraction_of_pyav_ceiling": row["pyav_ceiling_s"] / report.seconds} if "pyav_ceiling_s" in row else {}),
+                "store_bytes": store_bytes, "bytes_per_video": store_bytes / len(paths),
                 "of_source_bytes": store_bytes / source_bytes,
             }
         results["rows"].append(row)
@@ -116,14 +148,21 @@ def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers:
 def table_rows(results: dict) -> list[list]:
     rows = []
     for r in results["rows"]:
+        pyav_ceiling = "pyav_ceiling_s" in r
         rows.append([r["set"], "ffmpeg -f null (ceiling)", r["videos"], f"{r['ceiling_videos_per_s']:.1f}",
-                     f"{r['ceiling_frames_per_s']:.0f}", "100%", "-", f"{r['source_bytes'] / r['videos'] / 1024:.0f} KB (source)"])
+                     f"{r['ceiling_frames_per_s']:.0f}", "100%" + (f" / {r['pyav_ceiling_s'] / r['ceiling_s']:.0%}" if pyav_ceiling else ""),
+                     "-", f"{r['source_bytes'] / r['videos'] / 1024:.0f} KB (source)"])
+        if pyav_ceiling:
+            rows.append([r["set"], "PyAV decode, nothing kept (ceiling)", r["videos"], f"{r['pyav_ceiling_videos_per_s']:.1f}",
+                         f"{r['source_frames'] / r['pyav_ceiling_s']:.0f}", f"{r['ceiling_s'] / r['pyav_ceiling_s']:.0%} / 100%",
+                         "-", "-"])
         for label, x in r["runs"].items():
             if "skipped" in x:
                 rows.append([r["set"], f"extract -> {label}", r["videos"], "-", "-", "-", "-", f"skipped ({x['skipped']})"])
                 continue
             rows.append([r["set"], f"extract -> {label}", r["videos"], f"{x['videos_per_s']:.1f}", f"{x['frames_per_s']:.0f}",
-                         f"{100 * x['fraction_of_ceiling']:.0f}%", f"{x['store_bytes'] / 2**20:.1f} MB",
+                         f"{x['fraction_of_ceiling']:.0%}" + (f" / {x['fraction_of_pyav_ceiling']:.0%}" if pyav_ceiling else ""),
+                         f"{x['store_bytes'] / 2**20:.1f} MB",
                          f"{x['bytes_per_video'] / 1024:.0f} KB ({x['of_source_bytes']:.2f}x source)"])
     return rows
 

@@ -42,7 +42,7 @@ def bench_extract_cmd(work, videos_per_class, workers, frames, size, sets, json_
     results = bench_extract(work, videos_per_class, workers, frames, size, sets=sets or None, log=lambda m: ui.console.print(m))
     results["machine"] = platform.platform()
     ui.table(f"extract throughput ({results['workers']} workers on {results['cpus']} CPUs, clips {frames}x{size})",
-             ["set", "path", "videos", "videos/s", "src frames/s", "of ceiling", "store", "per video"], results["rows"] and table_rows(results), justify_right_from=2)
+             ["set", "path", "videos", "videos/s", "src frames/s", "of ceiling (ffmpeg / PyAV)", "store", "per video"], results["rows"] and table_rows(results), justify_right_from=2)
     write_json(results, Path(json_path))
     ui.out.print(f"wrote {json_path}")
 
@@ -57,25 +57,38 @@ def bench_extract_cmd(work, videos_per_class, workers, frames, size, sets, json_
 @click.option("--clips", type=click.IntRange(min=1), default=400, help="Clips drawn from each store row.")
 @click.option("--decode-clips", type=click.IntRange(min=1), default=64, help="Clips drawn in the (slow) decode-every-epoch row.")
 @click.option("--sampling", default="1x1x8", help="clip_len x frame_interval x num_clips (1x1x8 = TSN 8 segments).")
+@click.option("--train-model", default=None, help="Also measure the data-wait fraction of this clip model's training steps (e.g. r2plus1d_18).")
+@click.option("--train-steps", type=click.IntRange(min=1), default=8, show_default=True, help="Training steps timed per loader with --train-model.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where --train-model steps run.")
 @click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False), help="Where to write the results (JSON).")
-def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, decode_clips, sampling, json_path):
+def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, decode_clips, sampling, train_model, train_steps, device, json_path):
     """Clips/s: decode every epoch vs WebDataset and zarr stores vs a raw read of the store files."""
     from vidpipe.datasets import adapters
     from vidpipe.data.augment import AugmentConfig
     from vidpipe.bench.extract import write_json
-    from vidpipe.bench.loader import bench_loader, table_rows
+    import torch
+
+    from vidpipe.bench.loader import bench_loader, table_columns, table_rows
     from vidpipe.data.loaders import ClipConfig
     from vidpipe.data.sampling import Sampling
     from vidpipe.stores.clips import Store
 
+    if train_model:
+        from vidpipe.errors import VidpipeError
+        from vidpipe.models.registry import model_entry
+
+        if model_entry(train_model).input != "clips":
+            raise VidpipeError(f"--train-model {train_model} reads features, not clips; choose a clip model (`vidpipe models`)")
     opened = [Store.open(s) for s in stores]
     manifest = adapters.build_manifest(dataset, root)
     cfg = ClipConfig(sampling=Sampling.parse(sampling), train=True, augment=AugmentConfig(size=112))
-    results = bench_loader(manifest, opened, cfg, split, workers, batch_size, clips, decode_clips)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = bench_loader(manifest, opened, cfg, split, workers, batch_size, clips, decode_clips, train_model, train_steps, device)
     results["machine"] = platform.platform()
     t, h, w, _ = results["clip_shape"]
     ui.table(f"loader throughput ({split}, sampling {sampling}, stored clips {t}x{h}x{w}, batch {batch_size})",
-             ["path", "clips/s", "MB/s", "vs decode", "of raw read", "workers"], table_rows(results))
+             table_columns(results), table_rows(results))
     write_json(results, Path(json_path))
     ui.out.print(f"wrote {json_path}")
 

@@ -48,8 +48,9 @@ def print_store_summary(index: dict, title: str) -> None:
 @click.option("--max-seconds", type=click.FloatRange(0, min_open=True), default=None, help="fps mode: longer videos keep a centred window this long [default: 10].")
 @click.option("--size", type=click.IntRange(min=16), default=None, help="Frame height; width = floor(size * 4/3) [default: the card's, else 128].")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto",
-              help="Decoder: auto = DALI when installed and a GPU is present, else ffmpeg; dali routes what it cannot decode to ffmpeg.")
-@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count(), help="Videos decoded in parallel (one ffmpeg process each).")
+              help="Decoder: auto = DALI when installed and a GPU is present (uniform stores), else pyav (FFmpeg in-process), else "
+                   "ffmpeg (a process per video); dali and pyav route what they cannot decode to an ffmpeg process.")
+@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count(), help="Videos decoded in parallel.")
 @click.option("--shard-size", default="256MB", help="Bytes of frames per shard file (JPEG frames: estimated at a tenth of raw).")
 @click.option("--frame-codec", type=click.Choice(FRAME_CODECS), default="raw", help="raw uint8 frames, or one JPEG per frame (about 10x smaller).")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=90, show_default=True, help="JPEG quality with --frame-codec jpeg.")
@@ -102,7 +103,7 @@ def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, fps, max_
         rerouted = report.summary.get("rerouted", [])
         if rerouted:
             reasons = collections.Counter(r["reason"] for r in rerouted)
-            ui.table("decoded by ffmpeg instead of DALI", ["reason", "videos"], [[r, n] for r, n in reasons.most_common()])
+            ui.table(f"decoded by an ffmpeg process instead of {report.summary['settings']['backend']}", ["reason", "videos"], [[r, n] for r, n in reasons.most_common()])
         if report.summary["failures"]:
             ui.warn(f"{len(report.summary['failures'])} videos failed; reasons in {Path(out) / 'failures.jsonl'}")
     else:

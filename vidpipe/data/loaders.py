@@ -230,33 +230,31 @@ class WebDatasetClips(IterableDataset):
 
         Raw frames are an uncompressed C-order .npy and JPEG frames one member each, so the item stage
         reads (and decodes) only the frames the temporal sampling picks (8 of 32 for TSN) instead of
-        streaming every byte of the tar.
+        streaming every byte of the tar. A shard's handles are parsed once per worker process and kept
+        (persistent workers) up to SHARD_INDEX_BUDGET bytes: Python's tarfile costs ~50 us a member,
+        ~2 ms a sample of 32 JPEG frames.
         """
+        global _shard_index_bytes
         for shard in shards:
-            samples: dict[str, dict] = {}
+            url = shard["url"]
             try:
-                size = os.path.getsize(shard["url"])
-                with tarfile.open(shard["url"], "r:") as tar:
-                    for member in tar:
-                        key, ext = _MEMBER.match(member.name).groups()
-                        entry = samples.setdefault(key, {"__key__": key, "__url__": shard["url"]})
-                        if ext == "frames.npy" or ext.endswith(".jpg"):
-                            if member.offset_data + member.size > size:  # the file ends inside the frames
-                                raise tarfile.ReadError("unexpected end of data")
-                            if ext == "frames.npy":
-                                entry["offset"] = member.offset_data
-                            else:  # "0007.jpg": frame 7
-                                entry.setdefault("jpegs", {})[int(ext.split(".")[0])] = (member.offset_data, member.size)
-                        else:
-                            entry[ext] = tar.extractfile(member).read()
-            except (tarfile.TarError, OSError, AttributeError) as e:
-                raise damaged_shard(shard["url"], e) from None
-            yield from samples.values()
+                stat = os.stat(url)
+                key = (url, stat.st_size, stat.st_mtime_ns)
+                entries = _SHARD_INDEX.get(key)
+                if entries is None:
+                    entries = _index_shard(url, stat.st_size)
+                    cost = sum(256 + len(e.get("json", b"")) + 16 * len(e.get("jpegs", ())) for e in entries)
+                    if _shard_index_bytes + cost <= SHARD_INDEX_BUDGET:
+                        _SHARD_INDEX[key], _shard_index_bytes = entries, _shard_index_bytes + cost
+            except (tarfile.TarError, OSError, AttributeError, KeyError) as e:  # KeyError: a JPEG frame missing
+                raise damaged_shard(url, e) from None
+            for entry in entries:
+                yield dict(entry)  # later stages add keys to their copy
 
     def _item(self, sample: dict) -> dict:
         meta = sample["meta"]
         if "jpegs" in sample:
-            spans = [sample["jpegs"][t] for t in range(len(sample["jpegs"]))]
+            spans = sample["jpegs"].tolist()
             shape = (len(spans), *self.frame_shape)
             with open(sample["__url__"], "rb", buffering=0) as fh:
                 return self.spec.read_item(shape, lambda wanted: jpeg.decode([_read_span(fh, *spans[t]) for t in wanted]),
@@ -269,6 +267,35 @@ class WebDatasetClips(IterableDataset):
             assert dtype == np.uint8 and not fortran and len(shape) == 4, f"unexpected frames.npy {shape} {dtype}"
             start = fh.tell()
             return self.spec.read_item(shape, lambda wanted: _read_frames(fh, start, shape, wanted), int(sample["cls"]), meta["id"], self.epoch.get())
+
+
+SHARD_INDEX_BUDGET = 256 << 20  # bytes of kept shard handles per process (~1 KB a sample, ~3 KB in fps stores)
+_SHARD_INDEX: dict[tuple, list[dict]] = {}  # (path, size, mtime) -> sample handles, per process
+_shard_index_bytes = 0
+
+
+def _index_shard(url: str, size: int) -> list[dict]:
+    """Every sample of a tar: its members' bytes, but frames as offsets (npy) or (offset, size) spans
+    (JPEG frames, an (n, 2) int64 array in frame order)."""
+    samples: dict[str, dict] = {}
+    with tarfile.open(url, "r:") as tar:
+        for member in tar:
+            key, ext = _MEMBER.match(member.name).groups()
+            entry = samples.setdefault(key, {"__key__": key, "__url__": url})
+            if ext == "frames.npy" or ext.endswith(".jpg"):
+                if member.offset_data + member.size > size:  # the file ends inside the frames
+                    raise tarfile.ReadError("unexpected end of data")
+                if ext == "frames.npy":
+                    entry["offset"] = member.offset_data
+                else:  # "0007.jpg": frame 7
+                    entry.setdefault("jpegs", {})[int(ext.split(".")[0])] = (member.offset_data, member.size)
+            else:
+                entry[ext] = tar.extractfile(member).read()
+    for entry in samples.values():
+        if "jpegs" in entry:
+            spans = entry["jpegs"]
+            entry["jpegs"] = np.array([spans[t] for t in range(len(spans))], np.int64).reshape(-1, 2)
+    return list(samples.values())
 
 
 def _read_span(fh, offset: int, size: int) -> bytes:

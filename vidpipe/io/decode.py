@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vidpipe.io.ffmpeg import (TRUNCATION_SLACK, DecodeError, Geometry, VideoInfo, count_decodable_frames, decode_frames,
-                                     looks_short, probe)
+from vidpipe.io import ffmpeg, pyav
+from vidpipe.io.ffmpeg import TRUNCATION_SLACK, DecodeError, Geometry, VideoInfo, count_decodable_frames, looks_short, probe
+
+DECODERS = ("pyav", "ffmpeg")  # in-process FFmpeg (PyAV), or an ffmpeg process per video
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,28 @@ def check_usable(info: VideoInfo) -> None:
         raise DecodeError(f"truncated: the header says {info.duration:.2f}s, {ends}")
 
 
-def decode_clip_ffmpeg(path, spec: ClipSpec, threads: int = 1, info: VideoInfo | None = None) -> tuple[np.ndarray, dict]:
-    """Decode one video with ffmpeg (`info` from an earlier probe saves a process).
+def decode_clip(path, spec: ClipSpec, threads: int = 1, info: VideoInfo | None = None, decoder: str = "ffmpeg") -> tuple[np.ndarray, dict]:
+    """Decode one video with FFmpeg, in-process (decoder="pyav") or as a subprocess ("ffmpeg"); `info`
+    from an earlier probe saves a process. meta["backend"] says which decoded it: a video PyAV cannot
+    take (a display rotation, or an error PyAV raises) goes to the subprocess, the reason in meta["rerouted"].
 
     Raises DecodeError with the reason when the video cannot be used.
     """
     info = info or probe(path)
     check_usable(info)
+    if decoder == "pyav":
+        if info.rotation:
+            clip, meta = decode_clip(path, spec, threads, info, "ffmpeg")
+            return clip, {**meta, "rerouted": "display rotation: ffmpeg applies it"}
+        try:
+            return _decode_clip(path, spec, threads, info, pyav.decode_frames, "pyav")
+        except DecodeError as e:
+            clip, meta = decode_clip(path, spec, threads, info, "ffmpeg")
+            return clip, {**meta, "rerouted": str(e)[:200]}
+    return _decode_clip(path, spec, threads, info, ffmpeg.decode_frames, "ffmpeg")
+
+
+def _decode_clip(path, spec: ClipSpec, threads: int, info: VideoInfo, decode_frames, backend: str) -> tuple[np.ndarray, dict]:
     num_frames = info.num_frames
     geometry = Geometry.cover(info.display_size, spec.height, spec.width)
     if spec.fps is not None and not info.fps:
@@ -119,7 +136,7 @@ def decode_clip_ffmpeg(path, spec: ClipSpec, threads: int = 1, info: VideoInfo |
         "display_size": list(info.display_size),
         "sar": info.sar,
         "rotation": info.rotation,
-        "backend": "ffmpeg",
+        "backend": backend,
         **timing,
     }
     return clip, meta

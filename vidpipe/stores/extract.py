@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -32,8 +33,8 @@ from pathlib import Path
 from vidpipe import __version__
 from vidpipe.files import sha256_file, write_text_atomic
 from vidpipe.errors import VidpipeError, no_space
-from vidpipe.io import dali, jpeg
-from vidpipe.io.decode import ClipSpec, check_usable, decode_clip_ffmpeg
+from vidpipe.io import dali, jpeg, pyav
+from vidpipe.io.decode import ClipSpec, check_usable, decode_clip
 from vidpipe.io.ffmpeg import DecodeError, ffmpeg_version, probe_many
 from vidpipe.datasets.manifest import Manifest
 from vidpipe.stores.writers import Unit, WebDatasetShard, ZarrShard, file_entry, zarr_frames_array
@@ -41,7 +42,7 @@ from vidpipe.stores.writers import Unit, WebDatasetShard, ZarrShard, file_entry,
 STORE_FORMAT_VERSION = 1
 FORMATS = ("webdataset", "zarr")
 FRAME_CODECS = ("raw", "jpeg")
-BACKENDS = ("auto", "ffmpeg", "dali")
+BACKENDS = ("auto", "pyav", "ffmpeg", "dali")
 SAMPLE_OVERHEAD = 2048  # tar headers, npy header and json per sample, for shard sizing
 CHUNK = 4  # videos a worker probes with one ffmpeg process, then decodes one by one
 DEFAULT_MAX_SECONDS = 10.0  # fps stores: the longest window kept of a video
@@ -102,7 +103,7 @@ class ExtractConfig:
             if self.max_seconds <= 0:
                 raise VidpipeError(f"--max-seconds must be positive; got {self.max_seconds}")
             if self.backend == "dali":
-                raise VidpipeError("--fps stores are decoded by ffmpeg; use --backend ffmpeg (or auto)")
+                raise VidpipeError("--fps stores are decoded by FFmpeg; use --backend pyav, ffmpeg or auto")
         elif self.max_seconds is not None:
             raise VidpipeError("--max-seconds applies to --fps stores; add --fps F")
 
@@ -130,15 +131,29 @@ class ExtractConfig:
 
 
 def resolve_backend(backend: str, fps: float | None = None) -> str:
-    """auto = DALI where it is installed and useful (a GPU to decode on), else ffmpeg; fps stores: ffmpeg."""
-    if fps is not None:
-        return "ffmpeg"
+    """auto = DALI where it is installed and useful (a GPU to decode on; uniform stores only), else FFmpeg
+    in-process through PyAV (no process start per video), else an ffmpeg process per video."""
     if backend == "dali":
         dali.require_dali()
         return "dali"
+    if backend == "pyav" and not pyav.pyav_installed():
+        raise VidpipeError("--backend pyav needs PyAV: pip install av (or use --backend ffmpeg)")
     if backend == "auto":
-        return "dali" if dali.dali_installed() and dali.gpu_present() else "ffmpeg"
+        if fps is None and dali.dali_installed() and dali.gpu_present():
+            return "dali"
+        return "pyav" if pyav.pyav_installed() else "ffmpeg"
     return backend
+
+
+def _resume_decoder(store: Path, cfg: ExtractConfig) -> ExtractConfig:
+    """--backend auto on a store begun with another decoder that auto may pick (a store made before PyAV
+    was the default, say) carries on with that decoder, so every video of a store is decoded alike."""
+    plan_file = _control(store) / "plan.json"
+    if cfg.backend != "auto" or not plan_file.is_file():
+        return cfg
+    began = json.loads(plan_file.read_text())["settings"].get("backend")
+    usable = began == "ffmpeg" or (began == "pyav" and pyav.pyav_installed()) or (began == "dali" and cfg.fps is None and dali.dali_installed())
+    return dataclasses.replace(cfg, backend=began) if usable else cfg
 
 
 def plan_units(manifest: Manifest, cfg: ExtractConfig) -> list[Unit]:
@@ -282,7 +297,7 @@ class ExtractReport:
     source_frames: int = 0
     seconds: float = 0.0
     bytes_written: int = 0
-    rerouted: int = 0  # asked for DALI, decoded by ffmpeg (reasons in store.json)
+    rerouted: int = 0  # asked for DALI or PyAV, decoded by an ffmpeg process (reasons in store.json)
     units_done: int = 0
     units_total: int = 0
     summary: dict | None = None  # store.json when finalized
@@ -328,11 +343,11 @@ def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, 
         try:
             if isinstance(info, DecodeError):
                 raise info
-            clip, meta = done[k] if k in done else decode_clip_ffmpeg(paths[k], spec, threads, info=info)
+            clip, meta = done[k] if k in done else decode_clip(paths[k], spec, threads, info, "pyav" if backend == "pyav" else "ffmpeg")
         except DecodeError as e:
             out.append((job, None, {"id": record.id, "path": record.path, "split": record.split, "reason": str(e)}))
             continue
-        if k in reroute:
+        if k in reroute:  # DALI could not take it: decoded by ffmpeg
             meta = {**meta, "rerouted": reroute[k]}
         out.append((job, clip, {"id": record.id, "label": record.label, "label_name": record.label_name, "path": record.path,
                                 "source_bytes": os.path.getsize(paths[k]), **meta}))
@@ -379,6 +394,8 @@ def extract(
     if store.is_dir() and any(store.iterdir()) and not (_control(store).is_dir() or (store / "store.json").is_file()):
         raise VidpipeError(f"{store} exists and is not a vidpipe store; choose an empty or new --out")  # before the lock adds a file
     with _store_lock(store):
+        if not overwrite:
+            cfg = _resume_decoder(store, cfg)
         _prepare_store(store, manifest, cfg, overwrite)
     with _part_lock(store, part):
         return _extract_part(manifest, store, cfg, part, progress)
@@ -516,6 +533,7 @@ def _finalize(store: Path) -> dict:
         "resize": "resize to cover height x width keeping display aspect (SAR, rotation), then centre-crop",
         "settings": plan["settings"],
         "ffmpeg": ffmpeg_version(),
+        **({"pyav": pyav.pyav_version()} if plan["settings"]["backend"] == "pyav" else {}),
         "manifest": {"file": "manifest.jsonl", "sha256": sha256_file(store / "manifest.jsonl"), "root": manifest.root,
                      "split_id": manifest.split_id, "missing": len(manifest.missing)},
         "splits": splits,
