@@ -166,7 +166,9 @@ def _make_bad_inputs(root, good_video):
     return bad
 
 
-def test_corrupt_inputs_are_recorded_and_skipped(tmp_path, synth_h264):
+@pytest.mark.parametrize("mode", [dict(format="zarr"), dict(format="webdataset", fps=15.0, frame_codec="jpeg"),
+                                  dict(format="zarr", backend="ffmpeg", frame_codec="jpeg")], ids=["zarr-raw", "wds-fps-jpeg", "zarr-jpeg-ffmpeg"])
+def test_corrupt_inputs_are_recorded_and_skipped(tmp_path, synth_h264, mode):
     import shutil
 
     root = tmp_path / "data"
@@ -180,7 +182,7 @@ def test_corrupt_inputs_are_recorded_and_skipped(tmp_path, synth_h264):
     m = build_manifest("synthetic", root)
     out = tmp_path / "store"
     with pytest.raises(VidpipeError, match="4 of 35 videos failed .* > --max-failures 5%"):
-        extract(m, out, ExtractConfig(format="zarr", **SMALL))
+        extract(m, out, ExtractConfig(**mode, **SMALL))
     index = json.loads((out / "store.json").read_text())  # written before the exit status says so
     reasons = {f["id"]: f["reason"] for f in index["failures"]}
     assert set(reasons) == {"broken/zero", "broken/text", "broken/truncated", "broken/cut_xvid"}
@@ -193,7 +195,7 @@ def test_corrupt_inputs_are_recorded_and_skipped(tmp_path, synth_h264):
     assert stored == good  # every good video landed, the xvid one included
     assert Store.open(out).verify() == []
     # a generous threshold: same store, exit status zero
-    report = extract(m, out, ExtractConfig(format="zarr", max_failures=0.2, **SMALL))
+    report = extract(m, out, ExtractConfig(**mode, max_failures=0.2, **SMALL))
     assert report.nothing_to_do and report.finalized
 
 
