@@ -52,6 +52,10 @@ def _extract(w, t, *extra):
     return ["extract", "--dataset", "synthetic", "--root", str(w["src"]), "--out", str(t / "s"), "--frames", "4", "--size", "32", *extra]
 
 
+def _extract_fps(w, t, *extra):  # fps mode: no --frames
+    return ["extract", "--dataset", "synthetic", "--root", str(w["src"]), "--out", str(t / "s"), "--size", "32", *extra]
+
+
 def _train(w, t, *overrides, model="tsn_mean", data="features", out=None):
     return ["train", "--model", model, "--data", str(w[data]), "--out", str(out or t / "r"), "data.frames=4", "device=cpu",
             "data.workers=0", *overrides]
@@ -132,9 +136,9 @@ ROWS = {
     "extract --max-failures -1": Row(lambda w, t: _extract(w, t, "--max-failures", "-1"), "--max-failures"),
     "extract --shard-size 0": Row(lambda w, t: _extract(w, t, "--shard-size", "0"), "--shard-size must be positive"),
     "extract --workers 0": Row(lambda w, t: _extract(w, t, "--workers", "0"), "--workers"),
-    "extract --fps 0": Row(lambda w, t: _extract(w, t, "--fps", "0"), "--fps"),
+    "extract --fps 0": Row(lambda w, t: _extract_fps(w, t, "--fps", "0"), "--fps"),
     "extract --max-seconds without --fps": Row(lambda w, t: _extract(w, t, "--max-seconds", "5"), "add --fps F"),
-    "extract --fps with --backend dali": Row(lambda w, t: _extract(w, t, "--fps", "15", "--backend", "dali"), "use --backend pyav, ffmpeg or auto"),
+    "extract --fps with --backend dali": Row(lambda w, t: _extract_fps(w, t, "--fps", "15", "--backend", "dali"), "use --backend pyav, ffmpeg or auto"),
     "extract --jpeg-quality 101": Row(lambda w, t: _extract(w, t, "--frame-codec", "jpeg", "--jpeg-quality", "101"), "--jpeg-quality"),
     "extract --backend pyav without PyAV": Row(lambda w, t: _extract(w, t, "--backend", "pyav"), "pip install av",
                                                setup=lambda w, t, mp: mp.setattr("vidpipe.io.pyav.pyav_installed", lambda: False)),

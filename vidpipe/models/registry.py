@@ -124,12 +124,16 @@ class Loaded:
         return dataclasses.asdict(self)
 
 
-def resolve_state(entry: ModelEntry, source: str, probe: Callable[[dict, dict], nn.Module]) -> tuple[dict, Layout, Loaded, dict]:
+def resolve_state(entry: ModelEntry, source: str, probe: Callable[[dict, dict, Layout], nn.Module]) -> tuple[dict, Layout, Loaded, dict]:
     """(state dict in vidpipe's keys, its layout, provenance, file metadata) of a weights tag, or of a
-    local file or folder in whichever of the model's layouts fits `probe(state, file metadata)`, the model it is for."""
+    local file or folder in whichever of the model's layouts fits `probe(state, file metadata, layout)`,
+    the model it is for. A model with `adapt_state(state)` resizes what its own options decide (e.g.
+    TimeSformer's time embeddings to its frame count) before the shapes are compared."""
     record = entry.weights_record(source)
     if record is not None:
         state = record.layout.convert(record.fetch())
+        model = probe(state, {}, record.layout)
+        state = model.adapt_state(state) if hasattr(model, "adapt_state") else state
         return state, record.layout, Loaded(source, record.layout.name, None, transforms=record.transforms.to_dict()), {}
     path = Path(source)
     if not path.exists():
@@ -144,8 +148,10 @@ def resolve_state(entry: ModelEntry, source: str, probe: Callable[[dict, dict], 
             problems.append(f"not {layout.name} ({e})")
             continue
         try:
-            problem = mismatch(probe(state, meta), state, skip=entry.classifier)
-        except VidpipeError as e:  # e.g. no classifier under vidpipe's name: not this layout
+            model = probe(state, meta, layout)
+            state = model.adapt_state(state) if hasattr(model, "adapt_state") else state
+            problem = mismatch(model, state, skip=entry.classifier)
+        except (VidpipeError, KeyError, ValueError) as e:  # e.g. no classifier under vidpipe's name: not this layout
             problem = str(e)
         if not problem:
             loaded = Loaded(source, layout.name, sha256_file(weights_file(path)), str(path.resolve()), transforms=entry.transforms.to_dict() if entry.transforms else {})
@@ -154,10 +160,13 @@ def resolve_state(entry: ModelEntry, source: str, probe: Callable[[dict, dict], 
     raise VidpipeError(f"{path} does not fit {entry.name} in any layout it knows: {'; '.join(problems)}")
 
 
-def _checkpoint_spec(entry: ModelEntry, state: dict, meta: dict, options: dict) -> dict:
-    """create_model's arguments for a checkpoint: its classifier size, and for a vidpipe checkpoint its
-    own model options and feature width (given `options` override the saved ones)."""
+def _checkpoint_spec(entry: ModelEntry, state: dict, meta: dict, options: dict, layout: Layout) -> dict:
+    """create_model's arguments for a checkpoint: its classifier size, and its architecture: a vidpipe
+    checkpoint's own model options and feature width, or what the layout reads from a foreign checkpoint
+    (given `options` override either)."""
     in_dim = None
+    if layout.options is not None:
+        options = {**layout.options(state, meta), **options}
     if "model" in meta:  # a vidpipe checkpoint knows its model, options and input width
         if meta["model"] != entry.name:
             raise VidpipeError(f"that checkpoint is a {meta['model']} checkpoint, not {entry.name}; load it with that name")
@@ -182,12 +191,12 @@ def load_pretrained(name: str, source: str, num_classes: int | None = None, **op
     """
     entry = model_entry(name)
 
-    def probe(state: dict, meta: dict) -> nn.Module:  # shapes only: built on the meta device, no memory
+    def probe(state: dict, meta: dict, layout: Layout) -> nn.Module:  # shapes only: built on the meta device, no memory
         with torch.device("meta"):
-            return create_model(name, **_checkpoint_spec(entry, state, meta, options))
+            return create_model(name, **_checkpoint_spec(entry, state, meta, options, layout))
 
     state, layout, loaded, meta = resolve_state(entry, source, probe)
-    spec = _checkpoint_spec(entry, state, meta, options)
+    spec = _checkpoint_spec(entry, state, meta, options, layout)
     model = create_model(name, **spec)
     fit(model, state, f"{source} ({layout.name} layout) for {name}")
     if num_classes is not None and num_classes != spec["num_classes"]:
@@ -202,7 +211,7 @@ def init_from_pretrained(model: nn.Module, name: str, source: str) -> Loaded:
     its own), strictly, into a freshly built `model`. Applied once, when a run starts; resume, eval and
     predict load the run's own checkpoint and never read `source` again."""
     entry = model_entry(name)
-    state, layout, loaded, _ = resolve_state(entry, source, lambda state, meta: model)
+    state, layout, loaded, _ = resolve_state(entry, source, lambda state, meta, layout: model)
     fit(model, state, f"{source} ({layout.name} layout) for {name}", skip=entry.classifier)
     loaded.classifier = "not used (the run's classifier starts fresh)"
     return loaded

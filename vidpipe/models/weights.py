@@ -69,6 +69,9 @@ class Layout:
     name: str  # "vidpipe", "torchvision", "hf", "mmaction2", "official"
     convert: Callable[[dict], dict]
     description: str = ""
+    # the architecture a checkpoint of this layout is (model options), from its tensors and metadata (e.g. a
+    # Hugging Face config.json): options(converted state, metadata) -> dict; None: the model's defaults
+    options: Callable[[dict, dict], dict] | None = None
 
 
 VIDPIPE_LAYOUT = Layout("vidpipe", lambda state: dict(state), "vidpipe's own keys (a run checkpoint or save_file(model.state_dict()))")

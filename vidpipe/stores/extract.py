@@ -97,6 +97,7 @@ class ExtractConfig:
         if not 1 <= self.jpeg_quality <= 100:
             raise VidpipeError(f"--jpeg-quality must be in [1, 100]; got {self.jpeg_quality}")
         if self.fps is not None:
+            self.fps = float(self.fps)
             if not 0 < self.fps <= 120:
                 raise VidpipeError(f"--fps must be in (0, 120]; got {self.fps}")
             self.max_seconds = DEFAULT_MAX_SECONDS if self.max_seconds is None else self.max_seconds
