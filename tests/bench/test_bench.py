@@ -117,3 +117,31 @@ def test_bench_loader_refuses_a_feature_model(synth_h264, tmp_path):
     res = CliRunner().invoke(cli, ["bench", "loader", "--dataset", "synthetic", "--root", str(synth_h264), "--store", str(tmp_path),
                                    "--train-model", "tsn_mean", "--json", str(tmp_path / "x.json")])
     assert res.exit_code != 0 and "reads features" in res.output and "Traceback" not in res.output
+
+
+def test_bench_models_smoke(tmp_path):
+    import numpy as np
+
+    from vidpipe.bench.models import bench_models, growth_exponent, plot, table_rows
+
+    results = bench_models(("timesformer", "timesformer_retnet-chunkwise"), frames=(2, 4), size=32, preset="tiny", steps=1, log=lambda m: None)
+    assert [(r["variant"], r["frames"]) for r in results["rows"]] == [("timesformer", 2), ("timesformer", 4),
+                                                                    ("timesformer_retnet-chunkwise", 2), ("timesformer_retnet-chunkwise", 4)]
+    for r in results["rows"]:
+        assert r["gflops_per_clip"] > 0 and r["activation_mb"] > 0 and r["train_step_s"] > 0 and r["infer_clips_per_s"] > 0
+    assert set(results["summary"]["exponents"]) == {"timesformer", "timesformer_retnet-chunkwise"}
+    assert set(results["summary"]["ratios"]["timesformer_retnet-chunkwise / timesformer"]) == {2, 4}
+    plot(results, tmp_path / "m.png")
+    assert (tmp_path / "m.png").stat().st_size > 0 and len(table_rows(results)) == 4
+    t, y = [8, 16, 32, 64], [3.0, 5.5, 12.0, 30.0]
+    assert abs(growth_exponent(t, y) - np.polyfit(np.log(t), np.log(y), 1)[0]) < 1e-12
+
+
+def test_bench_models_activation_memory_is_activations_not_weights():
+    """Doubling T doubles every token tensor autograd saves, so the activation figure doubles; were the
+    weights (8 M parameters, 30 MB) counted, it would barely move."""
+    from vidpipe.bench.models import measure
+
+    small, big = (measure("timesformer", t, 32, 1, "tiny", 1, "cpu") for t in (2, 4))
+    assert 1.8 < big["activation_mb"] / small["activation_mb"] < 2.2
+    assert small["activation_mb"] < 0.2 * small["params"] * 4 / 2**20

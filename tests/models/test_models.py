@@ -16,6 +16,8 @@ TINY = {  # small options so every model runs in milliseconds
     "temporal_retnet": {"dim": 32, "depth": 2, "heads": 4},
     "perceiver": {"num_latents": 4, "dim": 32, "heads": 4, "cross_layers": 1, "self_layers": 1},
     "r2plus1d_18": {},
+    "timesformer": {"dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "patch_size": 8, "image_size": 32, "frames": 8},
+    "timesformer_retnet": {"dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "patch_size": 8, "image_size": 32, "frames": 8},
 }
 
 
@@ -46,6 +48,8 @@ FEATURES = {
     "temporal_retnet": (2, 8, 32),  # one output per frame (causal)
     "perceiver": (2, 4, 32),  # the latents
     "r2plus1d_18": (1, 512, 1, 2, 2),  # 8 x 32 x 32 clip -> T/8, H/16, W/16
+    "timesformer": (1, 1 + 16 * 8, 32),  # the CLS, then 4 x 4 patches x 8 frames
+    "timesformer_retnet": (1, 8 + 16 * 8, 32),  # causal: one CLS per frame, then the patches
 }
 
 
@@ -93,6 +97,13 @@ def expected_params(name):
                 + o.cross_layers * cross + o.self_layers * _layer(o.dim, hidden) + 2 * o.dim + (o.dim * C + C))
     if name == "r2plus1d_18":
         return count_params(torchvision.models.video.r2plus1d_18(num_classes=C))  # torchvision's own network
+    if name in ("timesformer", "timesformer_retnet"):
+        d, h, patches = o.dim, o.mlp_dim, (o.image_size // o.patch_size) ** 2
+        attention = 3 * d * d + 3 * d + d * d + d  # fused qkv and proj, with biases
+        temporal = attention if name == "timesformer" else 5 * d * d + 2 * d  # retention: q, k, v, g, out (no biases), GroupNorm
+        block = 2 * d + attention + 2 * d + (d * h + h + h * d + d) + 2 * d + temporal + (d * d + d)
+        time = o.frames * d if name == "timesformer" else 0
+        return (3 * o.patch_size**2 * d + d) + d + (patches + 1) * d + time + o.depth * block + 2 * d + (d * C + C)
     raise AssertionError(name)
 
 

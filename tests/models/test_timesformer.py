@@ -134,3 +134,9 @@ def test_frames_and_sizes_other_than_the_checkpoints(tmp_path):
     torch.testing.assert_close(model.time_embed, torch.repeat_interleave(kept.time_embed, 2, dim=1))
     with torch.no_grad():
         assert model(torch.randn(1, 3, 8, 40, 56)).shape == (1, 5)  # non-square, 5 x 7 patches
+
+
+def test_base_has_the_reference_parameter_count():
+    with torch.device("meta"):  # shapes only
+        model = create_model("timesformer", num_classes=400)
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == 121.57  # TimeSformer-base, 8 x 224, 400 classes

@@ -317,3 +317,29 @@ def test_a_run_initialised_from_a_weights_file_evaluates_after_the_file_is_delet
     assert result["metrics"]["videos"] > 0
     res = CliRunner().invoke(cli, ["eval", str(tmp_path / "run"), "--out", str(tmp_path / "eval")])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["timesformer", "timesformer_retnet"])
+def test_timesformer_family_trains_from_a_clip_store_and_its_run_loads_back(synth_h264, tmp_path, model):
+    from vidpipe.models import load_pretrained
+
+    extract(build_manifest("synthetic", synth_h264), tmp_path / "store", ExtractConfig(frames=8, size=32))
+    overrides = ["optim.epochs=2", "data.workers=0", "data.batch_size=4", "data.frames=4", "data.crop_size=32", "device=cpu",
+                 "model_options.preset=tiny", "model_options.depth=2", "model_options.image_size=32", "model_options.patch_size=8"]
+    cfg = load_config(None, overrides, base={"model": model, "data": {"path": str(tmp_path / "store")}})
+    summary = train(cfg, tmp_path / "run", log=lambda m: None)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows)
+    result = evaluate_checkpoint(tmp_path / "run", split="test")
+    assert result["metrics"]["videos"] == 10 and 0 <= result["metrics"]["top1"] <= 1
+    loaded = load_pretrained(model, str(tmp_path / "run" / "checkpoints" / "best.safetensors"))
+    assert loaded.cfg.depth == 2 and loaded.head.out_features == 10
+    if model == "timesformer_retnet":  # the trained run streams: logits after the last frame are the clip's
+        x = torch.randn(1, 3, 4, 32, 32)
+        session = loaded.stream()
+        for t in range(4):
+            logits = session.step(x[:, :, t])
+        with torch.no_grad():
+            torch.testing.assert_close(logits, loaded(x), rtol=0, atol=1e-5)
+    assert summary["best"]["epoch"] in (1, 2)

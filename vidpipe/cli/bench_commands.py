@@ -110,3 +110,43 @@ def bench_features_cmd(store, backbones, batch_size, device, tokens, json_path):
              ["backbone", "device", "videos", "videos/s", "frames/s", "stored per video", "bytes/video"], table_rows(results), justify_right_from=2)
     write_json(results, Path(json_path))
     ui.out.print(f"wrote {json_path}")
+
+
+@bench.command("models")
+@click.option("--models", default="timesformer,timesformer_retnet", show_default=True,
+              help="Comma-separated models (each with its variants: fused/explicit attention, parallel/chunkwise retention) or variant names.")
+@click.option("--frames", default="8,16,32,64", show_default=True, help="Comma-separated frame counts T.")
+@click.option("--size", type=click.IntRange(min=16), default=112, show_default=True, help="Input side S (224 is the models' own; CPU: smaller).")
+@click.option("--preset", type=click.Choice(["base", "small", "tiny"]), default="base", show_default=True, help="Model size preset.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Clips per step.")
+@click.option("--steps", type=click.IntRange(min=1), default=2, show_default=True, help="Timed train steps and inference passes per row.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where the models run.")
+@click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False), help="Where to write the results (JSON); a PNG of memory vs T goes beside it.")
+def bench_models_cmd(models, frames, size, preset, batch_size, steps, device, json_path):
+    """Parameters, FLOPs, activation and peak memory, step time and clips/s of clip models as T grows."""
+    import torch
+
+    from vidpipe.bench.models import TABLE_COLUMNS, VARIANTS, bench_models, plot, table_rows, write_json
+    from vidpipe.errors import VidpipeError
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    variants = [v for n in names for v, (model, _, _) in VARIANTS.items() if v == n or model == n]
+    if not variants or len(set(names) - {VARIANTS[v][0] for v in variants} - set(variants)):
+        raise VidpipeError(f"--models: choose among {', '.join(sorted({m for m, _, _ in VARIANTS.values()}))} or the variants {', '.join(VARIANTS)}")
+    try:
+        ts = [int(f) for f in frames.split(",")]
+    except ValueError:
+        raise VidpipeError(f"--frames takes comma-separated integers like 8,16,32; got '{frames}'") from None
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = bench_models(list(dict.fromkeys(variants)), ts, size, batch_size, preset, steps, device, log=lambda m: ui.console.print(m))
+    ui.table(f"models ({preset} preset, {size}x{size}, batch {batch_size}, {device}, torch threads {results['torch_threads']})",
+             TABLE_COLUMNS, table_rows(results), justify_right_from=1)
+    exps = results["summary"]["exponents"]
+    if exps:
+        ui.table("growth in T (least-squares exponent: 1 linear, 2 quadratic)", ["variant", "activation memory", "FLOPs"],
+                 [[v, f"{e['activation_memory']:.2f}", f"{e['gflops']:.2f}"] for v, e in exps.items()])
+    write_json(results, Path(json_path))
+    png = Path(json_path).with_suffix(".png")
+    plot(results, png)
+    ui.out.print(f"wrote {json_path} and {png}")

@@ -198,6 +198,8 @@ def load_pretrained(name: str, source: str, num_classes: int | None = None, **op
     state, layout, loaded, meta = resolve_state(entry, source, probe)
     spec = _checkpoint_spec(entry, state, meta, options, layout)
     model = create_model(name, **spec)
+    if hasattr(model, "adapt_state"):  # again on the real model: what it fills in is no longer the probe's meta tensors
+        state = model.adapt_state(state)
     fit(model, state, f"{source} ({layout.name} layout) for {name}")
     if num_classes is not None and num_classes != spec["num_classes"]:
         replace_classifier(model, entry.classifier, num_classes)

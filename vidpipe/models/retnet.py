@@ -4,9 +4,12 @@ Sun et al., "Retentive Network: A Successor to Transformer for Large Language Mo
 Per head h a decay gamma_h = 1 - 2^(-5-h). Parallel form: O = (Q K^T * D) V with D[n, m] = gamma^(n-m)
 for n >= m, else 0. Recurrent form: S_n = gamma S_{n-1} + K_n^T V_n, o_n = Q_n S_n. Q and K are rotated
 by their position (xPos-style rotary angles) and K is scaled by d^-1/2; each head is GroupNorm-ed; the
-output is (swish(X W_G) * Y) W_O. Both forms are implemented without the reference code's extra row
-normalisations, so they agree to float64 precision (tested). Retention is causal, so the model can run
-frame by frame (`forward_recurrent`) for streaming.
+output is (swish(X W_G) * Y) W_O. A third, chunkwise form runs the parallel form inside chunks of C
+steps and the recurrence across them: memory linear in T for long sequences. All three are
+implemented without the reference code's extra row normalisations, so they agree to float64
+precision (tested). Retention is causal, so the model can run frame by frame (`forward_recurrent`)
+for streaming. `MultiScaleRetention` is the one retention in vidpipe: TimeSformer's RetNet hybrid
+uses it over each patch position's frames.
 """
 
 from __future__ import annotations
@@ -66,15 +69,35 @@ class MultiScaleRetention(nn.Module):
         y = self.norm(y.transpose(1, 2).reshape(b * t, dim)).view(b, t, dim)  # per-head GroupNorm
         return self.out(F.silu(self.g(x)) * y)
 
+    def _decay(self, t: int, dtype, device) -> torch.Tensor:  # (H, T, T): gamma^(n-m) for n >= m, else 0
+        n = torch.arange(t, device=device)
+        diff = (n[:, None] - n[None, :]).to(dtype)
+        return (self.gamma.to(dtype)[:, None, None] ** diff.clamp(min=0)).masked_fill(diff < 0, 0.0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # parallel form, (B, T, dim) -> (B, T, dim)
         t = x.shape[1]
-        n = torch.arange(t, device=x.device)
-        q, k, v = self._qkv(x, n)
-        diff = (n[:, None] - n[None, :]).to(x.dtype)  # (T, T)
-        decay = self.gamma.to(x.dtype)[:, None, None] ** diff.clamp(min=0)  # (H, T, T)
-        decay = decay.masked_fill(diff < 0, 0.0)
-        y = ((q @ k.transpose(-1, -2)) * decay) @ v  # (B, H, T, d)
+        q, k, v = self._qkv(x, torch.arange(t, device=x.device))
+        y = ((q @ k.transpose(-1, -2)) * self._decay(t, x.dtype, x.device)) @ v  # (B, H, T, d)
         return self._finish(x, y)
+
+    def forward_chunkwise(self, x: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Chunkwise form, (B, T, dim) -> (B, T, dim): parallel inside chunks of `chunk` steps, the state
+        S = sum_m gamma^(end-m) k_m^T v_m carried across them (memory O(T * chunk), not O(T^2))."""
+        b, t, _ = x.shape
+        q, k, v = self._qkv(x, torch.arange(t, device=x.device))
+        gamma = self.gamma.to(x.dtype)[None, :, None, None]  # (1, H, 1, 1)
+        state, outs = None, []
+        for start in range(0, t, chunk):
+            qc, kc, vc = (z[:, :, start : start + chunk] for z in (q, k, v))
+            n = qc.shape[2]
+            y = ((qc @ kc.transpose(-1, -2)) * self._decay(n, x.dtype, x.device)) @ vc  # inside the chunk
+            j = torch.arange(n, device=x.device, dtype=x.dtype)[:, None]  # (n, 1)
+            if state is not None:  # earlier chunks, through the state: gamma^(j+1) q_j S
+                y = y + (qc * gamma ** (j + 1)) @ state
+            kv = (kc * gamma ** (n - 1 - j)).transpose(-1, -2) @ vc  # (B, H, d, d)
+            state = kv if state is None else gamma ** n * state + kv
+            outs.append(y)
+        return self._finish(x, torch.cat(outs, dim=2))
 
     def forward_step(self, x: torch.Tensor, position: int, state: torch.Tensor | None):
         """Recurrent form for one frame: x (B, 1, dim) -> (out (B, 1, dim), new state (B, H, d, d))."""

@@ -54,6 +54,7 @@ class TimeSformerConfig:
     frames: int = 8  # the frame count time embeddings are made for (other counts interpolate)
     attention: str = "divided"  # divided | space_only
     qkv_bias: bool = True
+    fused_attention: bool = True  # torch's scaled_dot_product_attention; False: explicit softmax(q k^T) v, as HF computes it
     dropout: float = 0.0  # before the classifier
     drop_path: float = 0.0  # stochastic depth, rising linearly to this in the last block
     weights: str = "none"  # initialisation of a training run: none | IMAGENET1K_V1 | PATH (any layout below)
@@ -81,16 +82,19 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection ([q; k; v] rows, head-major)."""
 
-    def __init__(self, dim: int, heads: int, qkv_bias: bool):
+    def __init__(self, dim: int, heads: int, qkv_bias: bool, fused: bool = True):
         super().__init__()
-        self.heads = heads
+        self.heads, self.fused = heads, fused
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, L, d/heads)
-        y = F.scaled_dot_product_attention(q, k, v)
+        if self.fused:  # no (L, L) matrix kept for backward where a fused kernel runs
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:  # the (B, heads, L, L) probabilities are materialised (and saved for backward)
+            y = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(-1) @ v
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
 
@@ -107,7 +111,7 @@ class Block(nn.Module):
     def __init__(self, cfg: TimeSformerConfig, drop_path_rate: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.dim, eps=1e-6)
-        self.attn = Attention(cfg.dim, cfg.heads, cfg.qkv_bias)
+        self.attn = Attention(cfg.dim, cfg.heads, cfg.qkv_bias, cfg.fused_attention)
         self.norm2 = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.mlp = Mlp(cfg.dim, cfg.mlp_dim)
         self.divided = cfg.attention == "divided"
@@ -119,7 +123,7 @@ class Block(nn.Module):
 
     def make_temporal_mixer(self, cfg: TimeSformerConfig) -> nn.Module:
         """What mixes each patch position over time: softmax attention here (a subclass may swap it)."""
-        return Attention(cfg.dim, cfg.heads, cfg.qkv_bias)
+        return Attention(cfg.dim, cfg.heads, cfg.qkv_bias, cfg.fused_attention)
 
     def mix_time(self, x: torch.Tensor) -> torch.Tensor:  # (B*N, T, D) -> (B*N, T, D)
         return self.temporal_attn(x)
@@ -377,9 +381,11 @@ IMAGENET1K_V1 = Weights(
 )
 
 
+SCRATCH_TRANSFORMS = Transforms("tsn", frames=8, short_side=128, crop=112)  # from scratch on vidpipe's stores (position embeddings interpolate)
+
+
 @register_model("timesformer", TimeSformerConfig, "clips", "TimeSformer, divided space-time attention (HF / official / ImageNet ViT init)",
-                # from scratch on vidpipe's stores: TSN 8 segments, 112 crops (position embeddings interpolate)
-                transforms=Transforms("tsn", frames=8, short_side=128, crop=112), weights=(IMAGENET1K_V1,),
+                transforms=SCRATCH_TRANSFORMS, weights=(IMAGENET1K_V1,),
                 layouts=(HF, OFFICIAL, TORCHVISION_VIT))
 def timesformer(cfg: TimeSformerConfig, *, num_classes: int, in_dim: None = None) -> TimeSformer:
     return TimeSformer(cfg, num_classes)
