@@ -140,3 +140,13 @@ def test_base_has_the_reference_parameter_count():
     with torch.device("meta"):  # shapes only
         model = create_model("timesformer", num_classes=400)
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == 121.57  # TimeSformer-base, 8 x 224, 400 classes
+
+
+def test_imagenet_record_matches_torchvisions_own():
+    import torchvision
+
+    tv = torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1
+    preset = tv.transforms()
+    t = IMAGENET1K_V1.transforms
+    assert IMAGENET1K_V1.meta["params"] == tv.meta["num_params"] and IMAGENET1K_V1.num_classes == len(tv.meta["categories"])
+    assert t.crop == preset.crop_size[0] and t.mean == tuple(preset.mean) and t.std == tuple(preset.std)

@@ -381,11 +381,20 @@ IMAGENET1K_V1 = Weights(
 )
 
 
+K400 = Weights(
+    tag="K400",
+    source="hf:facebook/timesformer-base-finetuned-k400",
+    layout=HF,
+    transforms=K400_TRANSFORMS,
+    num_classes=400,
+    classifier=("head.weight", "head.bias"),
+    meta={"dataset": "Kinetics-400", "top1": 77.9, "protocol": "8 x 32 frames at 224, 3 crops x 1 clip (the paper)", "params": 121_566_352},
+)
 SCRATCH_TRANSFORMS = Transforms("tsn", frames=8, short_side=128, crop=112)  # from scratch on vidpipe's stores (position embeddings interpolate)
 
 
 @register_model("timesformer", TimeSformerConfig, "clips", "TimeSformer, divided space-time attention (HF / official / ImageNet ViT init)",
-                transforms=SCRATCH_TRANSFORMS, weights=(IMAGENET1K_V1,),
+                transforms=SCRATCH_TRANSFORMS, weights=(K400, IMAGENET1K_V1),
                 layouts=(HF, OFFICIAL, TORCHVISION_VIT))
 def timesformer(cfg: TimeSformerConfig, *, num_classes: int, in_dim: None = None) -> TimeSformer:
     return TimeSformer(cfg, num_classes)
