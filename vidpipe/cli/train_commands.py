@@ -43,7 +43,7 @@ def models_cmd(name, classes, in_dim):
             return f"{count_params(create_model(e.name, num_classes=classes, in_dim=width)) / 1e6:.2f} M"
 
     if name is None:
-        rows = [[e.name, INPUTS[e.input], _sampling(e), ", ".join(w.tag for w in e.weights) or "-", params(e)]
+        rows = [[e.name, INPUTS[e.input], _sampling(e), "\n".join(w.tag for w in e.weights) or "-", params(e)]
                 for e in map(model_entry, list_models())]
         ui.table(f"models (parameters for {classes} classes); `vidpipe models NAME` shows one model's options and weights",
                  ["name", "input", "default sampling and transforms", "weights tags", "params"], rows, justify_right_from=4)

@@ -11,9 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 # Tables lay out; sentences never wrap mid-word. Piped into a log or file, rich would assume 80 columns
-# and cut names short: use 120 there (a terminal's own width otherwise).
-console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 120)
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+# and cut names short: use 160 there (a terminal's own width otherwise).
+console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 class LazyChoice(click.Choice):
