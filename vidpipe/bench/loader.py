@@ -48,6 +48,12 @@ class DecodeEveryEpoch(Dataset):
         return self.cfg.make_item(frames, r.label, r.id, epoch=0)
 
 
+def _decode_batches(manifest: Manifest, split: str, spec: ClipSpec, cfg: ClipConfig, decoder: str, batch_size: int, workers: int):
+    """Endless shuffled batches decoded from the source videos on every access."""
+    loader = DataLoader(DecodeEveryEpoch(manifest, split, spec, cfg, decoder), batch_size=batch_size, num_workers=workers, shuffle=True)
+    return itertools.chain.from_iterable(itertools.repeat(loader))
+
+
 def data_wait(batches, model, transform, steps: int, device: str = "cpu") -> dict:
     """Run `steps` training steps of `model` on `batches` (after one warm-up step); the seconds spent
     waiting for batches and computing steps, and the wait fraction."""
@@ -116,9 +122,8 @@ def bench_loader(manifest: Manifest, stores: list[Store], cfg: ClipConfig, split
     for decoder, label in [("pyav", "PyAV, in-process"), ("ffmpeg", "an ffmpeg process per video")]:
         if decoder == "pyav" and not pyav_installed():
             continue
-        decode_ds = DecodeEveryEpoch(manifest, split, ClipSpec(t, h, w), cfg, decoder)
-        loader = DataLoader(decode_ds, batch_size=batch_size, num_workers=workers, shuffle=True)
-        seconds, n, nbytes = _time_batches(itertools.chain.from_iterable(itertools.repeat(loader)), decode_clips)
+        batches = _decode_batches(manifest, split, ClipSpec(t, h, w), cfg, decoder, batch_size, workers)
+        seconds, n, nbytes = _time_batches(batches, decode_clips)
         results["rows"].append({"path": f"decode every epoch ({label})", "decoder": decoder, "clips": n, "seconds": seconds,
                                 "clips_per_s": n / seconds, "mb_per_s": nbytes / seconds / 2**20})
 
@@ -159,9 +164,8 @@ def _add_data_wait(results, manifest, stores, cfg, split, workers, batch_size, m
     transform = DeviceTransform(cfg.augment)
     t, h, w, _ = stores[0].clip_shape
     fastest = max((r for r in results["rows"] if "decoder" in r), key=lambda r: r["clips_per_s"])
-    decode_ds = DecodeEveryEpoch(manifest, split, ClipSpec(t, h, w), cfg, fastest["decoder"])
-    decode_loader = DataLoader(decode_ds, batch_size=batch_size, num_workers=workers, shuffle=True)
-    fastest["data_wait"] = data_wait(itertools.chain.from_iterable(itertools.repeat(decode_loader)), model, transform, steps, device)
+    batches = _decode_batches(manifest, split, ClipSpec(t, h, w), cfg, fastest["decoder"], batch_size, workers)
+    fastest["data_wait"] = data_wait(batches, model, transform, steps, device)
     for store in stores:
         loader = clip_loader(store, split, cfg, batch_size=batch_size, workers=workers)
         row = next(r for r in results["rows"] if r["path"] == f"{_name(store)} store")

@@ -18,8 +18,6 @@ import numpy as np
 from vidpipe.io import ffmpeg, pyav
 from vidpipe.io.ffmpeg import TRUNCATION_SLACK, DecodeError, Geometry, VideoInfo, count_decodable_frames, looks_short, probe
 
-DECODERS = ("pyav", "ffmpeg")  # in-process FFmpeg (PyAV), or an ffmpeg process per video
-
 
 @dataclass(frozen=True)
 class ClipSpec:

@@ -132,8 +132,7 @@ def resolve_state(entry: ModelEntry, source: str, probe: Callable[[dict, dict, L
     record = entry.weights_record(source)
     if record is not None:
         state = record.layout.convert(record.fetch())
-        model = probe(state, {}, record.layout)
-        state = model.adapt_state(state) if hasattr(model, "adapt_state") else state
+        state = _adapt(probe(state, {}, record.layout), state)
         return state, record.layout, Loaded(source, record.layout.name, None, transforms=record.transforms.to_dict()), {}
     path = Path(source)
     if not path.exists():
@@ -149,7 +148,7 @@ def resolve_state(entry: ModelEntry, source: str, probe: Callable[[dict, dict, L
             continue
         try:
             model = probe(state, meta, layout)
-            state = model.adapt_state(state) if hasattr(model, "adapt_state") else state
+            state = _adapt(model, state)
             problem = mismatch(model, state, skip=entry.classifier)
         except (VidpipeError, KeyError, ValueError) as e:  # e.g. no classifier under vidpipe's name: not this layout
             problem = str(e)
@@ -158,6 +157,11 @@ def resolve_state(entry: ModelEntry, source: str, probe: Callable[[dict, dict, L
             return state, layout, loaded, meta
         problems.append(f"as {layout.name}: {problem}")
     raise VidpipeError(f"{path} does not fit {entry.name} in any layout it knows: {'; '.join(problems)}")
+
+
+def _adapt(model: nn.Module, state: dict) -> dict:
+    """`state` resized or completed by the model's `adapt_state`, where it has one."""
+    return model.adapt_state(state) if hasattr(model, "adapt_state") else state
 
 
 def _checkpoint_spec(entry: ModelEntry, state: dict, meta: dict, options: dict, layout: Layout) -> dict:
@@ -198,8 +202,7 @@ def load_pretrained(name: str, source: str, num_classes: int | None = None, **op
     state, layout, loaded, meta = resolve_state(entry, source, probe)
     spec = _checkpoint_spec(entry, state, meta, options, layout)
     model = create_model(name, **spec)
-    if hasattr(model, "adapt_state"):  # again on the real model: what it fills in is no longer the probe's meta tensors
-        state = model.adapt_state(state)
+    state = _adapt(model, state)  # again on the real model: what it fills in is no longer the probe's meta tensors
     fit(model, state, f"{source} ({layout.name} layout) for {name}")
     if num_classes is not None and num_classes != spec["num_classes"]:
         replace_classifier(model, entry.classifier, num_classes)

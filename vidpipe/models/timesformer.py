@@ -128,24 +128,27 @@ class Block(nn.Module):
     def mix_time(self, x: torch.Tensor) -> torch.Tensor:  # (B*N, T, D) -> (B*N, T, D)
         return self.temporal_attn(x)
 
+    per_frame_cls = False  # True: one CLS token per frame (a causal variant), else one for the video
+
     def video_cls(self, cls_per_frame: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, 1, D)
         return cls_per_frame.mean(1, keepdim=True)
 
-    def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:  # (B, 1 + N*T, D) -> same
+    def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:  # (B, C + N*T, D) -> same; C = 1 (or T, per_frame_cls)
         if not self.divided:  # space_only: x is (B*T, 1 + N, D), one frame per row
             x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
             return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
-        cls, patches = x[:, :1], x[:, 1:]  # (B, 1, D), (B, N*T, D)
+        c = t if self.per_frame_cls else 1
+        cls, patches = x[:, :c], x[:, c:]  # (B, C, D), (B, N*T, D)
         b, nt, d = patches.shape
         n = nt // t
         # time: each patch position over the T frames, the CLS left out
         mixed = drop_path(self.mix_time(self.temporal_norm1(patches.reshape(b * n, t, d))), self.drop_path, self.training)
         patches = patches + self.temporal_fc(mixed.reshape(b, nt, d))
-        # space: each frame's N patches with a copy of the video CLS; the copies' outputs averaged back
+        # space: each frame's N patches with its copy of the CLS; the copies' outputs pooled back by video_cls
         frames = patches.reshape(b, n, t, d).transpose(1, 2).reshape(b * t, n, d)
         s = self.attn(self.norm1(torch.cat([cls.expand(b, t, d).reshape(b * t, 1, d), frames], 1)))
         s = drop_path(s, self.drop_path, self.training)  # (B*T, 1 + N, D)
-        cls_out = self.video_cls(s[:, 0].reshape(b, t, d))
+        cls_out = self.video_cls(s[:, 0].reshape(b, t, d))  # (B, C, D)
         s_patches = s[:, 1:].reshape(b, t, n, d).transpose(1, 2).reshape(b, nt, d)
         x = torch.cat([cls, patches], 1) + torch.cat([cls_out, s_patches], 1)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
@@ -229,18 +232,24 @@ class TimeSformer(nn.Module):
             return self.time_embed
         return F.interpolate(self.time_embed.transpose(1, 2), size=t, mode="nearest").transpose(1, 2)
 
+    def frame_tokens(self, frames: torch.Tensor) -> torch.Tensor:  # (B*T, 3, H, W) -> (B*T, 1 + N, D)
+        """Each frame's patches with a CLS in front and position embeddings added."""
+        x = self.patch_embed(frames)  # (B*T, D, H/p, W/p)
+        gh, gw = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)  # (B*T, N, D)
+        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self._pos_embed(gh, gw)
+
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """(B, 3, T, H, W) -> (tokens, T): (B, 1 + N*T, D) divided, (B*T, 1 + N, D) space_only."""
         b, _, t, h, w = x.shape
-        x = self.patch_embed(x.transpose(1, 2).reshape(b * t, 3, h, w))  # (B*T, D, H/p, W/p)
-        gh, gw = x.shape[-2:]
-        x = x.flatten(2).transpose(1, 2)  # (B*T, N, D)
-        x = torch.cat([self.cls_token.expand(b * t, -1, -1), x], 1) + self._pos_embed(gh, gw)  # (B*T, 1 + N, D)
+        x = self.frame_tokens(x.transpose(1, 2).reshape(b * t, 3, h, w))  # (B*T, 1 + N, D)
         if self.cfg.attention == "space_only":
             return x, t
         n, d = x.shape[1] - 1, x.shape[2]
         cls = x[::t, :1]  # frame 0's CLS (every frame's is the same)
-        patches = x[:, 1:].reshape(b, t, n, d).transpose(1, 2) + self._time_embed(t)[:, None]  # (B, N, T, D)
+        patches = x[:, 1:].reshape(b, t, n, d).transpose(1, 2)  # (B, N, T, D)
+        if hasattr(self, "time_embed"):
+            patches = patches + self._time_embed(t)[:, None]
         return torch.cat([cls, patches.reshape(b, n * t, d)], 1), t
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W) -> (B, 1 + N*T, D); (B, 1 + N, D) space_only

@@ -31,7 +31,7 @@ from torch import nn
 from vidpipe.models.registry import register_model
 from vidpipe.models.retnet import MultiScaleRetention
 from vidpipe.models.timesformer import (HF, IMAGENET1K_V1, OFFICIAL, SCRATCH_TRANSFORMS, TORCHVISION_VIT, Block, TimeSformer,
-                                        TimeSformerConfig, drop_path, shape_options)
+                                        TimeSformerConfig, shape_options)
 from vidpipe.models.weights import Layout, Weights
 from vidpipe.typed import check
 
@@ -56,7 +56,7 @@ class TimeSformerRetNetConfig(TimeSformerConfig):
 class RetentionBlock(Block):
     def __init__(self, cfg: TimeSformerRetNetConfig, drop_path_rate: float):
         super().__init__(cfg, drop_path_rate)
-        self.causal, self.form, self.chunk = cfg.cls_mode == "causal", cfg.retention_form, cfg.chunk
+        self.per_frame_cls, self.form, self.chunk = cfg.cls_mode == "causal", cfg.retention_form, cfg.chunk
 
     def make_temporal_mixer(self, cfg: TimeSformerConfig) -> nn.Module:
         return MultiScaleRetention(cfg.dim, cfg.heads)
@@ -66,21 +66,12 @@ class RetentionBlock(Block):
             return self.temporal_attn.forward_chunkwise(x, self.chunk)
         return self.temporal_attn(x)
 
-    def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        if not self.causal:
-            return super().forward(x, t)
-        cls, patches = x[:, :t], x[:, t:]  # (B, T, D): one CLS per frame; (B, N*T, D)
-        b, nt, d = patches.shape
-        n = nt // t
-        mixed = drop_path(self.mix_time(self.temporal_norm1(patches.reshape(b * n, t, d))), self.drop_path, self.training)
-        patches = patches + self.temporal_fc(mixed.reshape(b, nt, d))
-        frames = patches.reshape(b, n, t, d).transpose(1, 2).reshape(b * t, n, d)
-        s = drop_path(self.attn(self.norm1(torch.cat([cls.reshape(b * t, 1, d), frames], 1))), self.drop_path, self.training)
-        s_cls = s[:, 0].reshape(b, t, d)
-        running = s_cls.cumsum(1) / torch.arange(1, t + 1, device=x.device, dtype=x.dtype).view(1, t, 1)  # mean over frames <= t
-        s_patches = s[:, 1:].reshape(b, t, n, d).transpose(1, 2).reshape(b, nt, d)
-        x = torch.cat([cls, patches], 1) + torch.cat([running, s_patches], 1)
-        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+    def video_cls(self, cls_per_frame: torch.Tensor) -> torch.Tensor:
+        """causal: (B, T, D) -> (B, T, D), frame t's the mean of the outputs up to t; mean: TimeSformer's."""
+        if not self.per_frame_cls:
+            return super().video_cls(cls_per_frame)
+        t = cls_per_frame.shape[1]
+        return cls_per_frame.cumsum(1) / torch.arange(1, t + 1, device=cls_per_frame.device, dtype=cls_per_frame.dtype).view(1, t, 1)
 
     def step(self, cls: torch.Tensor, patches: torch.Tensor, t: int, state) -> tuple[torch.Tensor, torch.Tensor, tuple]:
         """One frame through the block: cls (B, 1, D), patches (B, N, D), state (retention state, CLS sum)."""
@@ -118,15 +109,13 @@ class TimeSformerRetNet(TimeSformer):
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """(B, 3, T, H, W) -> (B, T + N*T, D) causal (one CLS per frame), (B, 1 + N*T, D) mean."""
+        if self.cfg.cls_mode == "mean":
+            return super().embed(x)  # no time_embed: nothing is added to the patches
         b, _, t, h, w = x.shape
-        x = self.patch_embed(x.transpose(1, 2).reshape(b * t, 3, h, w))
-        gh, gw = x.shape[-2:]
-        x = x.flatten(2).transpose(1, 2)  # (B*T, N, D)
-        x = torch.cat([self.cls_token.expand(b * t, -1, -1), x], 1) + self._pos_embed(gh, gw)
+        x = self.frame_tokens(x.transpose(1, 2).reshape(b * t, 3, h, w))  # (B*T, 1 + N, D)
         n, d = x.shape[1] - 1, x.shape[2]
-        cls = x[:, :1].reshape(b, t, d) if self.cfg.cls_mode == "causal" else x[::t, :1]
         patches = x[:, 1:].reshape(b, t, n, d).transpose(1, 2).reshape(b, n * t, d)  # patch-major, frame-minor
-        return torch.cat([cls, patches], 1), t
+        return torch.cat([x[:, :1].reshape(b, t, d), patches], 1), t
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W) -> (B, T + N*T, D) or (B, 1 + N*T, D)
         self._frames = x.shape[2]
@@ -156,9 +145,7 @@ class Stream:
     @torch.no_grad()
     def step(self, frame: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, num_classes)
         m = self.model
-        x = m.patch_embed(frame)
-        gh, gw = x.shape[-2:]
-        x = torch.cat([m.cls_token.expand(x.shape[0], -1, -1), x.flatten(2).transpose(1, 2)], 1) + m._pos_embed(gh, gw)
+        x = m.frame_tokens(frame)  # (B, 1 + N, D)
         cls, patches = x[:, :1], x[:, 1:]
         for i, block in enumerate(m.blocks):
             cls, patches, self.states[i] = block.step(cls, patches, self.t, self.states[i])
