@@ -18,6 +18,9 @@ TINY = {  # small options so every model runs in milliseconds
     "r2plus1d_18": {},
     "timesformer": {"dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "patch_size": 8, "image_size": 32, "frames": 8},
     "timesformer_retnet": {"dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "patch_size": 8, "image_size": 32, "frames": 8},
+    "tsm_r50": {},
+    "tin_r50": {},
+    "vivit_fe": {"dim": 32, "heads": 4, "mlp_dim": 64, "spatial_depth": 2, "temporal_depth": 1, "patch_size": 8, "image_size": 32, "frames": 8},
 }
 
 
@@ -50,6 +53,9 @@ FEATURES = {
     "r2plus1d_18": (1, 512, 1, 2, 2),  # 8 x 32 x 32 clip -> T/8, H/16, W/16
     "timesformer": (1, 1 + 16 * 8, 32),  # the CLS, then 4 x 4 patches x 8 frames
     "timesformer_retnet": (1, 8 + 16 * 8, 32),  # causal: one CLS per frame, then the patches
+    "tsm_r50": (1, 8, 2048),  # each segment's pooled ResNet-50 features; the head averages the segments' logits
+    "tin_r50": (1, 8, 2048),
+    "vivit_fe": (1, 1 + 8 // 2, 32),  # the temporal encoder's CLS, then one token per tubelet index (t = 2)
 }
 
 
@@ -104,6 +110,19 @@ def expected_params(name):
         block = 2 * d + attention + 2 * d + (d * h + h + h * d + d) + 2 * d + temporal + (d * d + d)
         time = o.frames * d if name == "timesformer" else 0
         return (3 * o.patch_size**2 * d + d) + d + (patches + 1) * d + time + o.depth * block + 2 * d + (d * C + C)
+    if name in ("tsm_r50", "tin_r50"):
+        resnet = count_params(torchvision.models.resnet50(num_classes=C))  # torchvision's network, its fc the classifier
+        if name == "tsm_r50":
+            return resnet  # the shift has no parameters
+        t = o.segments  # per block: OffsetNet Conv1d(F, 1, 3), Linear(T, T), Linear(T, 2); WeightNet Conv1d(F, 2, 3); F = in / 4
+        inputs = [64, 256, 256, 256, 512, 512, 512, 512, 1024, 1024, 1024, 1024, 1024, 1024, 2048, 2048]
+        return resnet + sum((3 * (c // o.shift_div) + 1) + (t * t + t) + (2 * t + 2) + (6 * (c // o.shift_div) + 2) for c in inputs)
+    if name == "vivit_fe":
+        d, h, patches, indices = o.dim, o.mlp_dim, (o.image_size // o.patch_size) ** 2, o.frames // o.tubelet
+        block = 2 * d + (3 * d * d + 3 * d + d * d + d) + 2 * d + (d * h + h + h * d + d)
+        spatial = d + (patches + 1) * d + o.spatial_depth * block + 2 * d  # CLS, positions, blocks, norm
+        temporal = d + (indices + 1) * d + o.temporal_depth * block + 2 * d
+        return (3 * o.tubelet * o.patch_size**2 * d + d) + spatial + temporal + (d * C + C)
     raise AssertionError(name)
 
 

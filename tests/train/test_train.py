@@ -343,3 +343,45 @@ def test_timesformer_family_trains_from_a_clip_store_and_its_run_loads_back(synt
         with torch.no_grad():
             torch.testing.assert_close(logits, loaded(x), rtol=0, atol=1e-5)
     assert summary["best"]["epoch"] in (1, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["tiny", "base"])
+def test_vivit_fe_presets_train_from_a_clip_store_and_load_back(synth_h264, tmp_path, preset):
+    """Both presets at their own widths and depths (base: 768 wide, 12 + 4 blocks), on 32 x 32 crops of 4 frames."""
+    from vidpipe.models import load_pretrained
+
+    extract(build_manifest("synthetic", synth_h264), tmp_path / "store", ExtractConfig(frames=8, size=32))
+    overrides = ["optim.epochs=1", "data.workers=0", "data.batch_size=8", "data.frames=4", "data.crop_size=32", "device=cpu",
+                 f"model_options.preset={preset}", "model_options.image_size=32"]
+    cfg = load_config(None, overrides, base={"model": "vivit_fe", "data": {"path": str(tmp_path / "store")}})
+    train(cfg, tmp_path / "run", log=lambda m: None)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and np.isfinite(rows[0]["train_loss"])
+    result = evaluate_checkpoint(tmp_path / "run", split="test")
+    assert result["metrics"]["videos"] == 10
+    loaded = load_pretrained("vivit_fe", str(tmp_path / "run" / "checkpoints" / "best.safetensors"))
+    assert loaded.cfg.preset == preset and loaded.head.out_features == 10 and loaded.cfg.spatial_depth == {"tiny": 4, "base": 12}[preset]
+
+
+def test_msr_daily_activity3d_tree_to_vivit_fe_tiny(tmp_path):
+    """The seed study's dataset path: an MSR DailyActivity3D tree (a<AA>_s<SS>_e<EE>_rgb.avi, Xvid AVI,
+    cross-subject split: odd subjects train) -> a clip store -> vivit_fe tiny, one epoch -> eval on test."""
+    from vidpipe.io.ffmpeg import encode_video
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "msr").mkdir()
+    for activity in (1, 2, 3):
+        for subject in (1, 2, 3, 4):
+            frames = rng.integers(0, 255, (12, 48, 64, 3), dtype=np.uint8)
+            encode_video(frames, tmp_path / "msr" / f"a{activity:02d}_s{subject:02d}_e01_rgb.avi", "mpeg4", fps=30)
+    manifest = build_manifest("msr_daily_activity3d", tmp_path / "msr")
+    extract(manifest, tmp_path / "store", ExtractConfig(frames=8, size=32))
+    store = json.loads((tmp_path / "store" / "store.json").read_text())
+    assert store["dataset"] == "msr_daily_activity3d" and len(store["classes"]) == 16
+    overrides = ["optim.epochs=1", "data.workers=0", "data.batch_size=2", "data.frames=4", "data.crop_size=32", "device=cpu",
+                 "model_options.preset=tiny", "model_options.image_size=32", "data.val_fraction=0"]
+    cfg = load_config(None, overrides, base={"model": "vivit_fe", "data": {"path": str(tmp_path / "store")}})
+    train(cfg, tmp_path / "run", log=lambda m: None)
+    result = evaluate_checkpoint(tmp_path / "run", split="test")
+    assert result["metrics"]["videos"] == 6 and len(result["classes"]) == 16  # subjects 2 and 4: the cross-subject test half

@@ -29,6 +29,8 @@ VARIANTS = {
     "timesformer-math": ("timesformer", {"fused_attention": False}, "TimeSformer, explicit softmax attention as Hugging Face computes it"),
     "timesformer_retnet": ("timesformer_retnet", {"retention_form": "parallel"}, "RetNet hybrid, parallel retention"),
     "timesformer_retnet-chunkwise": ("timesformer_retnet", {"retention_form": "chunkwise", "chunk": 8}, "RetNet hybrid, chunkwise retention (chunks of 8)"),
+    "vivit_fe": ("vivit_fe", {}, "ViViT factorised encoder, the --preset's widths (base: 12 spatial + 4 temporal blocks), t = 2 tubelets"),
+    "vivit_fe-mini": ("vivit_fe", {"preset": "tiny"}, "Mini-ViViT (vivit_fe tiny preset: DeiT-Ti width, 4 + 4 blocks) whatever --preset says"),
 }
 DEFAULT_VARIANTS = tuple(VARIANTS)
 
@@ -149,8 +151,8 @@ def bench_models(variants=DEFAULT_VARIANTS, frames=(8, 16, 32, 64), size: int = 
 
 
 def summarise(results: dict) -> dict:
-    """Per variant: the growth exponent of activation memory and FLOPs in T; per T: each variant's
-    activation and peak memory relative to the TimeSformer rows."""
+    """Per variant: the growth exponent of activation memory and FLOPs in T; per T: the hybrid's activation
+    and peak memory and step time relative to both TimeSformer rows, every other model's relative to TimeSformer's."""
     rows = results["rows"]
     out = {"exponents": {}, "ratios": {}}
     for variant in dict.fromkeys(r["variant"] for r in rows):
@@ -162,7 +164,8 @@ def summarise(results: dict) -> dict:
     for base in ("timesformer", "timesformer-math"):
         for r in rows:
             ref = next((b for b in rows if b["variant"] == base and b["frames"] == r["frames"]), None)
-            if ref is None or r["variant"] == base or not r["variant"].startswith("timesformer_retnet"):
+            compared = r["variant"].startswith("timesformer_retnet") or (base == "timesformer" and not r["variant"].startswith("timesformer"))
+            if ref is None or not compared:
                 continue
             out["ratios"].setdefault(f"{r['variant']} / {base}", {})[r["frames"]] = {
                 "activation_memory": r["activation_mb"] / ref["activation_mb"], "peak_memory": r["peak_mb"] / ref["peak_mb"],

@@ -113,8 +113,9 @@ def bench_features_cmd(store, backbones, batch_size, device, tokens, json_path):
 
 
 @bench.command("models")
-@click.option("--models", default="timesformer,timesformer_retnet", show_default=True,
-              help="Comma-separated models (each with its variants: fused/explicit attention, parallel/chunkwise retention) or variant names.")
+@click.option("--models", default="timesformer,timesformer_retnet,vivit_fe", show_default=True,
+              help="Comma-separated models (each with its variants: fused/explicit attention, parallel/chunkwise retention, "
+                   "ViViT at --preset and the Mini-ViViT) or variant names.")
 @click.option("--frames", default="8,16,32,64", show_default=True, help="Comma-separated frame counts T.")
 @click.option("--size", type=click.IntRange(min=16), default=112, show_default=True, help="Input side S (224 is the models' own; CPU: smaller).")
 @click.option("--preset", type=click.Choice(["base", "small", "tiny"]), default="base", show_default=True, help="Model size preset.")

@@ -55,9 +55,16 @@ def models_cmd(name, classes, in_dim):
     if e.weights:
         ui.table(f"{e.name} weights (model_options.weights=TAG, or load_pretrained('{e.name}', TAG))",
                  ["tag", "source", "transforms", "classes", "reported"],
-                 [[w.tag, w.source, w.transforms.describe(), w.num_classes,
-                   f"{w.meta.get('top1', '-')} top-1 on {w.meta.get('dataset', '?')} ({w.meta.get('protocol', '')})"] for w in e.weights],
+                 [[w.tag, w.source, w.transforms.describe(), w.num_classes, _reported(w.meta)] for w in e.weights],
                  justify_right_from=5)
+
+
+def _reported(meta: dict) -> str:
+    """'77.9 top-1 on Kinetics-400 (protocol)', or the dataset alone where nothing is reported."""
+    dataset = meta.get("dataset", "?")
+    if "top1" not in meta:
+        return dataset
+    return f"{meta['top1']} top-1 on {dataset}" + (f" ({meta['protocol']})" if meta.get("protocol") else "")
 
 
 class TrainCommand(click.Command):

@@ -164,10 +164,10 @@ def _adapt(model: nn.Module, state: dict) -> dict:
     return model.adapt_state(state) if hasattr(model, "adapt_state") else state
 
 
-def _checkpoint_spec(entry: ModelEntry, state: dict, meta: dict, options: dict, layout: Layout) -> dict:
-    """create_model's arguments for a checkpoint: its classifier size, and its architecture: a vidpipe
-    checkpoint's own model options and feature width, or what the layout reads from a foreign checkpoint
-    (given `options` override either)."""
+def _checkpoint_spec(entry: ModelEntry, state: dict, meta: dict, options: dict, layout: Layout, num_classes: int | None) -> dict:
+    """create_model's arguments for a checkpoint: its classifier size (or `num_classes` where it has no
+    classifier, e.g. an image backbone), and its architecture: a vidpipe checkpoint's own model options and
+    feature width, or what the layout reads from a foreign checkpoint (given `options` override either)."""
     in_dim = None
     if layout.options is not None:
         options = {**layout.options(state, meta), **options}
@@ -179,9 +179,11 @@ def _checkpoint_spec(entry: ModelEntry, state: dict, meta: dict, options: dict, 
     if entry.input != "clips" and in_dim is None:
         raise VidpipeError(f"{entry.name} reads {INPUTS[entry.input]}: load a vidpipe checkpoint of it (it records the feature width)")
     head = entry.classifier[0]
-    if head not in state:
-        raise VidpipeError(f"the checkpoint has no classifier ({head}); pass a checkpoint of the whole model")
-    return dict(num_classes=state[head].shape[0], in_dim=in_dim, options=options)
+    if head in state:
+        num_classes = state[head].shape[0]
+    elif num_classes is None:
+        raise VidpipeError(f"the checkpoint has no classifier ({head}); pass num_classes for a fresh one, or a checkpoint of the whole model")
+    return dict(num_classes=num_classes, in_dim=in_dim, options=options)
 
 
 def load_pretrained(name: str, source: str, num_classes: int | None = None, **options) -> nn.Module:
@@ -197,10 +199,10 @@ def load_pretrained(name: str, source: str, num_classes: int | None = None, **op
 
     def probe(state: dict, meta: dict, layout: Layout) -> nn.Module:  # shapes only: built on the meta device, no memory
         with torch.device("meta"):
-            return create_model(name, **_checkpoint_spec(entry, state, meta, options, layout))
+            return create_model(name, **_checkpoint_spec(entry, state, meta, options, layout, num_classes))
 
     state, layout, loaded, meta = resolve_state(entry, source, probe)
-    spec = _checkpoint_spec(entry, state, meta, options, layout)
+    spec = _checkpoint_spec(entry, state, meta, options, layout, num_classes)
     model = create_model(name, **spec)
     state = _adapt(model, state)  # again on the real model: what it fills in is no longer the probe's meta tensors
     fit(model, state, f"{source} ({layout.name} layout) for {name}")

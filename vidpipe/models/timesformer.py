@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidpipe.models.layers import Attention, Mlp, drop_path, init_vit_, vit_from_torchvision
 from vidpipe.models.registry import register_model
 from vidpipe.models.weights import IMAGENET_MEAN, IMAGENET_STD, Layout, Transforms, Weights
 from vidpipe.typed import check, check_layers
@@ -69,42 +70,6 @@ class TimeSformerConfig:
         check(self.mlp_dim >= 1 and self.patch_size >= 1 and self.frames >= 1, "model_options.mlp_dim, patch_size and frames must be at least 1")
         check(self.image_size % self.patch_size == 0, f"model_options.image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
         check(0 <= self.drop_path < 1, f"model_options.drop_path must be in [0, 1); got {self.drop_path}")
-
-
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero a whole sample's residual branch with probability p (rescaled)."""
-    if p == 0.0 or not training:
-        return x
-    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p)
-    return x * keep / (1 - p)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with a fused qkv projection ([q; k; v] rows, head-major)."""
-
-    def __init__(self, dim: int, heads: int, qkv_bias: bool, fused: bool = True):
-        super().__init__()
-        self.heads, self.fused = heads, fused
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, D)
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, L, d/heads)
-        if self.fused:  # no (L, L) matrix kept for backward where a fused kernel runs
-            y = F.scaled_dot_product_attention(q, k, v)
-        else:  # the (B, heads, L, L) probabilities are materialised (and saved for backward)
-            y = ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(-1) @ v
-        return self.proj(y.transpose(1, 2).reshape(b, n, d))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class Block(nn.Module):
@@ -188,13 +153,7 @@ class TimeSformer(nn.Module):
         in every block but the first."""
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias) if m.bias is not None else None
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_vit_(self)
         for block in list(self.blocks)[1:]:
             if hasattr(block, "temporal_fc"):
                 nn.init.zeros_(block.temporal_fc.weight)
@@ -336,37 +295,18 @@ def from_torchvision_vit(state: dict) -> dict:
     """torchvision `vit_b_16`-style keys -> a divided TimeSformer initialised as the paper does it: spatial
     parts copied, temporal attention and its norm copied from the spatial ones, time embeddings zero,
     temporal_fc zero but in block 0 (trunc_normal 0.02 from a fixed seed: the original leaves it random)."""
-    if "conv_proj.weight" not in state:
-        raise ValueError("no conv_proj.weight")
-    out = {"patch_embed.proj.weight": state["conv_proj.weight"], "patch_embed.proj.bias": state["conv_proj.bias"],
-           "cls_token": state["class_token"], "pos_embed": state["encoder.pos_embedding"],
-           "norm.weight": state["encoder.ln.weight"], "norm.bias": state["encoder.ln.bias"]}
-    dim = state["class_token"].shape[-1]
-    layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"encoder\.layers\.encoder_layer_(\d+)\.", k))})
-    mlp = {"mlp.0": "fc1", "mlp.3": "fc2", "mlp.linear_1": "fc1", "mlp.linear_2": "fc2"}  # torchvision's names, new and old
-    for i in layers:
-        src, dst = f"encoder.layers.encoder_layer_{i}.", f"blocks.{i}."
-        for norm, name in (("ln_1", "norm1"), ("ln_2", "norm2")):
-            for leaf in ("weight", "bias"):
-                out[f"{dst}{name}.{leaf}"] = state[f"{src}{norm}.{leaf}"]
-        for prefix in ("attn", "temporal_attn"):
-            out[f"{dst}{prefix}.qkv.weight"] = state[f"{src}self_attention.in_proj_weight"]
-            out[f"{dst}{prefix}.qkv.bias"] = state[f"{src}self_attention.in_proj_bias"]
-            out[f"{dst}{prefix}.proj.weight"] = state[f"{src}self_attention.out_proj.weight"]
-            out[f"{dst}{prefix}.proj.bias"] = state[f"{src}self_attention.out_proj.bias"]
-        out[f"{dst}temporal_norm1.weight"] = state[f"{src}ln_1.weight"]
-        out[f"{dst}temporal_norm1.bias"] = state[f"{src}ln_1.bias"]
-        for key, value in state.items():
-            for tv, ours in mlp.items():
-                if key.startswith(f"{src}{tv}."):
-                    out[f"{dst}mlp.{ours}.{key.rsplit('.', 1)[1]}"] = value
+    out = vit_from_torchvision(state)
+    dim = out["cls_token"].shape[-1]
+    for i in sorted({int(k.split(".")[1]) for k in out if k.startswith("blocks.")}):
+        b = f"blocks.{i}."
+        for leaf in ("qkv.weight", "qkv.bias", "proj.weight", "proj.bias"):
+            out[f"{b}temporal_attn.{leaf}"] = out[f"{b}attn.{leaf}"]
+        out[f"{b}temporal_norm1.weight"], out[f"{b}temporal_norm1.bias"] = out[f"{b}norm1.weight"], out[f"{b}norm1.bias"]
         fc = torch.zeros(dim, dim)
         if i == 0:
             nn.init.trunc_normal_(fc, std=0.02, generator=torch.Generator().manual_seed(0))
-        out[f"{dst}temporal_fc.weight"], out[f"{dst}temporal_fc.bias"] = fc, torch.zeros(dim)
+        out[f"{b}temporal_fc.weight"], out[f"{b}temporal_fc.bias"] = fc, torch.zeros(dim)
     out["time_embed"] = torch.zeros(1, 8, dim)
-    if "heads.head.weight" in state:
-        out["head.weight"], out["head.bias"] = state["heads.head.weight"], state["heads.head.bias"]
     return out
 
 
