@@ -124,18 +124,18 @@ def test_bench_models_smoke(tmp_path):
 
     from vidpipe.bench.models import bench_models, growth_exponent, plot, table_rows
 
-    variants = ("timesformer", "timesformer_retnet-chunkwise", "vivit_fe-mini")
+    variants = ("timesformer", "timesformer_retnet-chunkwise", "vivit_fe-mini", "tin_r50")  # TIN: its segments follow T
     results = bench_models(variants, frames=(2, 4), size=32, preset="tiny", steps=1, log=lambda m: None)
     assert [(r["variant"], r["frames"]) for r in results["rows"]] == [(v, t) for v in variants for t in (2, 4)]
     for r in results["rows"]:
         assert r["gflops_per_clip"] > 0 and r["activation_mb"] > 0 and r["train_step_s"] > 0 and r["infer_clips_per_s"] > 0
     assert set(results["summary"]["exponents"]) == set(variants)
-    assert set(results["summary"]["ratios"]) == {"timesformer_retnet-chunkwise / timesformer", "vivit_fe-mini / timesformer"}
+    assert set(results["summary"]["ratios"]) == {"timesformer_retnet-chunkwise / timesformer", "vivit_fe-mini / timesformer", "tin_r50 / timesformer"}
     assert set(results["summary"]["ratios"]["timesformer_retnet-chunkwise / timesformer"]) == {2, 4}
     mini = [r for r in results["rows"] if r["variant"] == "vivit_fe-mini"]
-    assert mini[1]["gflops_per_clip"] > mini[0]["gflops_per_clip"] and mini[0]["options"] == {"preset": "tiny"}
+    assert mini[1]["gflops_per_clip"] > mini[0]["gflops_per_clip"] and mini[0]["preset"] == "tiny"
     plot(results, tmp_path / "m.png")
-    assert (tmp_path / "m.png").stat().st_size > 0 and len(table_rows(results)) == 6
+    assert (tmp_path / "m.png").stat().st_size > 0 and len(table_rows(results)) == 8
     t, y = [8, 16, 32, 64], [3.0, 5.5, 12.0, 30.0]
     assert abs(growth_exponent(t, y) - np.polyfit(np.log(t), np.log(y), 1)[0]) < 1e-12
 

@@ -20,6 +20,7 @@ TINY = {  # small options so every model runs in milliseconds
     "timesformer_retnet": {"dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "patch_size": 8, "image_size": 32, "frames": 8},
     "tsm_r50": {},
     "tin_r50": {},
+    "squeezetime": {"frames": 8},
     "vivit_fe": {"dim": 32, "heads": 4, "mlp_dim": 64, "spatial_depth": 2, "temporal_depth": 1, "patch_size": 8, "image_size": 32, "frames": 8},
 }
 
@@ -30,7 +31,7 @@ def tiny_input(name):
         return torch.randn(2, 8, D)
     if kind == "clip_tokens":
         return torch.randn(2, 2, D, 2, 3, 3)
-    return torch.randn(1, 3, 8, 32, 32)
+    return torch.randn(2, 3, 8, 32, 32)  # two clips: BatchNorm after global pooling (SqueezeTime) cannot train on one
 
 
 def build(name, num_classes=C, **options):
@@ -50,12 +51,13 @@ FEATURES = {
     "resnet_temporal_vit": (2, 1 + 8, 32),  # CLS + one token per frame
     "temporal_retnet": (2, 8, 32),  # one output per frame (causal)
     "perceiver": (2, 4, 32),  # the latents
-    "r2plus1d_18": (1, 512, 1, 2, 2),  # 8 x 32 x 32 clip -> T/8, H/16, W/16
-    "timesformer": (1, 1 + 16 * 8, 32),  # the CLS, then 4 x 4 patches x 8 frames
-    "timesformer_retnet": (1, 8 + 16 * 8, 32),  # causal: one CLS per frame, then the patches
-    "tsm_r50": (1, 8, 2048),  # each segment's pooled ResNet-50 features; the head averages the segments' logits
-    "tin_r50": (1, 8, 2048),
-    "vivit_fe": (1, 1 + 8 // 2, 32),  # the temporal encoder's CLS, then one token per tubelet index (t = 2)
+    "r2plus1d_18": (2, 512, 1, 2, 2),  # 8 x 32 x 32 clip -> T/8, H/16, W/16
+    "timesformer": (2, 1 + 16 * 8, 32),  # the CLS, then 4 x 4 patches x 8 frames
+    "timesformer_retnet": (2, 8 + 16 * 8, 32),  # causal: one CLS per frame, then the patches
+    "squeezetime": (2, 2048, 1, 1),  # a 2D map: 32 x 32 input, stride 32
+    "tsm_r50": (2, 8, 2048),  # each segment's pooled ResNet-50 features; the head averages the segments' logits
+    "tin_r50": (2, 8, 2048),
+    "vivit_fe": (2, 1 + 8 // 2, 32),  # the temporal encoder's CLS, then one token per tubelet index (t = 2)
 }
 
 
@@ -110,6 +112,8 @@ def expected_params(name):
         block = 2 * d + attention + 2 * d + (d * h + h + h * d + d) + 2 * d + temporal + (d * d + d)
         time = o.frames * d if name == "timesformer" else 0
         return (3 * o.patch_size**2 * d + d) + d + (patches + 1) * d + time + o.depth * block + 2 * d + (d * C + C)
+    if name == "squeezetime":  # the documented 28,887,088 is at 16 frames (a 48-channel 5x5 stem), default pos_dim
+        return 28_887_088 - 64 * 3 * (16 - o.frames) * 5 * 5 + (2048 * C + C)
     if name in ("tsm_r50", "tin_r50"):
         resnet = count_params(torchvision.models.resnet50(num_classes=C))  # torchvision's network, its fc the classifier
         if name == "tsm_r50":

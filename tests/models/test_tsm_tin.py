@@ -198,3 +198,21 @@ def test_tin_refuses_another_segment_count_and_tags_name_the_download():
         model(torch.randn(1, 3, 4, 32, 32))
     with pytest.raises(VidpipeError, match="tin_imagenet-pretrained-r50_8xb6-1x1x8-40e_sthv2-rgb; download them"):
         load_pretrained("tin_r50", "SSV2")
+
+
+def test_imagenet_tag_goes_through_the_weights_record(monkeypatch):
+    """IMAGENET1K_V1 is torchvision's ResNet50_Weights (offline here: the record's fetch is given a local
+    state dict); TIN takes it with its interlace at its own initialisation, the run's classifier fresh."""
+    from vidpipe.models import init_from_pretrained
+    from vidpipe.models.tsm import IMAGENET1K_V1
+
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet50()
+    monkeypatch.setattr(type(IMAGENET1K_V1), "fetch", lambda self: resnet.state_dict())
+    model = create_model("tin_r50", num_classes=7)
+    head = model.head.weight.clone()
+    loaded = init_from_pretrained(model, "tin_r50", "IMAGENET1K_V1")
+    assert loaded.layout == "torchvision" and loaded.transforms["crop"] == 224
+    torch.testing.assert_close(model.backbone.layer4[2].conv3.weight, resnet.layer4[2].conv3.weight, rtol=0, atol=0)
+    torch.testing.assert_close(model.head.weight, head, rtol=0, atol=0)
+    assert model.backbone.layer1[0].interlace.offset_net.fc2.bias.tolist() == pytest.approx([0.5108, 0.5108])

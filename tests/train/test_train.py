@@ -385,3 +385,37 @@ def test_msr_daily_activity3d_tree_to_vivit_fe_tiny(tmp_path):
     train(cfg, tmp_path / "run", log=lambda m: None)
     result = evaluate_checkpoint(tmp_path / "run", split="test")
     assert result["metrics"]["videos"] == 6 and len(result["classes"]) == 16  # subjects 2 and 4: the cross-subject test half
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tsm_r50", "tin_r50"])
+def test_tsm_and_tin_train_through_the_segment_pipeline_and_load_back(synth_h264, tmp_path, model):
+    from vidpipe.models import load_pretrained
+
+    extract(build_manifest("synthetic", synth_h264), tmp_path / "store", ExtractConfig(frames=8, size=32))
+    overrides = ["optim.epochs=1", "data.workers=0", "data.batch_size=4", "data.frames=4", "data.crop_size=32", "device=cpu"]
+    overrides += ["model_options.segments=4"] if model == "tin_r50" else []
+    cfg = load_config(None, overrides, base={"model": model, "data": {"path": str(tmp_path / "store")}})
+    train(cfg, tmp_path / "run", log=lambda m: None)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and np.isfinite(rows[0]["train_loss"])
+    result = evaluate_checkpoint(tmp_path / "run", split="test")
+    assert result["metrics"]["videos"] == 10
+    loaded = load_pretrained(model, str(tmp_path / "run" / "checkpoints" / "best.safetensors"))
+    assert loaded.head.out_features == 10
+
+
+@pytest.mark.slow
+def test_squeezetime_trains_from_a_clip_store_and_skips_a_last_batch_of_one(synth_h264, tmp_path):
+    """20 training videos in batches of 19: the last batch holds one clip, which the CTL gate's BatchNorm
+    cannot train on; the loop skips it and says so."""
+    extract(build_manifest("synthetic", synth_h264), tmp_path / "store", ExtractConfig(frames=16, size=32))
+    overrides = ["optim.epochs=1", "data.workers=0", "data.batch_size=19", "data.crop_size=32", "data.val_fraction=0", "device=cpu"]
+    cfg = load_config(None, overrides, base={"model": "squeezetime", "data": {"path": str(tmp_path / "store")}})
+    logs = []
+    train(cfg, tmp_path / "run", log=logs.append)
+    assert any("a last batch of 1 clip(s) skipped" in line for line in logs), logs
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["train_clips"] == 19 and np.isfinite(rows[0]["train_loss"])
+    result = evaluate_checkpoint(tmp_path / "run", split="test")
+    assert result["metrics"]["videos"] == 10

@@ -13,6 +13,7 @@ The growth exponent of activation memory in T is the least-squares slope of log(
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing as mp
@@ -31,6 +32,9 @@ VARIANTS = {
     "timesformer_retnet-chunkwise": ("timesformer_retnet", {"retention_form": "chunkwise", "chunk": 8}, "RetNet hybrid, chunkwise retention (chunks of 8)"),
     "vivit_fe": ("vivit_fe", {}, "ViViT factorised encoder, the --preset's widths (base: 12 spatial + 4 temporal blocks), t = 2 tubelets"),
     "vivit_fe-mini": ("vivit_fe", {"preset": "tiny"}, "Mini-ViViT (vivit_fe tiny preset: DeiT-Ti width, 4 + 4 blocks) whatever --preset says"),
+    "tsn_r50": ("tsm_r50", {"is_shift": False}, "TSN: ResNet-50 per segment, logits averaged (tsm_r50 with the shift off; no --preset)"),
+    "tsm_r50": ("tsm_r50", {}, "TSM ResNet-50, shift 1/8 + 1/8 of the channels in every bottleneck"),
+    "tin_r50": ("tin_r50", {}, "TIN ResNet-50, learned fractional interlace of 1/4 of the channels (pure PyTorch tin_shift)"),
 }
 DEFAULT_VARIANTS = tuple(VARIANTS)
 
@@ -45,16 +49,18 @@ def measure(variant: str, frames: int, size: int, batch: int, preset: str, steps
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vidpipe.models import count_params, create_model
+    from vidpipe.models import count_params, create_model, model_entry
 
     name, options, _ = VARIANTS[variant]
+    fields = {f.name for f in dataclasses.fields(model_entry(name).config)}
+    sized = {k: v for k, v in {"preset": preset, "frames": frames, "segments": frames}.items() if k in fields}  # what the model has of them
     torch.manual_seed(0)
     rss0 = _rss_bytes()
-    model = create_model(name, num_classes=400, options={"preset": preset, "frames": frames, **options}).to(device)
+    model = create_model(name, num_classes=400, options={**sized, **options}).to(device)
     x = torch.randn(batch, 3, frames, size, size, device=device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    row = {"variant": variant, "model": name, "options": options, "frames": frames, "size": size, "batch": batch, "preset": preset,
+    row = {"variant": variant, "model": name, "options": options, "frames": frames, "size": size, "batch": batch, "preset": options.get("preset", sized.get("preset")),
            "params": count_params(model)}
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:

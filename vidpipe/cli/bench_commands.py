@@ -113,12 +113,13 @@ def bench_features_cmd(store, backbones, batch_size, device, tokens, json_path):
 
 
 @bench.command("models")
-@click.option("--models", default="timesformer,timesformer_retnet,vivit_fe", show_default=True,
+@click.option("--models", default="timesformer,timesformer_retnet,vivit_fe,tsm_r50,tin_r50", show_default=True,
               help="Comma-separated models (each with its variants: fused/explicit attention, parallel/chunkwise retention, "
-                   "ViViT at --preset and the Mini-ViViT) or variant names.")
+                   "ViViT at --preset and the Mini-ViViT, TSM with and without its shift) or variant names.")
 @click.option("--frames", default="8,16,32,64", show_default=True, help="Comma-separated frame counts T.")
 @click.option("--size", type=click.IntRange(min=16), default=112, show_default=True, help="Input side S (224 is the models' own; CPU: smaller).")
-@click.option("--preset", type=click.Choice(["base", "small", "tiny"]), default="base", show_default=True, help="Model size preset.")
+@click.option("--preset", type=click.Choice(["base", "small", "tiny"]), default="base", show_default=True,
+              help="Model size preset (models without presets ignore it).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Clips per step.")
 @click.option("--steps", type=click.IntRange(min=1), default=2, show_default=True, help="Timed train steps and inference passes per row.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where the models run.")

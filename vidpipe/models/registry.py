@@ -205,8 +205,11 @@ def load_pretrained(name: str, source: str, num_classes: int | None = None, **op
     spec = _checkpoint_spec(entry, state, meta, options, layout, num_classes)
     model = create_model(name, **spec)
     state = _adapt(model, state)  # again on the real model: what it fills in is no longer the probe's meta tensors
-    fit(model, state, f"{source} ({layout.name} layout) for {name}")
-    if num_classes is not None and num_classes != spec["num_classes"]:
+    headless = entry.classifier[0] not in state  # a backbone checkpoint: the classifier num_classes asked for starts fresh
+    fit(model, state, f"{source} ({layout.name} layout) for {name}", skip=entry.classifier if headless else ())
+    if headless:
+        loaded.classifier = f"none in the checkpoint: a fresh {num_classes}-class classifier"
+    elif num_classes is not None and num_classes != spec["num_classes"]:
         replace_classifier(model, entry.classifier, num_classes)
         loaded.classifier = f"replaced ({spec['num_classes']} -> {num_classes} classes, freshly initialised)"
     model.pretrained = loaded.to_dict()

@@ -231,6 +231,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
             if batch is None:  # the loader skipped unreadable samples (logged where they were met)
                 log(f"epoch {epoch + 1}: the training loader ended after {step} of {n_batches} batches")
                 break
+            if len(batch["ids"]) < getattr(model, "min_train_batch", 1):  # e.g. BatchNorm after global pooling: one sample has no statistics
+                log(f"epoch {epoch + 1}: a last batch of {len(batch['ids'])} clip(s) skipped ({cfg.model} trains on at least {model.min_train_batch})")
+                continue
             x, y = data.to_device(batch, device, train=True)
             boundary = (step + 1) % o.accum_steps == 0 or step + 1 == n_batches
             with net.no_sync() if ddp and not boundary else contextlib.nullcontext():  # all-reduce once per optimizer step
