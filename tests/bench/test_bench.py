@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from vidpipe.cli.main import cli
@@ -148,3 +149,14 @@ def test_bench_models_activation_memory_is_activations_not_weights():
     small, big = (measure("timesformer", t, 32, 1, "tiny", 1, "cpu") for t in (2, 4))
     assert 1.8 < big["activation_mb"] / small["activation_mb"] < 2.2
     assert small["activation_mb"] < 0.2 * small["params"] * 4 / 2**20
+
+
+def test_bench_latency_reports_pytorch_and_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    res = CliRunner().invoke(cli, ["bench", "latency", "--models", "squeezetime,tsn_r50", "--frames", "4", "--sizes", "32", "--steps", "1",
+                                   "--json", str(tmp_path / "lat.json")])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((tmp_path / "lat.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["squeezetime", "tsn_r50"]
+    for r in rows:
+        assert r["latency_ms"] > 0 and r["throughput_clips_per_s"] > 0 and r["onnxruntime_latency_ms"] > 0 and r["gflops_per_clip"] > 0

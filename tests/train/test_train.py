@@ -419,3 +419,33 @@ def test_squeezetime_trains_from_a_clip_store_and_skips_a_last_batch_of_one(synt
     assert rows[0]["train_clips"] == 19 and np.isfinite(rows[0]["train_loss"])
     result = evaluate_checkpoint(tmp_path / "run", split="test")
     assert result["metrics"]["videos"] == 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_round_trips_and_records_what_a_deployment_needs(synth_h264, tmp_path, fmt):
+    """A trained SqueezeTime run exported through the CLI: the file, run by onnxruntime (or TorchScript),
+    gives PyTorch's logits on a clip the test draws itself, and the sidecar says how to feed it."""
+    from vidpipe.models import load_pretrained
+
+    extract(build_manifest("synthetic", synth_h264), tmp_path / "store", ExtractConfig(frames=16, size=32))
+    overrides = ["optim.epochs=1", "data.workers=0", "data.batch_size=8", "data.crop_size=32", "data.val_fraction=0", "device=cpu"]
+    train(load_config(None, overrides, base={"model": "squeezetime", "data": {"path": str(tmp_path / "store")}}), tmp_path / "run", log=lambda m: None)
+    out = tmp_path / "export" / f"model.{fmt}"
+    res = CliRunner().invoke(cli, ["export", str(tmp_path / "run"), "--format", fmt, "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    side = json.loads(out.with_name(out.name + ".json").read_text())
+    assert side["input"]["shape"] == [None, 3, 16, 32, 32] and side["input"]["mean"] == [0.485, 0.456, 0.406] and len(side["classes"]) == 10
+    assert side["check"]["max_abs_diff"] < 1e-4
+    model = load_pretrained("squeezetime", str(tmp_path / "run" / "checkpoints" / "last.safetensors"))
+    x = torch.randn(3, 3, 16, 32, 32)  # another batch size than the export's check
+    with torch.no_grad():
+        expected = model(x).numpy()
+    if fmt == "onnx":
+        ort = pytest.importorskip("onnxruntime")
+        got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"clip": x.numpy()})[0]
+    else:
+        got = torch.jit.load(str(out))(x).detach().numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    res = CliRunner().invoke(cli, ["export", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.onnx")])
+    assert res.exit_code != 0 and "no checkpoint at" in res.output and "Traceback" not in res.output

@@ -35,6 +35,8 @@ VARIANTS = {
     "tsn_r50": ("tsm_r50", {"is_shift": False}, "TSN: ResNet-50 per segment, logits averaged (tsm_r50 with the shift off; no --preset)"),
     "tsm_r50": ("tsm_r50", {}, "TSM ResNet-50, shift 1/8 + 1/8 of the channels in every bottleneck"),
     "tin_r50": ("tin_r50", {}, "TIN ResNet-50, learned fractional interlace of 1/4 of the channels (pure PyTorch tin_shift)"),
+    "squeezetime": ("squeezetime", {}, "SqueezeTime: T folded into the stem's channels, CTL blocks (a 2D network)"),
+    "r2plus1d_18": ("r2plus1d_18", {}, "R(2+1)D-18 (torchvision), factorised 3D convolutions"),
 }
 DEFAULT_VARIANTS = tuple(VARIANTS)
 
@@ -49,14 +51,11 @@ def measure(variant: str, frames: int, size: int, batch: int, preset: str, steps
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vidpipe.models import count_params, create_model, model_entry
+    from vidpipe.models import count_params
 
     name, options, _ = VARIANTS[variant]
-    fields = {f.name for f in dataclasses.fields(model_entry(name).config)}
-    sized = {k: v for k, v in {"preset": preset, "frames": frames, "segments": frames}.items() if k in fields}  # what the model has of them
-    torch.manual_seed(0)
     rss0 = _rss_bytes()
-    model = create_model(name, num_classes=400, options={**sized, **options}).to(device)
+    model, sized = _model(variant, frames, preset, device)  # the preset, frames or segments the model has
     x = torch.randn(batch, 3, frames, size, size, device=device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -108,6 +107,103 @@ def measure(variant: str, frames: int, size: int, batch: int, preset: str, steps
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
         row["peak_mb"], row["peak_kind"] = (peak - rss0) / 2**20, "peak RSS of the measuring process above its RSS before the model"
     return row
+
+
+def _model(variant: str, frames: int, preset: str, device: str):
+    import torch
+
+    from vidpipe.models import create_model, model_entry
+
+    name, options, _ = VARIANTS[variant]
+    fields = {f.name for f in dataclasses.fields(model_entry(name).config)}
+    sized = {k: v for k, v in {"preset": preset, "frames": frames, "segments": frames}.items() if k in fields}
+    torch.manual_seed(0)
+    return create_model(name, num_classes=400, options={**sized, **options}).to(device).eval(), sized
+
+
+def _median_seconds(fn, steps: int) -> float:
+    fn()  # warm-up, untimed
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure_latency(variant: str, frames: int, size: int, preset: str, steps: int, device: str, onnx: bool = True) -> dict:
+    """Inference only, for deployment: latency per clip at batch 1 (PyTorch and, exported, onnxruntime on
+    the CPU) and throughput at batch 8. FLOPs of one clip as `measure` counts them."""
+    import tempfile
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vidpipe.models import count_params
+
+    model, sized = _model(variant, frames, preset, device)
+    one = torch.randn(1, 3, frames, size, size, device=device)
+    eight = torch.randn(8, 3, frames, size, size, device=device)
+    row = {"variant": variant, "model": VARIANTS[variant][0], "frames": frames, "size": size, "preset": sized.get("preset"),
+           "params": count_params(model), "device": device}
+
+    def run(x):
+        with torch.no_grad():
+            model(x)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(one)
+    row["gflops_per_clip"] = counter.get_total_flops() / 1e9
+    row["latency_ms"] = 1000 * _median_seconds(lambda: run(one), steps)
+    row["throughput_clips_per_s"] = 8 / _median_seconds(lambda: run(eight), max(1, steps // 2))
+    row["onnxruntime_latency_ms"] = None
+    if onnx:
+        try:
+            import warnings
+
+            import onnxruntime as ort
+
+            with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                path = f"{tmp}/m.onnx"
+                torch.onnx.export(model.cpu(), (one.cpu(),), path, input_names=["clip"], output_names=["logits"], opset_version=17,
+                                  dynamic_axes={"clip": {0: "batch"}}, dynamo=False)
+                session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+                feed = {"clip": one.cpu().numpy()}
+                row["onnxruntime_latency_ms"] = 1000 * _median_seconds(lambda: session.run(None, feed), steps)
+                row["onnxruntime"] = ort.__version__
+        except Exception as e:  # a model the exporter cannot take: reported, not fatal
+            row["onnxruntime_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    return row
+
+
+def bench_latency(variants, frames: int = 16, sizes=(112, 224), preset: str = "base", steps: int = 5, device: str = "cpu",
+                  onnx: bool = True, log=print) -> dict:
+    import torch
+
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        from vidpipe.errors import VidpipeError
+
+        raise VidpipeError(f"unknown model variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    results = {"machine": platform.platform(), "device": device, "torch_threads": torch.get_num_threads(), "frames": frames,
+               "sizes": list(sizes), "preset": preset, "steps": steps, "variants": {v: VARIANTS[v][2] for v in variants}, "rows": []}
+    for size in sizes:
+        for variant in variants:
+            log(f"{variant} {frames}x{size} ...")
+            results["rows"].append(measure_latency(variant, frames, size, preset, steps, device, onnx))
+    return results
+
+
+LATENCY_COLUMNS = ["variant", "T x S", "params", "GFLOPs/clip", "latency ms (batch 1)", "onnxruntime ms (batch 1)", "clips/s (batch 8)"]
+
+
+def latency_rows(results: dict) -> list[list]:
+    return [[r["variant"], f"{r['frames']}x{r['size']}", f"{r['params'] / 1e6:.1f} M", f"{r['gflops_per_clip']:.1f}", f"{r['latency_ms']:.0f}",
+             f"{r['onnxruntime_latency_ms']:.0f}" if r["onnxruntime_latency_ms"] is not None else "n/a", f"{r['throughput_clips_per_s']:.2f}"]
+            for r in results["rows"]]
 
 
 def _child(queue, args):

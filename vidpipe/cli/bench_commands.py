@@ -152,3 +152,38 @@ def bench_models_cmd(models, frames, size, preset, batch_size, steps, device, js
     png = Path(json_path).with_suffix(".png")
     plot(results, png)
     ui.out.print(f"wrote {json_path} and {png}")
+
+
+@bench.command("latency")
+@click.option("--models", default="squeezetime,r2plus1d_18,tsm_r50,timesformer,vivit_fe", show_default=True,
+              help="Comma-separated models (each with its variants, as in `bench models`) or variant names.")
+@click.option("--frames", type=click.IntRange(min=1), default=16, show_default=True, help="Frames per clip T.")
+@click.option("--sizes", default="112,224", show_default=True, help="Comma-separated input sides S.")
+@click.option("--preset", type=click.Choice(["base", "small", "tiny"]), default="base", show_default=True,
+              help="Model size preset (models without presets ignore it).")
+@click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True, help="Timed passes per figure (median).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where PyTorch runs (onnxruntime: CPU).")
+@click.option("--no-onnx", is_flag=True, help="Skip the onnxruntime column (no export).")
+@click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False), help="Where to write the results (JSON).")
+def bench_latency_cmd(models, frames, sizes, preset, steps, device, no_onnx, json_path):
+    """Inference latency per clip at batch 1 (PyTorch, onnxruntime) and throughput at batch 8: mobile and deployment figures."""
+    import torch
+
+    from vidpipe.bench.models import LATENCY_COLUMNS, VARIANTS, bench_latency, latency_rows, write_json
+    from vidpipe.errors import VidpipeError
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    variants = [v for n in names for v, (model, _, _) in VARIANTS.items() if v == n or model == n]
+    if not variants or len(set(names) - {VARIANTS[v][0] for v in variants} - set(variants)):
+        raise VidpipeError(f"--models: choose among {', '.join(sorted({m for m, _, _ in VARIANTS.values()}))} or the variants {', '.join(VARIANTS)}")
+    try:
+        side = [int(s) for s in sizes.split(",")]
+    except ValueError:
+        raise VidpipeError(f"--sizes takes comma-separated integers like 112,224; got '{sizes}'") from None
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = bench_latency(list(dict.fromkeys(variants)), frames, side, preset, steps, device, not no_onnx, log=lambda m: ui.console.print(m))
+    ui.table(f"inference latency ({preset} preset, {device}, torch threads {results['torch_threads']})", LATENCY_COLUMNS,
+             latency_rows(results), justify_right_from=2)
+    write_json(results, Path(json_path))
+    ui.out.print(f"wrote {json_path}")

@@ -136,3 +136,20 @@ def eval_cmd(run_or_checkpoint, data_path, split, out, test_clips, test_crops):
     ui.table(f"{r['model']} on {r['split']} ({m['videos']} videos) -> {r['out']}", ["top-1", "top-5", "mean-class acc", "macro-F1", "loss"],
              [[f"{m['top1']:.3f}", f"{m['top5']:.3f}", f"{m['mean_class_acc']:.3f}", f"{m['macro_f1']:.3f}", f"{m['loss']:.3f}"]],
              justify_right_from=0)
+
+
+@cli.command("export")
+@click.argument("run_or_checkpoint", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", help="What to export to.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="The exported file; FILE.json beside it describes its input.")
+@click.option("--opset", type=click.IntRange(min=11), default=17, help="ONNX opset.")
+def export_cmd(run_or_checkpoint, fmt, out, opset):
+    """Export a trained clip model (the checkpoint val chose) to ONNX or TorchScript, checked against PyTorch."""
+    from vidpipe.train.export import export_model
+
+    s = export_model(run_or_checkpoint, fmt, out, opset=opset)
+    i = s["input"]
+    ui.table(f"{s['model']} -> {out} ({fmt})", ["input", "mean / std", "sampling", "classes", "max |export - PyTorch|", "checked with"],
+             [[f"{i['layout']} = (B, 3, {i['shape'][2]}, {i['shape'][3]}, {i['shape'][4]})", f"{i['mean']} / {i['std']}", i["sampling"],
+               len(s["classes"]), f"{s['check']['max_abs_diff']:.2e}", s["check"]["runner"]]], justify_right_from=3)
+    ui.out.print(f"wrote {out} and {out}.json")

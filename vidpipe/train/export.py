@@ -1,0 +1,105 @@
+"""`vidpipe export`: a trained clip model as ONNX or TorchScript, checked against PyTorch, with a sidecar.
+
+The exported graph takes what every vidpipe clip model's forward takes, normalised float32
+(B, 3, T, H, W) with the run's T and crop (the batch dimension is dynamic), and returns logits. The
+sidecar `FILE.json` records everything a deployment needs besides the file: input layout and shape,
+mean/std, sampling, classes, the run and checkpoint it came from, and the check: the largest absolute
+difference between the export (run by onnxruntime, or the TorchScript interpreter) and PyTorch on a
+random clip. Files appear whole or not at all (written under a temporary name, then renamed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidpipe.errors import VidpipeError
+from vidpipe.files import sha256_file
+from vidpipe.models import create_model, model_entry
+from vidpipe.train.checkpoint import load_model_weights, read_meta
+from vidpipe.train.config import TrainConfig, from_dict
+from vidpipe.train.evaluate import resolve_checkpoint
+
+FORMATS = ("onnx", "torchscript")
+
+
+def export_model(run_or_ckpt: str | Path, fmt: str, out: str | Path, opset: int = 17, tolerance: float = 1e-4) -> dict:
+    """Export the checkpoint a run chose (or the checkpoint given) to `out`; returns the sidecar's contents."""
+    if fmt not in FORMATS:
+        raise VidpipeError(f"--format must be one of {', '.join(FORMATS)}; got '{fmt}'")
+    ckpt = resolve_checkpoint(run_or_ckpt)
+    meta = read_meta(ckpt)
+    if meta["input"] != "clips":
+        raise VidpipeError(f"{meta['model']} reads {meta['input'].replace('_', ' ')} from a feature store; export applies to clip models")
+    cfg = from_dict(TrainConfig, meta["config"])
+    model = create_model(meta["model"], num_classes=len(meta["classes"]), options=cfg.model_options)
+    load_model_weights(ckpt, model)
+    model.eval()
+    inputs = meta["inputs"]
+    transforms = model_entry(meta["model"]).transforms_for(getattr(cfg.model_options, "weights", None))
+    frames, size = cfg.data.frames or transforms.frames, inputs["crop"]
+    clip = torch.randn(1, 3, frames, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(clip).numpy()
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with warnings.catch_warnings():  # tracer and deprecation notices about the exporters themselves, not the model
+            warnings.simplefilter("ignore")
+            if fmt == "onnx":
+                diff, runner = _onnx(model, clip, expected, tmp, opset)
+            else:
+                diff, runner = _torchscript(model, clip, expected, tmp)
+    except VidpipeError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as e:  # the exporter's own failure: name the model and the format, never half a file
+        tmp.unlink(missing_ok=True)
+        raise VidpipeError(f"{meta['model']} could not be exported to {fmt} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if not diff <= tolerance:
+        tmp.unlink(missing_ok=True)
+        raise VidpipeError(f"the {fmt} export of {meta['model']} differs from PyTorch by {diff:.3g} (> {tolerance:g}); nothing was written")
+    os.replace(tmp, out)
+    sidecar = {
+        "format": fmt, "file": out.name, "sha256": sha256_file(out), "model": meta["model"],
+        "input": {"name": "clip", "layout": "(B, 3, T, H, W)", "dtype": "float32", "shape": [None, 3, frames, size, size],
+                  "range": "RGB in [0, 1], then (x - mean) / std per channel", "mean": inputs["mean"], "std": inputs["std"],
+                  "sampling": inputs["test"], "test_short_side": inputs["test_short_side"], "crop": size},
+        "output": {"name": "logits", "shape": [None, len(meta["classes"])], "softmax": "not applied"},
+        "classes": meta["classes"],
+        "source": {"checkpoint": str(ckpt.resolve()), "epoch": meta.get("epoch"), "sha256": sha256_file(ckpt)},
+        "check": {"runner": runner, "max_abs_diff": diff, "tolerance": tolerance, "clip": "randn(1, 3, T, S, S), seed 0"},
+        "versions": {"torch": torch.__version__},
+    }
+    side = out.with_name(out.name + ".json")
+    side_tmp = side.with_name(f".{side.name}.tmp")
+    side_tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    os.replace(side_tmp, side)
+    return sidecar
+
+
+def _onnx(model, clip, expected, path: Path, opset: int) -> tuple[float, str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise VidpipeError("ONNX export is checked with onnxruntime: pip install onnxruntime (or export --format torchscript)") from None
+    torch.onnx.export(model, (clip,), str(path), input_names=["clip"], output_names=["logits"], opset_version=opset,
+                      dynamic_axes={"clip": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"clip": clip.numpy()})[0]
+    return float(np.abs(got - expected).max()), f"onnxruntime {ort.__version__} (CPU)"
+
+
+def _torchscript(model, clip, expected, path: Path) -> tuple[float, str]:
+    traced = torch.jit.trace(model, (clip,), check_trace=False)
+    traced.save(str(path))
+    with torch.no_grad():
+        got = torch.jit.load(str(path))(clip).numpy()
+    return float(np.abs(got - expected).max()), "torch.jit.load (TorchScript interpreter)"
