@@ -1,9 +1,10 @@
-"""Clip models trained on the synthetic pairs (a clip store) on CPU: one family per run, the same schedule.
+"""Clip models trained on the synthetic pairs (a clip store) on CPU: one family per run, one schedule per family.
 
 The synthetic set's classes come in pairs whose members show the same frames in opposite orders, so
 within-pair accuracy (0.5 = chance) measures whether a model uses temporal order. Every run: 64 x 64
-crops of 16-frame uniform clips (TSN 8 segments), batch 16, 30 epochs, AdamW lr 5e-4. The checkpoint is
-the one val (10 % of train, by video-id hash) chose; its figures are on the test split, which chooses nothing.
+crops of 16-frame uniform clips, TSN 8 segments, batch 16, 30 epochs, AdamW lr 5e-4, unless its family
+says otherwise. The checkpoint is the one val (10 % of train, by video-id hash) chose; its figures are
+on the test split, which chooses nothing.
 
 Families (--family), each written to benchmarks/results/<family>-synthetic.json:
 - timesformer: TimeSformer and its RetNet hybrid, tiny preset (192 wide, 3 heads) cut to 4 blocks, from scratch.
@@ -14,8 +15,9 @@ Families (--family), each written to benchmarks/results/<family>-synthetic.json:
   CPU (its first epoch had not finished after 4 minutes); `tests/train` trains it end to end for one.
 - tsm: ResNet-50 TSN (tsm_r50 with the shift off: order-blind), TSM and TIN (8 segments), from scratch (no
   ImageNet file offline), 15 epochs instead of 30 (about a minute an epoch each on a 2-core CPU).
+- squeezetime: SqueezeTime from scratch on the 16 stored frames in order, 15 epochs.
 
-Usage: .venv/bin/python benchmarks/synthetic_pairs.py WORK --family timesformer|vivit [--runs NAME,...]
+Usage: .venv/bin/python benchmarks/synthetic_pairs.py WORK --family timesformer|vivit|tsm|squeezetime [--runs NAME,...]
 """
 
 import argparse
@@ -48,6 +50,9 @@ FAMILIES = {
         "tsn_r50": ("tsm_r50", ["model_options.is_shift=false", "optim.epochs=15"], None),
         "tsm_r50": ("tsm_r50", ["optim.epochs=15"], None),
         "tin_r50": ("tin_r50", ["optim.epochs=15"], None),
+    },
+    "squeezetime": {  # all 16 stored frames in order (dense 16x1): its stem reads exactly T frames
+        "squeezetime": ("squeezetime", ["data.frames=16", "optim.epochs=15"], None),
     },
 }
 

@@ -319,15 +319,22 @@ def test_a_run_initialised_from_a_weights_file_evaluates_after_the_file_is_delet
     assert res.exit_code == 0, res.output
 
 
+@pytest.fixture(scope="module")
+def clip_store(synth_h264, tmp_path_factory):
+    """An 8-frame, 32 px clip store of the synthetic set, shared by the clip-model tests that only read it."""
+    root = tmp_path_factory.mktemp("clips") / "store"
+    extract(build_manifest("synthetic", synth_h264), root, ExtractConfig(frames=8, size=32))
+    return root
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["timesformer", "timesformer_retnet"])
-def test_timesformer_family_trains_from_a_clip_store_and_its_run_loads_back(synth_h264, tmp_path, model):
+def test_timesformer_family_trains_from_a_clip_store_and_its_run_loads_back(clip_store, tmp_path, model):
     from vidpipe.models import load_pretrained
 
-    extract(build_manifest("synthetic", synth_h264), tmp_path / "store", ExtractConfig(frames=8, size=32))
     overrides = ["optim.epochs=2", "data.workers=0", "data.batch_size=4", "data.frames=4", "data.crop_size=32", "device=cpu",
                  "model_options.preset=tiny", "model_options.depth=2", "model_options.image_size=32", "model_options.patch_size=8"]
-    cfg = load_config(None, overrides, base={"model": model, "data": {"path": str(tmp_path / "store")}})
+    cfg = load_config(None, overrides, base={"model": model, "data": {"path": str(clip_store)}})
     summary = train(cfg, tmp_path / "run", log=lambda m: None)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows)
@@ -347,14 +354,13 @@ def test_timesformer_family_trains_from_a_clip_store_and_its_run_loads_back(synt
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tiny", "base"])
-def test_vivit_fe_presets_train_from_a_clip_store_and_load_back(synth_h264, tmp_path, preset):
+def test_vivit_fe_presets_train_from_a_clip_store_and_load_back(clip_store, tmp_path, preset):
     """Both presets at their own widths and depths (base: 768 wide, 12 + 4 blocks), on 32 x 32 crops of 4 frames."""
     from vidpipe.models import load_pretrained
 
-    extract(build_manifest("synthetic", synth_h264), tmp_path / "store", ExtractConfig(frames=8, size=32))
     overrides = ["optim.epochs=1", "data.workers=0", "data.batch_size=8", "data.frames=4", "data.crop_size=32", "device=cpu",
                  f"model_options.preset={preset}", "model_options.image_size=32"]
-    cfg = load_config(None, overrides, base={"model": "vivit_fe", "data": {"path": str(tmp_path / "store")}})
+    cfg = load_config(None, overrides, base={"model": "vivit_fe", "data": {"path": str(clip_store)}})
     train(cfg, tmp_path / "run", log=lambda m: None)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and np.isfinite(rows[0]["train_loss"])
@@ -389,13 +395,12 @@ def test_msr_daily_activity3d_tree_to_vivit_fe_tiny(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["tsm_r50", "tin_r50"])
-def test_tsm_and_tin_train_through_the_segment_pipeline_and_load_back(synth_h264, tmp_path, model):
+def test_tsm_and_tin_train_through_the_segment_pipeline_and_load_back(clip_store, tmp_path, model):
     from vidpipe.models import load_pretrained
 
-    extract(build_manifest("synthetic", synth_h264), tmp_path / "store", ExtractConfig(frames=8, size=32))
     overrides = ["optim.epochs=1", "data.workers=0", "data.batch_size=4", "data.frames=4", "data.crop_size=32", "device=cpu"]
     overrides += ["model_options.segments=4"] if model == "tin_r50" else []
-    cfg = load_config(None, overrides, base={"model": model, "data": {"path": str(tmp_path / "store")}})
+    cfg = load_config(None, overrides, base={"model": model, "data": {"path": str(clip_store)}})
     train(cfg, tmp_path / "run", log=lambda m: None)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and np.isfinite(rows[0]["train_loss"])
@@ -406,46 +411,37 @@ def test_tsm_and_tin_train_through_the_segment_pipeline_and_load_back(synth_h264
 
 
 @pytest.mark.slow
-def test_squeezetime_trains_from_a_clip_store_and_skips_a_last_batch_of_one(synth_h264, tmp_path):
-    """20 training videos in batches of 19: the last batch holds one clip, which the CTL gate's BatchNorm
-    cannot train on; the loop skips it and says so."""
-    extract(build_manifest("synthetic", synth_h264), tmp_path / "store", ExtractConfig(frames=16, size=32))
-    overrides = ["optim.epochs=1", "data.workers=0", "data.batch_size=19", "data.crop_size=32", "data.val_fraction=0", "device=cpu"]
-    cfg = load_config(None, overrides, base={"model": "squeezetime", "data": {"path": str(tmp_path / "store")}})
-    logs = []
-    train(cfg, tmp_path / "run", log=logs.append)
-    assert any("a last batch of 1 clip(s) skipped" in line for line in logs), logs
-    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert rows[0]["train_clips"] == 19 and np.isfinite(rows[0]["train_loss"])
-    result = evaluate_checkpoint(tmp_path / "run", split="test")
-    assert result["metrics"]["videos"] == 10
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_round_trips_and_records_what_a_deployment_needs(synth_h264, tmp_path, fmt):
-    """A trained SqueezeTime run exported through the CLI: the file, run by onnxruntime (or TorchScript),
-    gives PyTorch's logits on a clip the test draws itself, and the sidecar says how to feed it."""
+def test_squeezetime_trains_skips_a_last_batch_of_one_and_exports_both_ways(synth_h264, tmp_path):
+    """SqueezeTime from a clip store: 20 training videos in batches of 19 leave a last batch of one clip,
+    which the CTL gate's BatchNorm cannot train on; the loop skips it and says so. The run then exports
+    through the CLI: each file, run by onnxruntime or the TorchScript interpreter, gives PyTorch's logits
+    on a clip (and a batch size) the test draws itself, and the sidecar says how to feed it."""
     from vidpipe.models import load_pretrained
 
     extract(build_manifest("synthetic", synth_h264), tmp_path / "store", ExtractConfig(frames=16, size=32))
-    overrides = ["optim.epochs=1", "data.workers=0", "data.batch_size=8", "data.crop_size=32", "data.val_fraction=0", "device=cpu"]
-    train(load_config(None, overrides, base={"model": "squeezetime", "data": {"path": str(tmp_path / "store")}}), tmp_path / "run", log=lambda m: None)
-    out = tmp_path / "export" / f"model.{fmt}"
-    res = CliRunner().invoke(cli, ["export", str(tmp_path / "run"), "--format", fmt, "-o", str(out)])
-    assert res.exit_code == 0, res.output
-    side = json.loads(out.with_name(out.name + ".json").read_text())
-    assert side["input"]["shape"] == [None, 3, 16, 32, 32] and side["input"]["mean"] == [0.485, 0.456, 0.406] and len(side["classes"]) == 10
-    assert side["check"]["max_abs_diff"] < 1e-4
+    overrides = ["optim.epochs=1", "data.workers=0", "data.batch_size=19", "data.crop_size=32", "data.val_fraction=0", "device=cpu"]
+    logs = []
+    train(load_config(None, overrides, base={"model": "squeezetime", "data": {"path": str(tmp_path / "store")}}), tmp_path / "run", log=logs.append)
+    assert any("a last batch of 1 clip(s) skipped" in line for line in logs), logs
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["train_clips"] == 19 and np.isfinite(rows[0]["train_loss"])
+    assert evaluate_checkpoint(tmp_path / "run", split="test")["metrics"]["videos"] == 10
     model = load_pretrained("squeezetime", str(tmp_path / "run" / "checkpoints" / "last.safetensors"))
     x = torch.randn(3, 3, 16, 32, 32)  # another batch size than the export's check
     with torch.no_grad():
         expected = model(x).numpy()
-    if fmt == "onnx":
-        ort = pytest.importorskip("onnxruntime")
-        got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"clip": x.numpy()})[0]
-    else:
-        got = torch.jit.load(str(out))(x).detach().numpy()
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    for fmt in ("onnx", "torchscript"):
+        out = tmp_path / "export" / f"model.{fmt}"
+        res = CliRunner().invoke(cli, ["export", str(tmp_path / "run"), "--format", fmt, "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        side = json.loads(out.with_name(out.name + ".json").read_text())
+        assert side["input"]["shape"] == [None, 3, 16, 32, 32] and side["input"]["mean"] == [0.485, 0.456, 0.406] and len(side["classes"]) == 10
+        assert side["check"]["max_abs_diff"] < 1e-4
+        if fmt == "onnx":
+            ort = pytest.importorskip("onnxruntime")
+            got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"clip": x.numpy()})[0]
+        else:
+            got = torch.jit.load(str(out))(x).detach().numpy()
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
     res = CliRunner().invoke(cli, ["export", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.onnx")])
     assert res.exit_code != 0 and "no checkpoint at" in res.output and "Traceback" not in res.output

@@ -66,6 +66,10 @@ def measure(variant: str, frames: int, size: int, batch: int, preset: str, steps
         model(x)
     row["gflops_per_clip"] = counter.get_total_flops() / batch / 1e9
 
+    train_batch = max(batch, getattr(model, "min_train_batch", 1))  # SqueezeTime's gate BatchNorm cannot train on one clip
+    if train_batch != batch:
+        x = torch.randn(train_batch, 3, frames, size, size, device=device)
+    row["train_batch"] = train_batch
     model.train()
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}  # saved too (a linear keeps its weight): not activations
     storages: dict[int, int] = {}
@@ -93,6 +97,7 @@ def measure(variant: str, frames: int, size: int, batch: int, preset: str, steps
             times.append(time.perf_counter() - t0)
     row["train_step_s"] = statistics.median(times)
     model.eval()
+    x = x[:batch]
     with torch.no_grad():
         model(x)  # warm
         t0 = time.perf_counter()
@@ -234,7 +239,7 @@ def growth_exponent(frames: list[int], values: list[float]) -> float:
 
 
 def bench_models(variants=DEFAULT_VARIANTS, frames=(8, 16, 32, 64), size: int = 112, batch: int = 1, preset: str = "base",
-                 steps: int = 2, device: str = "cpu", log=print) -> dict:
+                 steps: int = 2, device: str = "cpu", log=print, save: str | Path | None = None) -> dict:
     import torch
 
     unknown = [v for v in variants if v not in VARIANTS]
@@ -248,6 +253,8 @@ def bench_models(variants=DEFAULT_VARIANTS, frames=(8, 16, 32, 64), size: int = 
         for t in frames:
             log(f"{variant} T={t} ...")
             results["rows"].append(measure_isolated(variant, t, size, batch, preset, steps, device))
+            if save is not None:  # what is measured so far survives a later row's failure
+                write_json(results, Path(save))
     results["summary"] = summarise(results)
     return results
 

@@ -141,7 +141,8 @@ def bench_models_cmd(models, frames, size, preset, batch_size, steps, device, js
         raise VidpipeError(f"--frames takes comma-separated integers like 8,16,32; got '{frames}'") from None
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    results = bench_models(list(dict.fromkeys(variants)), ts, size, batch_size, preset, steps, device, log=lambda m: ui.console.print(m))
+    results = bench_models(list(dict.fromkeys(variants)), ts, size, batch_size, preset, steps, device, log=lambda m: ui.console.print(m),
+                           save=json_path)
     ui.table(f"models ({preset} preset, {size}x{size}, batch {batch_size}, {device}, torch threads {results['torch_threads']})",
              TABLE_COLUMNS, table_rows(results), justify_right_from=1)
     exps = results["summary"]["exponents"]
