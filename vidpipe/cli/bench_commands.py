@@ -128,13 +128,10 @@ def bench_models_cmd(models, frames, size, preset, batch_size, steps, device, js
     """Parameters, FLOPs, activation and peak memory, step time and clips/s of clip models as T grows."""
     import torch
 
-    from vidpipe.bench.models import TABLE_COLUMNS, VARIANTS, bench_models, plot, table_rows, write_json
+    from vidpipe.bench.models import TABLE_COLUMNS, bench_models, plot, table_rows, write_json
     from vidpipe.errors import VidpipeError
 
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    variants = [v for n in names for v, (model, _, _) in VARIANTS.items() if v == n or model == n]
-    if not variants or len(set(names) - {VARIANTS[v][0] for v in variants} - set(variants)):
-        raise VidpipeError(f"--models: choose among {', '.join(sorted({m for m, _, _ in VARIANTS.values()}))} or the variants {', '.join(VARIANTS)}")
+    variants = _model_variants(models)
     try:
         ts = [int(f) for f in frames.split(",")]
     except ValueError:
@@ -155,6 +152,18 @@ def bench_models_cmd(models, frames, size, preset, batch_size, steps, device, js
     ui.out.print(f"wrote {json_path} and {png}")
 
 
+def _model_variants(models: str) -> list[str]:
+    """--models of `bench models` / `bench latency`: model names (each with its variants) or variant names."""
+    from vidpipe.bench.models import VARIANTS
+    from vidpipe.errors import VidpipeError
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    variants = [v for n in names for v, (model, _, _) in VARIANTS.items() if v == n or model == n]
+    if not variants or len(set(names) - {VARIANTS[v][0] for v in variants} - set(variants)):
+        raise VidpipeError(f"--models: choose among {', '.join(sorted({m for m, _, _ in VARIANTS.values()}))} or the variants {', '.join(VARIANTS)}")
+    return variants
+
+
 @bench.command("latency")
 @click.option("--models", default="squeezetime,r2plus1d_18,tsm_r50,timesformer,vivit_fe", show_default=True,
               help="Comma-separated models (each with its variants, as in `bench models`) or variant names.")
@@ -170,13 +179,10 @@ def bench_latency_cmd(models, frames, sizes, preset, steps, device, no_onnx, jso
     """Inference latency per clip at batch 1 (PyTorch, onnxruntime) and throughput at batch 8: mobile and deployment figures."""
     import torch
 
-    from vidpipe.bench.models import LATENCY_COLUMNS, VARIANTS, bench_latency, latency_rows, write_json
+    from vidpipe.bench.models import LATENCY_COLUMNS, bench_latency, latency_rows, write_json
     from vidpipe.errors import VidpipeError
 
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    variants = [v for n in names for v, (model, _, _) in VARIANTS.items() if v == n or model == n]
-    if not variants or len(set(names) - {VARIANTS[v][0] for v in variants} - set(variants)):
-        raise VidpipeError(f"--models: choose among {', '.join(sorted({m for m, _, _ in VARIANTS.values()}))} or the variants {', '.join(VARIANTS)}")
+    variants = _model_variants(models)
     try:
         side = [int(s) for s in sizes.split(",")]
     except ValueError:

@@ -82,6 +82,14 @@ def init_vit_(module: nn.Module) -> None:
 _TV_MLP = {"mlp.0": "mlp.fc1", "mlp.3": "mlp.fc2", "mlp.linear_1": "mlp.fc1", "mlp.linear_2": "mlp.fc2"}  # torchvision's names, new and old
 
 
+def _renamed(key: str, top: dict) -> str:
+    """`module.leaf` with the module renamed by `top`; a module it does not know is not this layout."""
+    base, _, leaf = key.rpartition(".")
+    if base not in top:
+        raise ValueError(f"unknown key {key}")
+    return f"{top[base]}.{leaf}"
+
+
 def vit_from_torchvision(state: dict) -> dict:
     """torchvision `VisionTransformer` keys (conv_proj, class_token, encoder.layers.encoder_layer_i.*,
     encoder.ln, heads.head) -> timm's (patch_embed.proj, cls_token, pos_embed, blocks.i.*, norm, head)."""
@@ -98,10 +106,7 @@ def vit_from_torchvision(state: dict) -> dict:
         if m and m.group(2) in block:
             out[f"blocks.{m.group(1)}.{block[m.group(2)]}.{m.group(3)}"] = value
             continue
-        base, _, leaf = key.rpartition(".")
-        if base not in top:
-            raise ValueError(f"unknown key {key}")
-        out[f"{top[base]}.{leaf}"] = value
+        out[_renamed(key, top)] = value
     return out
 
 
@@ -129,8 +134,5 @@ def vit_from_hf(state: dict) -> dict:
         if m and m.group(2) in block:
             out[f"blocks.{m.group(1)}.{block[m.group(2)]}.{m.group(3)}"] = value
             continue
-        base, _, leaf = key.rpartition(".")
-        if base not in top:
-            raise ValueError(f"unknown key {key}")
-        out[f"{top[base]}.{leaf}"] = value
+        out[_renamed(key, top)] = value
     return out

@@ -20,7 +20,8 @@ import torch
 
 from vidpipe.errors import VidpipeError
 from vidpipe.files import sha256_file
-from vidpipe.models import create_model, model_entry
+from vidpipe.data.build import model_transforms
+from vidpipe.models import create_model
 from vidpipe.train.checkpoint import load_model_weights, read_meta
 from vidpipe.train.config import TrainConfig, from_dict
 from vidpipe.train.evaluate import resolve_checkpoint
@@ -41,8 +42,7 @@ def export_model(run_or_ckpt: str | Path, fmt: str, out: str | Path, opset: int 
     load_model_weights(ckpt, model)
     model.eval()
     inputs = meta["inputs"]
-    transforms = model_entry(meta["model"]).transforms_for(getattr(cfg.model_options, "weights", None))
-    frames, size = cfg.data.frames or transforms.frames, inputs["crop"]
+    frames, size = cfg.data.frames or model_transforms(cfg).frames, inputs["crop"]  # as the run's data pipeline chose them
     clip = torch.randn(1, 3, frames, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(clip).numpy()
