@@ -15,7 +15,8 @@ Families (--family), each written to benchmarks/results/<family>-synthetic.json:
   CPU (its first epoch had not finished after 4 minutes); `tests/train` trains it end to end for one.
 - tsm: ResNet-50 TSN (tsm_r50 with the shift off: order-blind), TSM and TIN (8 segments), from scratch (no
   ImageNet file offline), 15 epochs instead of 30 (about a minute an epoch each on a 2-core CPU).
-- squeezetime: SqueezeTime from scratch on the 16 stored frames in order, 15 epochs.
+- squeezetime: SqueezeTime from scratch with its own sampling (16 frames 4 source frames apart: 1 stored frame
+  apart on this store of 48-frame videos), 15 epochs.
 
 Usage: .venv/bin/python benchmarks/synthetic_pairs.py WORK --family timesformer|vivit|tsm|squeezetime [--runs NAME,...]
 """
@@ -51,7 +52,7 @@ FAMILIES = {
         "tsm_r50": ("tsm_r50", ["optim.epochs=15"], None),
         "tin_r50": ("tin_r50", ["optim.epochs=15"], None),
     },
-    "squeezetime": {  # all 16 stored frames in order (dense 16x1): its stem reads exactly T frames
+    "squeezetime": {  # its stem reads exactly `frames` frames: 16, the official clip length
         "squeezetime": ("squeezetime", ["data.frames=16", "optim.epochs=15"], None),
     },
 }

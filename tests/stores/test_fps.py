@@ -198,3 +198,34 @@ def test_a_contact_sheet_of_an_fps_store_spans_each_videos_own_frames(fps_stores
     for store in ("webdataset-jpeg", "zarr-raw"):  # videos of 14, 22 and 30 frames in rows 30 long
         sheet = Store.open(base / store).contact_sheet(tmp_path / f"{store}.png", "train", per_class=3, frames=8)
         assert matplotlib.image.imread(sheet).shape[0] > 0
+
+
+def test_an_interval_in_source_frames_becomes_the_stores_equivalent(fps_stores, stores, tmp_path):
+    """SqueezeTime's protocol: 16 frames 4 apart in each video's own frames. On a 15 fps store of videos at
+    24-30 fps that is 2 stored frames; on a uniform store of T frames per 24-frame video, 4 T / 24; the
+    figures come from the source videos' counts (VIDEOS, the synthetic set's 24 frames), not the store."""
+    from vidpipe.data.build import build_data, stored_interval
+    from vidpipe.models import model_entry
+    from vidpipe.train.config import load_config
+
+    def data(path, *extra):
+        cfg = load_config(None, ["data.workers=0", "data.val_fraction=0", "data.crop_size=32", *extra],
+                          base={"model": "squeezetime", "data": {"path": str(path)}})
+        return build_data(cfg)
+
+    m, base = fps_stores
+    rate = sum(n for n, _ in VIDEOS) / sum(n / fps for n, fps in VIDEOS)  # the train split's source frames per second
+    built = data(base / "zarr-raw")
+    assert built.inputs["train"] == f"16x{round(4 * F / rate)}x1" == "16x2x1"
+    assert next(iter(built.train))["clips"].shape[1:3] == (1, 16)
+    extract(m, tmp_path / "thirty", ExtractConfig(format="zarr", size=48, fps=30, max_seconds=MAX_SECONDS, workers=2))
+    assert data(tmp_path / "thirty").inputs["train"] == f"16x{round(4 * 30 / rate)}x1" == "16x5x1"
+    _, uniform = stores
+    frames = json.loads((uniform / "zarr" / "store.json").read_text())["clip"]["frames"]
+    assert data(uniform / "zarr").inputs["train"] == f"16x{max(1, round(4 * frames / 24))}x1"
+    assert data(uniform / "zarr", "data.frame_interval=3").inputs["train"] == "16x3x1"  # the user's interval is in stored frames
+    # a store made before the counts were recorded: one line naming both ways out
+    index = json.loads((base / "zarr-raw" / "store.json").read_text())
+    del index["splits"]["train"]["source_frames"]
+    with pytest.raises(VidpipeError, match="re-extract it, or set data.frame_interval"):
+        stored_interval(model_entry("squeezetime").transforms, index, "train")

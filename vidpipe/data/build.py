@@ -282,7 +282,7 @@ def build_data(cfg, rank: int = 0, world_size: int = 1, train: bool = True, spli
                 raise VidpipeError(f"data.{name} applies to dense clips; {cfg.model} samples {frames} TSN segments (set data.frames instead)")
         train_sampling = test_sampling = Sampling.tsn(frames)
     else:
-        interval = d.frame_interval or t.interval
+        interval = d.frame_interval or (stored_interval(t, index, d.train_split) if t.interval_unit == "source" else t.interval)
         train_sampling, test_sampling = Sampling(frames, interval, 1), Sampling(frames, interval, d.test_clips)
     aug = AugmentConfig(size=crop, test_short_side=round(crop * t.short_side / t.crop),
                         test_crop="three" if d.test_crops == 3 else "center", mean=t.mean, std=t.std)
@@ -301,6 +301,22 @@ def build_data(cfg, rank: int = 0, world_size: int = 1, train: bool = True, spli
         _require_videos(val_loader.loader.dataset, val_choice, root)
     return TrainData(train_loader, val_loader, index["classes"], None, input_kind, provenance(index), inputs, DeviceTransform(aug),
                      val_choice.description if val_choice else "", split or "val")
+
+
+def stored_interval(t: Transforms, index: dict, split: str) -> int:
+    """A dense interval counted in the videos' native frames, in the store's frames: `t.interval` times the
+    store's frames per source frame over the training split (the same split at train and at eval).
+
+    An fps store at F holds F / r frames per source frame of a video at r fps (r = source frames over source
+    seconds); a uniform store holds T of a video's n frames. A 16x4 clip at 30 fps spans 2.1 s: interval 2 on
+    a 15 fps store, 1 on a 16-frame uniform store of 10-second videos.
+    """
+    entry, clip = index["splits"][split], index["clip"]
+    if not entry.get("source_frames"):
+        raise VidpipeError(f"{t.describe()} counts its interval in source frames and this store does not record its videos' frame counts "
+                           f"(made before vidpipe recorded them): re-extract it, or set data.frame_interval (in stored frames)")
+    stored = clip["fps"] * entry["source_seconds"] if clip.get("mode") == "fps" else clip["frames"] * entry["count"]
+    return max(1, round(t.interval * stored / entry["source_frames"]))
 
 
 def _require_videos(dataset, choice: SplitChoice, root) -> None:

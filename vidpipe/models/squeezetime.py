@@ -195,7 +195,7 @@ OFFICIAL = Layout("official", from_official, "the official SqueezeTime backbone 
 MMACTION2 = Layout("mmaction2", from_mmaction2, "the official mmaction2 recognizer checkpoint (backbone.net.*, cls_head.fc_cls)")
 
 # The official configs: 16 frames 4 apart at the source rate, short side 256 -> centre crop 224 (val; test: 10 clips x 3 crops at 224)
-OFFICIAL_TRANSFORMS = Transforms("dense", frames=16, interval=4, short_side=256, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+OFFICIAL_TRANSFORMS = Transforms("dense", frames=16, interval=4, interval_unit="source", short_side=256, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                  layout="mmaction2 NCTHW (B, 3, T, H, W), squeezed to (B, 3T, H, W)")
 K400 = Weights(
     tag="K400",
@@ -205,7 +205,8 @@ K400 = Weights(
     num_classes=400,
     meta={"dataset": "Kinetics-400", "top1": 71.64, "protocol": "16x4, 10 clips x 3 crops at 224 (the paper)", "params": 28_887_088 + 2048 * 400 + 400},
 )
-SCRATCH_TRANSFORMS = Transforms("dense", frames=16, interval=1, short_side=128, crop=112)  # a uniform store's 16 frames, in order
+# From scratch: the official sampling (16 frames 4 source frames apart, in the store's frames), at 112
+SCRATCH_TRANSFORMS = Transforms("dense", frames=16, interval=4, interval_unit="source", short_side=128, crop=112)
 
 
 @register_model("squeezetime", SqueezeTimeConfig, "clips", "SqueezeTime: time squeezed into channels, CTL blocks (mobile; standalone, CPU-capable)",

@@ -318,13 +318,14 @@ TORCHVISION_VIT = Layout("torchvision-vit", from_torchvision_vit,
                          "torchvision vit_b_16 state dict (conv_proj, encoder.layers.encoder_layer_i.*): the paper's ImageNet init",
                          options=shape_options)
 # The Kinetics-400 protocol of the HF / original checkpoints: 8 frames 32 apart, short side 224, 224 crop, mean 0.45 std 0.225
-K400_TRANSFORMS = Transforms("dense", frames=8, interval=32, short_side=224, crop=224, mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225),
+K400_TRANSFORMS = Transforms("dense", frames=8, interval=32, interval_unit="source", short_side=224, crop=224, mean=(0.45, 0.45, 0.45),
+                             std=(0.225, 0.225, 0.225),
                              layout="HF pixel_values (B, T, 3, H, W); original (B, 3, T, H, W)")
 IMAGENET1K_V1 = Weights(
     tag="IMAGENET1K_V1",
     source="torchvision:ViT_B_16_Weights.IMAGENET1K_V1",
     layout=TORCHVISION_VIT,
-    transforms=Transforms("dense", frames=8, interval=32, short_side=224, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    transforms=Transforms("dense", frames=8, interval=32, interval_unit="source", short_side=224, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD),
     num_classes=1000,
     meta={"dataset": "ImageNet-1k (image model: the spatial init of the paper)", "params": 86_567_656},
 )

@@ -43,14 +43,20 @@ class Transforms:
     std: tuple[float, float, float] = IMAGENET_STD
     layout: str = "(B, 3, T, H, W)"  # the original implementation's input layout, for the record
     fps: float | None = None  # dense clips counted at this frame rate: the store must be an fps store at this rate
+    # dense: "stored" counts `interval` in the store's frames; "source" counts each video's native frames (mmaction2's
+    # frame_interval on decoded videos), converted to the store's frames from its counts (data.build.stored_interval)
+    interval_unit: str = "stored"
 
     def __post_init__(self):
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}")
+        if self.interval_unit not in ("stored", "source"):
+            raise ValueError("interval_unit must be 'stored' or 'source'")
 
     def describe(self) -> str:
         when = f"{self.frames} segments" if self.sampling == "tsn" else f"{self.frames}x{self.interval}"
         when += f" at {self.fps:g} fps" if self.fps else ""
+        when += " (interval in source frames)" if self.sampling == "dense" and self.interval_unit == "source" else ""
         norm = {IMAGENET_MEAN: "ImageNet", KINETICS_MEAN: "Kinetics"}.get(tuple(self.mean), f"mean {_short(self.mean)}")
         return f"{self.sampling} {when}, {self.short_side}->{self.crop}, {norm} mean/std"
 

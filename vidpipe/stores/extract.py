@@ -508,6 +508,7 @@ def _finalize(store: Path) -> dict:
                  "failed": sum(len(p["failures"]) for p in split_parts), "shards": len(split_parts),
                  # what the stored videos were: seconds of video (frames / fps) and bytes of source files
                  "source_seconds": round(sum(v["num_frames"] / v["fps"] for v in videos if v.get("fps")), 3),
+                 "source_frames": sum(v["num_frames"] for v in videos if v.get("fps")),
                  "source_bytes": sum(v.get("source_bytes", 0) for v in videos)}
         if cfg.format == "webdataset":
             entry["files"] = [f for p in split_parts for f in p["files"]]
