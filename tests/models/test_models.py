@@ -14,8 +14,9 @@ TINY = {  # small options so every model runs in milliseconds
     "tsn_mean": {},
     "resnet_temporal_vit": {"dim": 32, "depth": 2, "heads": 4, "max_frames": 16},
     "temporal_retnet": {"dim": 32, "depth": 2, "heads": 4},
-    "perceiver": {"num_latents": 4, "dim": 32, "heads": 4, "cross_layers": 1, "self_layers": 1},
+    "perceiver": {"num_latents": 4, "dim": 32, "heads": 4, "head_dim": 8, "cross_head_dim": 8, "cross_layers": 1, "self_layers": 1},
     "r2plus1d_18": {},
+    "r2plus1d_perceiver": {"cnn_blocks": 4, "num_latents": 4, "dim": 32, "heads": 4, "head_dim": 8, "cross_head_dim": 8},
     "timesformer": {"dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "patch_size": 8, "image_size": 32, "frames": 8},
     "timesformer_retnet": {"dim": 32, "depth": 2, "heads": 4, "mlp_dim": 64, "patch_size": 8, "image_size": 32, "frames": 8},
     "tsm_r50": {},
@@ -50,8 +51,9 @@ FEATURES = {
     "tsn_mean": (2, 8, D),  # the frame features themselves; the mean over time is the head's
     "resnet_temporal_vit": (2, 1 + 8, 32),  # CLS + one token per frame
     "temporal_retnet": (2, 8, 32),  # one output per frame (causal)
-    "perceiver": (2, 4, 32),  # the latents
+    "perceiver": (2, 1 + 4, 32),  # the CLS, then the latents
     "r2plus1d_18": (2, 512, 1, 2, 2),  # 8 x 32 x 32 clip -> T/8, H/16, W/16
+    "r2plus1d_perceiver": (2, 1 + 4, 32),  # the Perceiver's CLS and latents, over the cut CNN's 128 x 4 x 8 x 8 map
     "timesformer": (2, 1 + 16 * 8, 32),  # the CLS, then 4 x 4 patches x 8 frames
     "timesformer_retnet": (2, 8 + 16 * 8, 32),  # causal: one CLS per frame, then the patches
     "squeezetime": (2, 2048, 1, 1),  # a 2D map: 32 x 32 input, stride 32
@@ -98,11 +100,17 @@ def expected_params(name):
         hidden = int(o.dim * o.ffn_ratio)
         block = 4 * o.dim + 5 * o.dim * o.dim + 2 * o.dim + (o.dim * hidden + hidden + hidden * o.dim + o.dim)
         return (D * o.dim + o.dim) + o.depth * block + 2 * o.dim + (o.dim * C + C)
-    if name == "perceiver":
-        hidden = int(o.dim * o.mlp_ratio)
-        cross = 6 * o.dim + (4 * o.dim * o.dim + 4 * o.dim) + (o.dim * hidden + hidden + hidden * o.dim + o.dim)
-        return ((D * o.dim + o.dim) + (o.max_time + 2 * o.max_side) * o.dim + o.num_latents * o.dim
-                + o.cross_layers * cross + o.self_layers * _layer(o.dim, hidden) + 2 * o.dim + (o.dim * C + C))
+    if name in ("perceiver", "r2plus1d_perceiver"):  # the study's head: Fourier positions (no parameters), latents, CLS
+        d, ctx, f = o.dim, (D if name == "perceiver" else 128) + 3 * (2 * o.freq_bands + 1), o.ff_mult * o.dim
+        geglu = 2 * d + (d * 2 * f + 2 * f) + (f * d + d)  # its pre-norm, then a linear to value and gate, and back
+        inner, cross_inner = o.heads * o.head_dim, o.cross_heads * o.cross_head_dim
+        cross = 2 * d + 2 * ctx + d * cross_inner + ctx * 2 * cross_inner + (cross_inner * d + d) + geglu
+        self_layer = 2 * d + d * inner + d * 2 * inner + (inner * d + d) + geglu
+        head = o.num_latents * d + d + o.cross_layers * (cross + o.self_layers * self_layer) + 2 * d + (d * C + C)
+        if name == "perceiver":
+            return head
+        cnn = torchvision.models.video.r2plus1d_18()  # torchvision's network: the stem and its first 4 BasicBlocks
+        return head + count_params(torch.nn.Sequential(cnn.stem, cnn.layer1, cnn.layer2))
     if name == "r2plus1d_18":
         return count_params(torchvision.models.video.r2plus1d_18(num_classes=C))  # torchvision's own network
     if name in ("timesformer", "timesformer_retnet"):

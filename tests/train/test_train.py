@@ -445,3 +445,105 @@ def test_squeezetime_trains_skips_a_last_batch_of_one_and_exports_both_ways(synt
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
     res = CliRunner().invoke(cli, ["export", str(tmp_path / "nowhere"), "-o", str(tmp_path / "x.onnx")])
     assert res.exit_code != 0 and "no checkpoint at" in res.output and "Traceback" not in res.output
+
+
+def test_vote_fusion_is_the_majority_of_view_argmaxes():
+    """`evaluate(..., fusion="vote")` against a naive loop: per video, count each view's argmax; the most
+    votes wins, a tie goes to the tied class with the highest mean softmax score."""
+    import collections
+
+    from vidpipe.train.loop import evaluate
+
+    rng = np.random.default_rng(3)
+    videos, views, classes = 40, 5, 4
+    logits = torch.from_numpy(rng.normal(size=(videos, views, classes)).astype(np.float32))
+    labels = rng.integers(0, classes, size=videos)
+
+    class Views:  # batches of 8 videos x 5 views; the "model" returns its input as logits
+        classes = list("abcd")
+        val = [{"ids": [f"v{i}" for i in range(s, s + 8)], "views": views, "x": logits[s:s + 8].reshape(-1, classes),
+                "y": torch.from_numpy(labels[s:s + 8])} for s in range(0, videos, 8)]
+
+        @staticmethod
+        def to_device(batch, device, train):
+            return batch["x"], batch["y"]
+
+    metrics, _, preds = evaluate(torch.nn.Identity(), Views(), torch.device("cpu"), None, fusion="vote")
+    expected = []
+    for v in range(videos):
+        counts = collections.Counter(int(np.argmax(logits[v, k])) for k in range(views))
+        top = max(counts.values())
+        mean = torch.softmax(logits[v], -1).mean(0)
+        expected.append(max((c for c, n in counts.items() if n == top), key=lambda c: float(mean[c])))
+    assert [int(np.argmax(r)) for r in preds["ranked"]] == expected
+    assert metrics["top1"] == pytest.approx(np.mean(np.array(expected) == labels))
+    mean_metrics = evaluate(torch.nn.Identity(), Views(), torch.device("cpu"), None)[0]
+    assert mean_metrics["loss"] == pytest.approx(metrics["loss"])  # the loss is the mean score's either way
+    assert any(e != int(np.argmax(s)) for e, s in zip(expected, preds["scores"]))  # the two fusions differ here
+    with pytest.raises(VidpipeError, match="fusion must be one of"):
+        evaluate(torch.nn.Identity(), Views(), torch.device("cpu"), None, fusion="max")
+
+
+@pytest.fixture(scope="module")
+def perceiver_runs(clip_store, tmp_path_factory):
+    """The study's Perceiver both ways, tiny: on a token store of R(2+1)D-18 (random weights) and end to end
+    with R(2+1)D-18 cut after 4 blocks; each run evaluated on test."""
+    base = tmp_path_factory.mktemp("perceiver")
+    cache_features(clip_store, base / "tokens", FeatureConfig(backbone="r2plus1d_18", weights="random", tokens=True))
+    tiny = ["model_options.num_latents=8", "model_options.dim=32", "model_options.heads=2", "model_options.head_dim=16",
+            "model_options.cross_head_dim=16", "optim.epochs=2", "data.workers=0", "data.batch_size=5", "device=cpu"]
+    runs = {
+        "head-1x1": ("perceiver", base / "tokens", []),
+        "head-cross-only": ("perceiver", base / "tokens", ["model_options.self_layers=0"]),
+        "e2e-4blocks": ("r2plus1d_perceiver", clip_store, ["model_options.cnn_blocks=4", "data.frames=8", "data.crop_size=32", "data.test_clips=2"]),
+    }
+    for name, (model, data, extra) in runs.items():
+        cfg = load_config(None, tiny + extra, base={"model": model, "data": {"path": str(data)}})
+        train(cfg, base / name, log=lambda m: None)
+        evaluate_checkpoint(base / name, split="test")
+    return base
+
+
+@pytest.mark.slow
+def test_the_perceiver_trains_on_tokens_and_end_to_end(perceiver_runs):
+    for name in ("head-1x1", "head-cross-only", "e2e-4blocks"):
+        rows = [json.loads(x) for x in (perceiver_runs / name / "metrics.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows)
+        report = json.loads((perceiver_runs / name / "eval-test" / "metrics.json").read_text())
+        assert report["metrics"]["videos"] == 10
+    meta = read_meta(perceiver_runs / "e2e-4blocks" / "checkpoints" / "last.safetensors")
+    step = round(8 * 8 / 24)  # the study's interval, 8 source frames, on an 8-frame store of 24-frame videos
+    assert meta["inputs"]["train"] == f"8x{step}x1" and meta["inputs"]["test"] == f"8x{step}x2"
+    vote = evaluate_checkpoint(perceiver_runs / "e2e-4blocks", split="test", fusion="vote")
+    assert vote["views"] == {"clips": 2, "crops": 1, "fusion": "vote"} and vote["out"].endswith("eval-test-vote")
+
+
+@pytest.mark.slow
+def test_compare_tables_real_runs_and_refuses_other_data(perceiver_runs, features, tmp_path):
+    runs = [str(perceiver_runs / n) for n in ("head-1x1", "head-cross-only")]
+    res = CliRunner().invoke(cli, ["compare", *runs, "--markdown", str(tmp_path / "t.md"), "--png", str(tmp_path / "t.png"),
+                                   "--json", str(tmp_path / "t.json"), "--sort", "params_m"])
+    assert res.exit_code == 0, res.output
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert result["differing"] == ["model_options.self_layers"]  # the one option that differs
+    by_run = {r["run"]: r for r in result["rows"]}
+    for name in by_run:  # every figure is the run's own record
+        meta = json.loads((perceiver_runs / name / "config.json").read_text())
+        summary = json.loads((perceiver_runs / name / "summary.json").read_text())
+        report = json.loads((perceiver_runs / name / "eval-test" / "metrics.json").read_text())
+        assert by_run[name]["params_m"] == pytest.approx(meta["params"] / 1e6)
+        assert by_run[name]["val_top1"] == summary["best"]["top1"] and by_run[name]["top1"] == report["metrics"]["top1"]
+        assert report["chosen_by"] in by_run[name]["from"]
+    assert [r["run"] for r in result["rows"]] == ["head-1x1", "head-cross-only"]  # more parameters first
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| head-1x1 | perceiver | 1 |" in (tmp_path / "t.md").read_text()
+    # the end-to-end run splits its parameters into the CNN and the head
+    e2e = json.loads(CliRunner().invoke(cli, ["compare", str(perceiver_runs / "e2e-4blocks"), "--json", str(tmp_path / "e.json")]).output and
+                     (tmp_path / "e.json").read_text())["rows"][0]
+    assert e2e["backbone_m"] == pytest.approx(1_929_865 / 1e6)
+    # a run on other data is refused in one line, then marked with --force
+    train(config(features, model="tsn_mean", epochs=1), tmp_path / "other", log=lambda m: None)
+    res = CliRunner().invoke(cli, ["compare", *runs, str(tmp_path / "other")])
+    assert res.exit_code != 0 and "other data" in res.output and "--force" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(cli, ["compare", *runs, str(tmp_path / "other"), "--force", "--markdown", str(tmp_path / "f.md")])
+    assert res.exit_code == 0 and "| other * |" in (tmp_path / "f.md").read_text()

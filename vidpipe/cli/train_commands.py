@@ -124,18 +124,53 @@ def train_cmd(model, data_path, out, config_path, resume, overrides):
 @click.option("--out", type=click.Path(file_okay=False), help="Report directory [default: RUN/eval-SPLIT].")
 @click.option("--test-clips", type=click.IntRange(min=1), default=None, help="Clip stores: clips per video, averaged.")
 @click.option("--test-crops", type=click.Choice(["1", "3"]), default=None, help="Clip stores: 1 centre or 3 spatial crops.")
-def eval_cmd(run_or_checkpoint, data_path, split, out, test_clips, test_crops):
+@click.option("--fusion", type=click.Choice(["mean", "vote"]), default="mean", show_default=True,
+              help="How a video's views make its prediction: mean softmax scores, or the majority vote of their argmaxes.")
+def eval_cmd(run_or_checkpoint, data_path, split, out, test_clips, test_crops, fusion):
     """Evaluate a checkpoint: top-1/top-5, mean-class accuracy, macro-F1, per-class CSV, confusion PNG."""
     from vidpipe.train.evaluate import evaluate_checkpoint
 
-    r = evaluate_checkpoint(run_or_checkpoint, data_path, split, out, test_clips, int(test_crops) if test_crops else None)
+    r = evaluate_checkpoint(run_or_checkpoint, data_path, split, out, test_clips, int(test_crops) if test_crops else None, fusion=fusion)
     m = r["metrics"]
     if r["random_weights_features"]:
         ui.warn("features from RANDOM backbone weights: a demo number, not an accuracy claim")
     ui.out.print(f"checkpoint: {r['checkpoint']}, chosen by {r['chosen_by']}")
-    ui.table(f"{r['model']} on {r['split']} ({m['videos']} videos) -> {r['out']}", ["top-1", "top-5", "mean-class acc", "macro-F1", "loss"],
+    ui.table(f"{r['model']} on {r['split']} ({m['videos']} videos, views fused by {fusion}) -> {r['out']}", ["top-1", "top-5", "mean-class acc", "macro-F1", "loss"],
              [[f"{m['top1']:.3f}", f"{m['top5']:.3f}", f"{m['mean_class_acc']:.3f}", f"{m['macro_f1']:.3f}", f"{m['loss']:.3f}"]],
              justify_right_from=0)
+
+
+@cli.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--split", default="test", show_default=True, help="Whose `vidpipe eval` figures to show (RUN/eval-SPLIT).")
+@click.option("--sort", default="top1", show_default=True, help="Column to sort by, descending: top1, val_top1, params_m, epoch_s, ...")
+@click.option("--markdown", type=click.Path(dir_okay=False), help="Write the table as Markdown.")
+@click.option("--png", type=click.Path(dir_okay=False), help="Write a bar chart of the sort column.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the rows as JSON.")
+@click.option("--force", is_flag=True, help="Compare runs trained on different data; they are marked *.")
+def compare_cmd(runs, split, sort, markdown, png, json_out, force):
+    """Runs side by side: the options that differ, parameters, val and test metrics with their checkpoint, speed, memory."""
+    import json
+
+    from vidpipe.files import write_text_atomic
+    from vidpipe.train.compare import compare_runs, plot_bars, table_rows, to_markdown
+
+    result = compare_runs(list(runs), split=split, sort=sort, force=force)
+    heads, cells = table_rows(result, sources=False)
+    ui.table(f"{len(cells)} runs, sorted by {sort}", heads, cells, justify_right_from=2 + len(result["differing"]))
+    for r in result["rows"]:
+        ui.out.print(f"{r['run']}: val top-1 from {r['val_from']}; {split} figures from {r['from']}")
+    if result["marked"]:
+        ui.warn(f"* trained on other data than {result['rows'][0]['run']}: figures are not comparable")
+    if markdown:
+        write_text_atomic(markdown, to_markdown(result))
+    if png:
+        plot_bars(result, png)
+    if json_out:
+        write_text_atomic(json_out, json.dumps(result, indent=2) + "\n")
+    for path in (markdown, png, json_out):
+        if path:
+            ui.out.print(f"wrote {path}")
 
 
 @cli.command("export")

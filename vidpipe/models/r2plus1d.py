@@ -30,6 +30,8 @@ class R2Plus1DConfig:
 
 
 class R2Plus1D(nn.Module):
+    backbone_prefixes = ("stem.", "layers.")  # all but the classifier, for parameter reports (`vidpipe compare`)
+
     def __init__(self, cfg: R2Plus1DConfig, num_classes: int):
         super().__init__()
         import torchvision

@@ -130,6 +130,7 @@ class Backbone(nn.Module):
 
 
 class SqueezeTime(nn.Module):
+    backbone_prefixes = ("backbone.",)  # all but the classifier, for parameter reports (`vidpipe compare`)
     min_train_batch = 2  # the CTL gate's BatchNorm sees one value per channel and clip: a batch of one has no statistics
 
     def __init__(self, cfg: SqueezeTimeConfig, num_classes: int):

@@ -53,6 +53,8 @@ class SegmentResNet(nn.Module):
     """torchvision's ResNet-50 over B*T segment images, a temporal mixer before each bottleneck's conv1
     (`mix`), and mmaction2's TSMHead: dropout, linear, logits averaged over the segments."""
 
+    backbone_prefixes = ("backbone.",)  # all but the classifier, for parameter reports (`vidpipe compare`)
+
     def __init__(self, dropout: float, num_classes: int):
         super().__init__()
         import torchvision

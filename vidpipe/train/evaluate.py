@@ -34,7 +34,9 @@ def resolve_checkpoint(run_or_ckpt: str | Path) -> Path:
 
 def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = None, split: str | None = None,
                         out: str | Path | None = None, test_clips: int | None = None, test_crops: int | None = None,
-                        batch_size: int | None = None, workers: int | None = None) -> dict:
+                        batch_size: int | None = None, workers: int | None = None, fusion: str = "mean") -> dict:
+    """Metrics of a run's checkpoint on `split`; `fusion` joins a video's views: "mean" softmax scores, or
+    "vote" (majority of the views' argmaxes, the R(2+1)D study's video accuracy)."""
     ckpt = resolve_checkpoint(run_or_ckpt)
     meta = read_meta(ckpt)
     raw = meta["config"]
@@ -59,20 +61,20 @@ def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = 
     model = create_model(meta["model"], num_classes=len(meta["classes"]), in_dim=meta["in_dim"], options=cfg.model_options)
     load_model_weights(ckpt, model)  # the run's own weights: a pretrained init file is never read here
     model.to(device)
-    metrics, cm, preds = evaluate(model, data, device, amp_dtype(cfg, device))
-    out = Path(out) if out else ckpt.parent.parent / f"eval-{data.val_name}"
+    metrics, cm, preds = evaluate(model, data, device, amp_dtype(cfg, device), fusion)
+    out = Path(out) if out else ckpt.parent.parent / f"eval-{data.val_name}{'-vote' if fusion == 'vote' else ''}"
     out.mkdir(parents=True, exist_ok=True)
     result = {"checkpoint": str(ckpt), "epoch": meta.get("epoch"), "chosen_by": chosen_by(ckpt, meta),
               "model": meta["model"], "data": raw["data"]["path"],
-              "split": data.val_split, "views": {"clips": cfg.data.test_clips, "crops": cfg.data.test_crops},
+              "split": data.val_split, "views": {"clips": cfg.data.test_clips, "crops": cfg.data.test_crops, "fusion": fusion},
               "random_weights_features": bool(meta["provenance"].get("random_weights")), "metrics": metrics}
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     write_per_class_csv(cm, data.classes, out / "per_class.csv")
     plot_confusion(cm, data.classes, out / "confusion.png", f"{meta['model']} on {data.val_name}: top-1 {metrics['top1']:.3f}")
     np.save(out / "confusion.npy", cm)
     with open(out / "predictions.jsonl", "w") as fh:
-        for vid, s, y in zip(preds["ids"], preds["scores"], preds["labels"]):
-            fh.write(json.dumps({"id": vid, "label": int(y), "pred": int(np.argmax(s)), "score": float(np.max(s))}) + "\n")
+        for vid, s, r, y in zip(preds["ids"], preds["scores"], preds["ranked"], preds["labels"]):
+            fh.write(json.dumps({"id": vid, "label": int(y), "pred": int(np.argmax(r)), "score": float(s[np.argmax(r)])}) + "\n")
     result["out"] = str(out)
     result["confusion"] = cm
     result["classes"] = meta["classes"]

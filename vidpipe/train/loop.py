@@ -88,36 +88,46 @@ def warmup_cosine(warmup: int, total: int):
     return factor
 
 
+FUSIONS = ("mean", "vote")
+
+
 @torch.no_grad()
-def evaluate(model, data: TrainData, device, dtype) -> tuple[dict, np.ndarray, dict]:
-    """Scores averaged over each video's views; gathered from every rank; metrics on the whole split.
+def evaluate(model, data: TrainData, device, dtype, fusion: str = "mean") -> tuple[dict, np.ndarray, dict]:
+    """Video-level metrics on the whole split, gathered from every rank. A video's views (clips x crops)
+    are fused by `fusion`: "mean" averages their softmax scores; "vote" takes the majority of their argmaxes
+    (the R(2+1)D study's video accuracy), ties broken by the mean score. The loss is always the mean score's.
 
     `model` is the plain module, never the DDP wrapper: ranks may hold different numbers of val batches
     (a rank may hold none), and a DDP forward would wait for the others.
     """
+    if fusion not in FUSIONS:
+        raise VidpipeError(f"fusion must be one of {', '.join(FUSIONS)}; got {fusion!r}")
     model.eval()
-    scores, labels, ids = [], [], []
+    scores, votes, labels, ids = [], [], [], []
     for batch in data.val:
         x, y = data.to_device(batch, device, train=False)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(x).float()  # (B * views, C)
-        probs = logits.view(len(batch["ids"]), batch["views"], -1).softmax(-1).mean(1)  # (B, C)
-        scores.append(probs.cpu().numpy())
+        probs = logits.view(len(batch["ids"]), batch["views"], -1).softmax(-1)  # (B, views, C)
+        scores.append(probs.mean(1).cpu().numpy())
+        votes.append(F.one_hot(probs.argmax(-1), probs.shape[-1]).sum(1).cpu().numpy())  # (B, C) views per class
         labels.append(y.cpu().numpy())
         ids += batch["ids"]
-    scores = np.concatenate(scores) if scores else np.zeros((0, len(data.classes)))
+    empty = np.zeros((0, len(data.classes)))
+    scores, votes = (np.concatenate(a) if a else empty for a in (scores, votes))
     labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
     if dist.is_initialized():
         gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, (scores, labels, ids))
-        scores = np.concatenate([g[0] for g in gathered])
-        labels = np.concatenate([g[1] for g in gathered])
-        ids = [i for g in gathered for i in g[2]]
+        dist.all_gather_object(gathered, (scores, votes, labels, ids))
+        scores, votes, labels = (np.concatenate([g[k] for g in gathered]) for k in range(3))
+        ids = [i for g in gathered for i in g[3]]
     _, first = np.unique(np.array(ids, dtype=object).astype(str), return_index=True)  # DistributedSampler pads with repeats
-    scores, labels = scores[np.sort(first)], labels[np.sort(first)]
-    metrics, cm = compute_metrics(scores, labels, len(data.classes))
+    keep = np.sort(first)
+    scores, votes, labels = scores[keep], votes[keep], labels[keep]
+    ranked = scores if fusion == "mean" else votes + 0.5 * scores  # mean scores (< 1 each, summing to 1) order tied votes only
+    metrics, cm = compute_metrics(ranked, labels, len(data.classes))
     metrics["loss"] = float(-np.log(np.clip(scores[np.arange(len(labels)), labels], 1e-12, None)).mean()) if len(labels) else 0.0
-    return metrics, cm, {"ids": [ids[i] for i in np.sort(first)], "scores": scores, "labels": labels}
+    return metrics, cm, {"ids": [ids[i] for i in keep], "scores": scores, "ranked": ranked, "labels": labels}
 
 
 def peak_memory_mb(device: torch.device) -> float:

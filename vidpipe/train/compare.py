@@ -1,0 +1,155 @@
+"""`vidpipe compare`: runs side by side, one row per run, from what each run directory records.
+
+A row holds the model and the options that differ between the runs; parameters (split into backbone and
+head where the model names its backbone); the val top-1 of the checkpoint val chose; the `split` metrics of
+`vidpipe eval` (top-1, top-5, mean-class accuracy, macro-F1) with the checkpoint and split they come from;
+seconds per training epoch, clips/s and peak memory. Runs trained on different data (their provenance
+differs) are refused unless `force`, and then marked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from vidpipe.errors import VidpipeError
+from vidpipe.models import create_model, model_entry
+
+COLUMNS = {  # key -> (heading, format); "val_top1" and the split's metrics are fractions in [0, 1]
+    "params_m": ("params (M)", "{:.2f}"),
+    "backbone_m": ("backbone (M)", "{:.2f}"),
+    "head_m": ("head (M)", "{:.2f}"),
+    "val_top1": ("val top-1", "{:.3f}"),
+    "top1": ("top-1", "{:.3f}"),
+    "top5": ("top-5", "{:.3f}"),
+    "mean_class_acc": ("mean-class", "{:.3f}"),
+    "macro_f1": ("macro-F1", "{:.3f}"),
+    "epoch_s": ("s/epoch", "{:.1f}"),
+    "clips_per_s": ("clips/s", "{:.1f}"),
+    "peak_mb": ("peak MB", "{:.0f}"),
+}
+SORTABLE = tuple(COLUMNS)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _param_split(meta: dict) -> tuple[float | None, float | None]:
+    """(backbone, head) parameters in millions where the model names its backbone (`backbone_prefixes`);
+    built on the meta device from the run's own options: no memory, no weights."""
+    with torch.device("meta"):
+        model = create_model(meta["model"], num_classes=len(meta["classes"]), in_dim=meta["in_dim"],
+                             options=meta["config"].get("model_options", {}))
+    prefixes = getattr(model, "backbone_prefixes", None)
+    if not prefixes:
+        return None, None
+    backbone = sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefixes))
+    return backbone / 1e6, (meta["params"] - backbone) / 1e6
+
+
+def read_run(run: Path, split: str) -> dict:
+    config, summary = run / "config.json", run / "summary.json"
+    if not config.is_file() or not summary.is_file():
+        raise VidpipeError(f"{run} is not a finished run (no config.json or summary.json); pass directories made by `vidpipe train`")
+    meta, summ = json.loads(config.read_text()), json.loads(summary.read_text())
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    backbone, head = _param_split(meta)
+    row = {"run": run.name, "path": str(run), "model": meta["model"], "options": _flat({k: meta["config"][k] for k in ("model_options", "data", "optim")}),
+           "provenance": meta["provenance"], "params_m": meta["params"] / 1e6, "backbone_m": backbone, "head_m": head,
+           "val_top1": summ["best"]["top1"] if summ.get("best") else None,
+           "val_from": f"epoch {summ['best']['epoch']} (best on {summ['selection']['split']})" if summ.get("best") else "no val split",
+           "epoch_s": sum(r["epoch_seconds"] for r in history) / len(history) if history else None,
+           "clips_per_s": sum(r["clips_per_s"] for r in history) / len(history) if history else None,
+           "peak_mb": max((r["peak_memory_mb"] for r in history), default=None)}
+    if meta["input"] != "clips":
+        row["backbone_note"] = f"frozen {meta['provenance'].get('backbone')} features (not counted)"
+    report = run / f"eval-{split}" / "metrics.json"
+    if report.is_file():
+        r = json.loads(report.read_text())
+        row.update({k: r["metrics"][k] for k in ("top1", "top5", "mean_class_acc", "macro_f1")})
+        row["from"] = f"{Path(r['checkpoint']).name}, {r['chosen_by']}; {r['split']} ({r['metrics']['videos']} videos)"
+    else:
+        row["from"] = f"not evaluated on {split}: run `vidpipe eval {run} --split {split}`"
+    return row
+
+
+def compare_runs(runs: list[str | Path], split: str = "test", sort: str = "top1", force: bool = False) -> dict:
+    """Rows for `runs` (directories of `vidpipe train`), the options that differ between them, sorted by
+    `sort` (descending; runs without the figure last). Runs on different data are refused unless `force`."""
+    if sort not in SORTABLE:
+        raise VidpipeError(f"--sort must be one of {', '.join(SORTABLE)}; got {sort}")
+    if not runs:
+        raise VidpipeError("pass at least one run directory")
+    rows = [read_run(Path(r), split) for r in runs]
+    reference = rows[0]["provenance"]
+    for row in rows:
+        row["other_data"] = row["provenance"] != reference
+    odd = [r["run"] for r in rows if r["other_data"]]
+    if odd and not force:
+        raise VidpipeError(f"{', '.join(odd)} trained on other data than {rows[0]['run']} (their provenance differs); "
+                           "compare runs on the same store, or pass --force to show them marked")
+    keys = sorted({k for r in rows for k in r["options"]})
+    differing = [k for k in keys if len({json.dumps(r["options"].get(k), sort_keys=True) for r in rows}) > 1 and not k.startswith("data.path")]
+    for row in rows:
+        row["differs"] = {k: row["options"].get(k) for k in differing}
+    rows.sort(key=lambda r: (r.get(sort) is None, -(r.get(sort) or 0.0)))
+    return {"split": split, "sort": sort, "differing": differing, "rows": rows, "marked": odd,
+            "models": {r["model"]: model_entry(r["model"]).description for r in rows}}
+
+
+def table_rows(result: dict, sources: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Headings and cells of the comparison (the terminal table and the Markdown share them); `sources`
+    adds where each figure comes from (the checkpoint val chose, the evaluated split)."""
+    split = result["split"]
+    heads = ["run", "model", *result["differing"], *[COLUMNS[k][0] if k not in ("top1", "top5", "mean_class_acc", "macro_f1")
+                                                       else f"{split} {COLUMNS[k][0]}" for k in COLUMNS]]
+    heads += ["val from", f"{split} from"] if sources else []
+    cells = []
+    for r in result["rows"]:
+        name = r["run"] + (" *" if r["other_data"] else "")
+        values = [COLUMNS[k][1].format(r[k]) if r.get(k) is not None else "-" for k in COLUMNS]
+        cells.append([name, r["model"], *[_short(r["differs"][k]) for k in result["differing"]], *values]
+                     + ([r["val_from"], r["from"]] if sources else []))
+    return heads, cells
+
+
+def _short(value) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def to_markdown(result: dict) -> str:
+    heads, cells = table_rows(result)
+    lines = ["| " + " | ".join(heads) + " |", "| " + " | ".join("---" for _ in heads) + " |"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    if result["marked"]:
+        lines.append(f"\n\\* trained on other data than {result['rows'][0]['run']} (compared with --force)")
+    return "\n".join(lines) + "\n"
+
+
+def plot_bars(result: dict, path: Path) -> None:
+    """A horizontal bar per run of the sort column."""
+    from vidpipe.train.metrics import _plt
+
+    plt = _plt()
+    key = result["sort"]
+    rows = [r for r in result["rows"] if r.get(key) is not None]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    ax.barh([r["run"] + (" *" if r["other_data"] else "") for r in rows][::-1], [r[key] for r in rows][::-1], color="#4878a8")
+    label = COLUMNS[key][0] if key not in ("top1", "top5", "mean_class_acc", "macro_f1") else f"{result['split']} {COLUMNS[key][0]}"
+    ax.set_xlabel(label)
+    for y, r in enumerate(rows[::-1]):
+        ax.text(r[key], y, " " + COLUMNS[key][1].format(r[key]), va="center", fontsize=8)
+    fig.tight_layout()
+    tmp = Path(path).with_name(Path(path).name + ".tmp")  # whole or not at all
+    fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    tmp.replace(path)
