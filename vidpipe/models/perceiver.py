@@ -147,7 +147,7 @@ class Perceiver(nn.Module):
         if not self.cfg.cross_layers:  # self only
             seq = self.proj(tokens) if hasattr(self, "proj") else tokens
             return self._self_layers(torch.cat([self.cls.expand(b, -1, -1), seq], 1), self.layers[0])
-        pos = fourier_positions(tuple(x.shape[2:]), self.cfg.freq_bands, self.cfg.max_freq, x.device, x.dtype)
+        pos = fourier_positions(tuple(x.shape[2:]), self.cfg.freq_bands, self.cfg.max_freq, x.device).to(x.dtype)  # float32, then AMP's dtype
         context = torch.cat([tokens, pos.expand(b, -1, -1)], dim=-1)  # (B, THW, in_dim + 39)
         seq = self.latents.expand(b, -1, -1)  # (B, N, dim)
         for i, (cross, layers) in enumerate(zip(self.cross, self.layers)):

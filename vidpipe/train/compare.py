@@ -98,9 +98,10 @@ def compare_runs(runs: list[str | Path], split: str = "test", sort: str = "top1"
         raise VidpipeError(f"{', '.join(odd)} trained on other data than {rows[0]['run']} (their provenance differs); "
                            "compare runs on the same store, or pass --force to show them marked")
     keys = sorted({k for r in rows for k in r["options"]})
-    differing = [k for k in keys if len({json.dumps(r["options"].get(k), sort_keys=True) for r in rows}) > 1 and not k.startswith("data.path")]
+    # an option differs when the runs that have it disagree (a model without it shows "-"; the model column says why)
+    differing = [k for k in keys if k != "data.path" and len({json.dumps(r["options"][k], sort_keys=True) for r in rows if k in r["options"]}) > 1]
     for row in rows:
-        row["differs"] = {k: row["options"].get(k) for k in differing}
+        row["differs"] = {k: row["options"].get(k, "-") for k in differing}
     rows.sort(key=lambda r: (r.get(sort) is None, -(r.get(sort) or 0.0)))
     return {"split": split, "sort": sort, "differing": differing, "rows": rows, "marked": odd,
             "models": {r["model"]: model_entry(r["model"]).description for r in rows}}
