@@ -540,8 +540,9 @@ def test_compare_tables_real_runs_and_refuses_other_data(perceiver_runs, feature
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| head-1x1 | perceiver | 1 |" in (tmp_path / "t.md").read_text()
     # the end-to-end run splits its parameters into the CNN and the head
-    e2e = json.loads(CliRunner().invoke(cli, ["compare", str(perceiver_runs / "e2e-4blocks"), "--json", str(tmp_path / "e.json")]).output and
-                     (tmp_path / "e.json").read_text())["rows"][0]
+    res = CliRunner().invoke(cli, ["compare", str(perceiver_runs / "e2e-4blocks"), "--json", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    e2e = json.loads((tmp_path / "e.json").read_text())["rows"][0]
     assert e2e["backbone_m"] == pytest.approx(1_929_865 / 1e6)
     # a run on other data is refused in one line, then marked with --force
     train(config(features, model="tsn_mean", epochs=1), tmp_path / "other", log=lambda m: None)

@@ -59,10 +59,6 @@ class PerceiverConfig:
         check(self.max_freq > 0, f"{p}max_freq must be > 0; got {self.max_freq}")
         check(0 <= self.dropout < 1, f"{p}dropout must be in [0, 1); got {self.dropout}")
 
-    @property
-    def variant(self) -> str:
-        return "self only" if self.cross_layers == 0 else "cross only" if self.self_layers == 0 else "cross + self"
-
 
 def fourier_positions(sizes: tuple[int, ...], bands: int, max_freq: float, device=None, dtype=None) -> torch.Tensor:
     """(prod(sizes), len(sizes) * (2 bands + 1)) features of a grid, axis by axis: sin, cos, position."""

@@ -14,6 +14,7 @@ on the first forward, after its optimizer).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -89,7 +90,7 @@ KINETICS400_V1 = Weights(
     tag="KINETICS400_V1",
     source=R2PLUS1D_K400.source,
     layout=TORCHVISION,
-    transforms=Transforms("dense", frames=16, interval=8, interval_unit="source", short_side=128, crop=112, mean=KINETICS_MEAN, std=KINETICS_STD),
+    transforms=dataclasses.replace(STUDY_TRANSFORMS, mean=KINETICS_MEAN, std=KINETICS_STD),  # the CNN's own normalisation
     num_classes=400,
     meta={"dataset": "Kinetics-400 (the CNN; the Perceiver is trained on the task)", "params": R2PLUS1D_K400.meta["params"],
           "note": "the study normalised with mean 0.45 / std 0.225; this record keeps the CNN's own Kinetics mean/std"},

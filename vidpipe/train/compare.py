@@ -31,6 +31,15 @@ COLUMNS = {  # key -> (heading, format); "val_top1" and the split's metrics are 
     "peak_mb": ("peak MB", "{:.0f}"),
 }
 SORTABLE = tuple(COLUMNS)
+SPLIT_METRICS = ("top1", "top5", "mean_class_acc", "macro_f1")  # from `vidpipe eval` on the compared split
+
+
+def _heading(key: str, split: str) -> str:
+    return f"{split} {COLUMNS[key][0]}" if key in SPLIT_METRICS else COLUMNS[key][0]
+
+
+def _label(row: dict) -> str:
+    return row["run"] + (" *" if row["other_data"] else "")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -70,12 +79,10 @@ def read_run(run: Path, split: str) -> dict:
            "epoch_s": sum(r["epoch_seconds"] for r in history) / len(history) if history else None,
            "clips_per_s": sum(r["clips_per_s"] for r in history) / len(history) if history else None,
            "peak_mb": max((r["peak_memory_mb"] for r in history), default=None)}
-    if meta["input"] != "clips":
-        row["backbone_note"] = f"frozen {meta['provenance'].get('backbone')} features (not counted)"
     report = run / f"eval-{split}" / "metrics.json"
     if report.is_file():
         r = json.loads(report.read_text())
-        row.update({k: r["metrics"][k] for k in ("top1", "top5", "mean_class_acc", "macro_f1")})
+        row.update({k: r["metrics"][k] for k in SPLIT_METRICS})
         row["from"] = f"{Path(r['checkpoint']).name}, {r['chosen_by']}; {r['split']} ({r['metrics']['videos']} videos)"
     else:
         row["from"] = f"not evaluated on {split}: run `vidpipe eval {run} --split {split}`"
@@ -111,14 +118,12 @@ def table_rows(result: dict, sources: bool = True) -> tuple[list[str], list[list
     """Headings and cells of the comparison (the terminal table and the Markdown share them); `sources`
     adds where each figure comes from (the checkpoint val chose, the evaluated split)."""
     split = result["split"]
-    heads = ["run", "model", *result["differing"], *[COLUMNS[k][0] if k not in ("top1", "top5", "mean_class_acc", "macro_f1")
-                                                       else f"{split} {COLUMNS[k][0]}" for k in COLUMNS]]
+    heads = ["run", "model", *result["differing"], *[_heading(k, split) for k in COLUMNS]]
     heads += ["val from", f"{split} from"] if sources else []
     cells = []
     for r in result["rows"]:
-        name = r["run"] + (" *" if r["other_data"] else "")
         values = [COLUMNS[k][1].format(r[k]) if r.get(k) is not None else "-" for k in COLUMNS]
-        cells.append([name, r["model"], *[_short(r["differs"][k]) for k in result["differing"]], *values]
+        cells.append([_label(r), r["model"], *[_short(r["differs"][k]) for k in result["differing"]], *values]
                      + ([r["val_from"], r["from"]] if sources else []))
     return heads, cells
 
@@ -144,9 +149,8 @@ def plot_bars(result: dict, path: Path) -> None:
     key = result["sort"]
     rows = [r for r in result["rows"] if r.get(key) is not None]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
-    ax.barh([r["run"] + (" *" if r["other_data"] else "") for r in rows][::-1], [r[key] for r in rows][::-1], color="#4878a8")
-    label = COLUMNS[key][0] if key not in ("top1", "top5", "mean_class_acc", "macro_f1") else f"{result['split']} {COLUMNS[key][0]}"
-    ax.set_xlabel(label)
+    ax.barh([_label(r) for r in rows][::-1], [r[key] for r in rows][::-1], color="#4878a8")
+    ax.set_xlabel(_heading(key, result["split"]))
     for y, r in enumerate(rows[::-1]):
         ax.text(r[key], y, " " + COLUMNS[key][1].format(r[key]), va="center", fontsize=8)
     fig.tight_layout()
