@@ -40,4 +40,5 @@ from vidpipe.cli import store_commands  # noqa: E402,F401
 from vidpipe.cli import bench_commands  # noqa: E402,F401
 from vidpipe.cli import feature_commands  # noqa: E402,F401
 from vidpipe.cli import train_commands  # noqa: E402,F401
+from vidpipe.cli import predict_commands  # noqa: E402,F401
 from vidpipe.cli import demo_commands  # noqa: E402,F401

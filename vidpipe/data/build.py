@@ -163,16 +163,21 @@ class TrainData:
     def to_device(self, batch: dict, device: torch.device, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         labels = batch["labels"].to(device, non_blocking=True)
         if self.transform is None:
-            x = batch["inputs"].to(device, non_blocking=True)
-            if self._norm is not None:
-                shape = (1, 1, -1) if x.ndim == 3 else (1, 1, -1, 1, 1, 1)  # (B, T, D) or (B, C, D, t, h, w)
-                mean, std = (t.to(device).view(shape) for t in self._norm)
-                x = (x - mean) / std
-            return x, labels
+            return normalise_features(batch["inputs"].to(device, non_blocking=True), self._norm), labels
         clips = batch["clips"].to(device, non_blocking=True)  # uint8 over the bus
         if train:
             return self.transform.train(clips, batch["boxes"], batch["flips"]), labels
         return self.transform.test(clips), labels
+
+
+def normalise_features(x: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """Features (B, T, D) or token maps (B, C, D, t, h, w) standardised per channel D with the training
+    split's (mean, std); unchanged when `norm` is None."""
+    if norm is None:
+        return x
+    shape = (1, 1, -1) if x.ndim == 3 else (1, 1, -1, 1, 1, 1)
+    mean, std = (t.to(x.device).view(shape) for t in norm)
+    return (x - mean) / std
 
 
 class _Views:

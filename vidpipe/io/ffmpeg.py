@@ -105,7 +105,7 @@ def _run(cmd: list[str], timeout: float | None = None) -> subprocess.CompletedPr
         raise DecodeError(f"ffmpeg timed out after {timeout:.0f}s") from None
 
 
-def _first_error_line(stderr: str) -> str:
+def first_error_line(stderr: str) -> str:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     for ln in reversed(lines):
         if any(w in ln.lower() for w in ("invalid", "error", "no such", "not found", "moov atom", "unknown")):
@@ -220,7 +220,7 @@ def _packets_end(path: Path, timeout: float) -> float | None:
 def _open_error(stderr: str) -> DecodeError:
     if re.search(r"Stream map .* matches no streams", stderr):
         return DecodeError("not a readable video: it has no video stream (audio only?)")
-    return DecodeError(f"not a readable video: {_first_error_line(stderr)}")
+    return DecodeError(f"not a readable video: {first_error_line(stderr)}")
 
 
 def probe(path: str | Path, timeout: float = 600) -> VideoInfo:
@@ -278,7 +278,7 @@ def decode_frames(path: str | Path, indices, geometry: Geometry, threads: int = 
     frames = np.empty((wanted, geometry.height, geometry.width, 3), np.uint8)
     n, returncode, err = _read_into(cmd, memoryview(frames).cast("B"), timeout)
     if returncode != 0:
-        raise DecodeError(f"decode failed: {_first_error_line(err)}")
+        raise DecodeError(f"decode failed: {first_error_line(err)}")
     frames = frames[: n // frame_bytes]
     if many:
         return frames[[i for i in indices if i < len(frames)]]
@@ -360,7 +360,7 @@ def encode_video(frames: np.ndarray, path: str | Path, codec: str = "h264", fps:
     res = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
     if res.returncode != 0:
         tmp.unlink(missing_ok=True)
-        raise VidpipeError(f"ffmpeg could not encode {path.name}: {_first_error_line(res.stderr.decode(errors='replace'))}")
+        raise VidpipeError(f"ffmpeg could not encode {path.name}: {first_error_line(res.stderr.decode(errors='replace'))}")
     tmp.replace(path)
     return path
 
@@ -373,5 +373,5 @@ def read_all_frames(path: str | Path) -> np.ndarray:
            "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     res = _run(cmd)
     if res.returncode != 0:
-        raise DecodeError(_first_error_line(res.stderr.decode(errors="replace")))
+        raise DecodeError(first_error_line(res.stderr.decode(errors="replace")))
     return np.frombuffer(res.stdout, np.uint8).reshape(-1, h, w, 3)

@@ -153,12 +153,37 @@ class TemporalRetNet(nn.Module):
             outs.append(h)
         return self.norm(torch.cat(outs, dim=1))
 
+    def stream(self) -> "Stream":
+        """A streaming session: `session.step(features)` with one frame's features (B, D) returns logits (B, C)."""
+        return Stream(self)
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean(dim=1)  # (B, dim)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class Stream:
+    """Frame-by-frame inference with O(1) state: per block the retention state (B, heads, d, d), and the
+    running sum of the normalised outputs the head averages. Logits after frame t equal the model's on
+    frames 0..t (tested)."""
+
+    def __init__(self, model: TemporalRetNet):
+        self.model, self.t, self.total = model, 0, None
+        self.states = [None] * len(model.blocks)
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, num_classes)
+        m = self.model
+        h = m.proj(x[:, None])
+        for i, block in enumerate(m.blocks):
+            h, self.states[i] = block.forward_step(h, self.t, self.states[i])
+        h = m.norm(h[:, 0])
+        self.total = h if self.total is None else self.total + h
+        self.t += 1
+        return m.head(self.total / self.t)
 
 
 @register_model("temporal_retnet", TemporalRetNetConfig, "frame_features", "RetNet multi-scale retention over frame features")

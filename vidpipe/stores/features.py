@@ -72,8 +72,9 @@ def clip_starts(t: int, clip_len: int) -> list[int]:
     return [i * clip_len for i in range(max(1, t // clip_len))]
 
 
-def _forward(model: Backbone, pre: Preprocess, clips: np.ndarray, device: torch.device, tokens: bool):
-    """clips uint8 (B, T, H, W, 3) -> pooled (B, T|C, D), tokens or None."""
+def backbone_features(model: Backbone, pre: Preprocess, clips: np.ndarray, device: torch.device, tokens: bool):
+    """clips uint8 (B, T, H, W, 3) as stored -> pooled (B, T|C, D), tokens or None, float32 numpy (what
+    cache-features stores, before its dtype; `vidpipe predict` runs the same function on new videos)."""
     b, t, h, w, _ = clips.shape
     x = torch.from_numpy(clips).to(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if device.type == "cuda" \
@@ -144,7 +145,7 @@ def cache_features(store_path: str | Path, out: str | Path, cfg: FeatureConfig |
     device = cfg.torch_device()
     model = model.to(device)
     t, h, w, _ = store.clip_shape
-    probe_out, probe_tokens = _forward(model, pre, np.zeros((1, t, h, w, 3), np.uint8), device, cfg.tokens)
+    probe_out, probe_tokens = backbone_features(model, pre, np.zeros((1, t, h, w, 3), np.uint8), device, cfg.tokens)
     feat_shape, token_shape = probe_out.shape[1:], (probe_tokens.shape[1:] if probe_tokens is not None else None)
     dtype = np.dtype(cfg.dtype)
     report = FeaturesReport(out, nothing_to_do=True)
@@ -171,7 +172,7 @@ def cache_features(store_path: str | Path, out: str | Path, cfg: FeatureConfig |
             batch.append((vid, clip, label))
             last_of_unit = (i + 1) % UNIT == 0 or i + 1 == n
             if len(batch) == cfg.batch_size or last_of_unit:
-                pooled, maps = _forward(model, pre, np.stack([c for _, c, _ in batch]), device, cfg.tokens)
+                pooled, maps = backbone_features(model, pre, np.stack([c for _, c, _ in batch]), device, cfg.tokens)
                 buffer["features"].append(pooled.astype(dtype))
                 if maps is not None:
                     buffer["tokens"].append(maps.astype(dtype))

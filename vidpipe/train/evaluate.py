@@ -74,7 +74,9 @@ def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = 
     np.save(out / "confusion.npy", cm)
     with open(out / "predictions.jsonl", "w") as fh:
         for vid, s, r, y in zip(preds["ids"], preds["scores"], preds["ranked"], preds["labels"]):
-            fh.write(json.dumps({"id": vid, "label": int(y), "pred": int(np.argmax(r)), "score": float(s[np.argmax(r)])}) + "\n")
+            top = np.argsort(-r, kind="stable")[:5]
+            fh.write(json.dumps({"id": vid, "label": int(y), "pred": int(top[0]), "score": float(s[top[0]]),
+                                 "top5": [[int(c), float(s[c])] for c in top]}) + "\n")
     result["out"] = str(out)
     result["confusion"] = cm
     result["classes"] = meta["classes"]

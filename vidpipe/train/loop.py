@@ -92,6 +92,17 @@ FUSIONS = ("mean", "vote")
 
 
 @torch.no_grad()
+def fuse_views(probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(B, views, C) softmax scores -> (their mean (B, C), how many views chose each class (B, C))."""
+    return probs.mean(1).cpu().numpy(), F.one_hot(probs.argmax(-1), probs.shape[-1]).sum(1).cpu().numpy()
+
+
+def ranking(scores: np.ndarray, votes: np.ndarray, fusion: str) -> np.ndarray:
+    """What orders the classes of a video: its mean scores, or its votes with the mean scores (< 1 each,
+    summing to 1) breaking ties only."""
+    return scores if fusion == "mean" else votes + 0.5 * scores
+
+
 def evaluate(model, data: TrainData, device, dtype, fusion: str = "mean") -> tuple[dict, np.ndarray, dict]:
     """Video-level metrics on the whole split, gathered from every rank. A video's views (clips x crops)
     are fused by `fusion`: "mean" averages their softmax scores; "vote" takes the majority of their argmaxes
@@ -108,9 +119,9 @@ def evaluate(model, data: TrainData, device, dtype, fusion: str = "mean") -> tup
         x, y = data.to_device(batch, device, train=False)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(x).float()  # (B * views, C)
-        probs = logits.view(len(batch["ids"]), batch["views"], -1).softmax(-1)  # (B, views, C)
-        scores.append(probs.mean(1).cpu().numpy())
-        votes.append(F.one_hot(probs.argmax(-1), probs.shape[-1]).sum(1).cpu().numpy())  # (B, C) views per class
+        mean_scores, view_votes = fuse_views(logits.view(len(batch["ids"]), batch["views"], -1).softmax(-1))
+        scores.append(mean_scores)
+        votes.append(view_votes)
         labels.append(y.cpu().numpy())
         ids += batch["ids"]
     empty = np.zeros((0, len(data.classes)))
@@ -124,7 +135,7 @@ def evaluate(model, data: TrainData, device, dtype, fusion: str = "mean") -> tup
     _, first = np.unique(np.array(ids, dtype=object).astype(str), return_index=True)  # DistributedSampler pads with repeats
     keep = np.sort(first)
     scores, votes, labels = scores[keep], votes[keep], labels[keep]
-    ranked = scores if fusion == "mean" else votes + 0.5 * scores  # mean scores (< 1 each, summing to 1) order tied votes only
+    ranked = ranking(scores, votes, fusion)
     metrics, cm = compute_metrics(ranked, labels, len(data.classes))
     metrics["loss"] = float(-np.log(np.clip(scores[np.arange(len(labels)), labels], 1e-12, None)).mean()) if len(labels) else 0.0
     return metrics, cm, {"ids": [ids[i] for i in keep], "scores": scores, "ranked": ranked, "labels": labels}
