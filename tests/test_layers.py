@@ -11,7 +11,7 @@ import pytest
 import vidpipe
 
 # Lowest first. The top-level helper modules (errors, typed, files) sit below everything.
-LAYERS = ["io", "datasets", "models", "stores", "data", "train", "bench", "cli"]
+LAYERS = ["io", "datasets", "models", "stores", "data", "train", "predict", "bench", "cli"]
 BASE = {"vidpipe", "vidpipe.errors", "vidpipe.typed", "vidpipe.files"}
 PACKAGE = Path(vidpipe.__file__).parent
 

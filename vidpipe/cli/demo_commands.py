@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +17,10 @@ from vidpipe.cli.main import cli
 from vidpipe.cli.store_commands import print_store_summary
 from vidpipe.errors import VidpipeError
 
-DEMO_MODELS = ("tsn_mean", "resnet_temporal_vit")
+DEMO_MODELS = ("tsn_mean", "resnet_temporal_vit", "temporal_retnet")
+PREDICT_MODEL, STREAM_MODEL = "resnet_temporal_vit", "temporal_retnet"  # fixed choices: nothing is picked by its test figures
+STREAM_EVERY = 4  # a timeline line every 4 frames
+HELD_OUT_SEED = 99  # videos rendered for predict only: in no store
 DEMO_TRAINING = ["optim.epochs=40", "optim.lr=5e-4", "data.frames=16", "data.batch_size=16", "data.workers=0"]
 MARKER = ".vidpipe-demo"  # written into the output folder; only such a folder is ever cleared
 
@@ -89,14 +93,56 @@ def run(out: Path) -> None:
                  "video id; the test split was never used to choose anything")
     ui.out.print("in-pair: within-pair accuracy, of the videos placed in their own pair, the share given the right member "
                  "(0.5 = chance; the two members have the same frames in opposite orders)")
+    predicted = predict_held_out(out, step + 1)
     total = time.perf_counter() - t0
-    (out / "results.json").write_text(json.dumps({"training": DEMO_TRAINING, "models": results, "seconds": total}, indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps({"training": DEMO_TRAINING, "models": results, "predict": predicted, "seconds": total},
+                                                  indent=2) + "\n")
     ui.out.print(f"demo finished in {total:.1f}s; figures in {out / 'results.json'}")
+
+
+def predict_held_out(out: Path, step: int) -> dict:
+    """`vidpipe predict` on synthetic videos no store holds (another seed), then a stream of two of them
+    played one after the other through the causal model, printed as a timeline."""
+    from vidpipe.cli.predict_commands import stream_timeline
+    from vidpipe.datasets.synth import SynthConfig, synth
+    from vidpipe.io.ffmpeg import ffmpeg_binary, probe
+    from vidpipe.predict import Predictor, list_videos
+
+    new = out / "held-out"
+    synth(new, SynthConfig(videos_per_class=2, seed=HELD_OUT_SEED))
+    videos = list_videos([str(new / "test")])  # one per class
+    run = out / f"run-{PREDICT_MODEL}"
+    ui.console.print(f"[bold]{step}. predict[/bold] {len(videos)} new videos (seed {HELD_OUT_SEED}, in no store) with {run}")
+    predictor = Predictor.load(run)
+    rows, right = [], 0
+    for p in predictor.predict_many(videos, workers=2):
+        truth = Path(p.source).parent.name
+        (top, prob), (second, prob2) = p.top(2)
+        right += top == truth
+        rows.append([Path(p.source).name, truth, top, f"{prob:.3f}", f"{second} {prob2:.3f}", "yes" if top == truth else "no",
+                     f"{p.decode_ms:.0f}", f"{p.model_ms:.0f}"])
+    ui.table(f"vidpipe predict {run} {new / 'test'}", ["video", "truth", "top-1", "p", "next", "right", "decode ms", "model ms"], rows)
+    ui.out.print(f"{right} of {len(videos)} held-out videos right")
+    first, second = videos[1], videos[-1]  # two classes of different pairs
+    joined = out / "held-out" / "two-videos.mp4"
+    listing = joined.with_suffix(".txt")
+    listing.write_text(f"file '{first.resolve()}'\nfile '{second.resolve()}'\n")
+    subprocess.run([ffmpeg_binary(), "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(joined)], check=True)
+    first_seconds = probe(first).num_frames / probe(first).fps
+    stream_run = out / f"run-{STREAM_MODEL}"
+    streamer = Predictor.load(stream_run)
+    rate = streamer.default_stream_rate()
+    ui.console.print(f"[bold]{step + 1}. predict --stream[/bold] {first.parent.name} then {second.parent.name}, one frame at a time "
+                     f"through {STREAM_MODEL}'s recurrent form at {rate:.2f} frames/s (the video changes at {first_seconds:.2f}s)")
+    stream_timeline(streamer, str(joined), rate, every=STREAM_EVERY)
+    ui.out.print(f"{STREAM_MODEL}'s head averages every frame so far, so after the change the second video's frames dilute the "
+                 "first one's evidence rather than replace it; `--window` gives predictions that forget")
+    return {"model": PREDICT_MODEL, "videos": len(videos), "right": right, "stream": {"model": STREAM_MODEL, "video": str(joined), "fps": rate}}
 
 
 @cli.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"), show_default=True,
               help="Output folder (only a folder an earlier demo made is ever cleared).")
 def demo_cmd(out):
-    """Run the whole chain (synth, extract, cache-features, train, eval) on a bundled synthetic dataset."""
+    """Run the whole chain (synth, extract, cache-features, train, eval, predict) on a bundled synthetic dataset."""
     run(out)

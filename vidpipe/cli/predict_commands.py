@@ -79,6 +79,10 @@ def predict_cmd(run_or_checkpoint, inputs, top_k, views, crops, fusion, jsonl, d
         sys.exit(1)
 
 
+def _videos(n: int) -> str:
+    return f"{n} video{'' if n == 1 else 's'}"
+
+
 def _describe(predictor) -> str:
     m = predictor.meta
     views = f", {predictor.views} views ({predictor.fusion})" if predictor.views > 1 else ""
@@ -86,7 +90,7 @@ def _describe(predictor) -> str:
 
 
 def _whole(predictor, paths, workers, jsonl, k) -> int:
-    ui.console.print(f"predict {len(paths)} videos with {_describe(predictor)}")
+    ui.console.print(f"predict {_videos(len(paths))} with {_describe(predictor)}")
     done, t0 = [], time.perf_counter()
     with _jsonl(jsonl) as write, ui.progress_bar(len(paths), "predict") as advance:
         for p in predictor.predict_many(paths, workers):
@@ -101,15 +105,15 @@ def _whole(predictor, paths, workers, jsonl, k) -> int:
         ui.table(f"{p.source}  (decode {p.decode_ms:.0f} ms, model {p.model_ms:.0f} ms)", ["#", "class", "p"],
                  [[i + 1, c, f"{s:.3f}"] for i, (c, s) in enumerate(p.top(k))])
     ok = sum(p.error is None for p in done)
-    ui.out.print(f"{ok} of {len(done)} videos predicted in {seconds:.1f}s: {len(done) / seconds:.2f} videos/s")
+    ui.out.print(f"{ok} of {_videos(len(done))} predicted in {seconds:.1f}s: {len(done) / seconds:.2f} videos/s")
     return len(done) - ok
 
 
 def _windows(predictor, paths, window, stride, jsonl, k) -> int:
     from vidpipe.io.ffmpeg import DecodeError
 
-    ui.console.print(f"predict windows of {window:g}s every {stride:g}s in {len(paths)} videos with {_describe(predictor)}")
-    failed, t0, count = 0, time.perf_counter(), 0
+    ui.console.print(f"predict windows of {window:g}s every {stride:g}s in {_videos(len(paths))} with {_describe(predictor)}")
+    failed, t0, count, windows = 0, time.perf_counter(), 0, 0
     with _jsonl(jsonl) as write:
         for path in paths:
             rows = []
@@ -124,10 +128,10 @@ def _windows(predictor, paths, window, stride, jsonl, k) -> int:
                 write(_failure(path, e), k)
                 failed += 1
                 continue
-            count += 1
+            count, windows = count + 1, windows + len(rows)
             ui.table(str(path), ["start s", "end s", "top-1", "p", f"next {k - 1}", "model ms"], rows, justify_right_from=0)
     seconds = time.perf_counter() - t0
-    ui.out.print(f"{count} of {len(paths)} videos in {seconds:.1f}s: {len(paths) / seconds:.2f} videos/s")
+    ui.out.print(f"{windows} windows of {count} of {_videos(len(paths))} in {seconds:.1f}s: {len(paths) / seconds:.2f} videos/s")
     return failed
 
 
@@ -138,40 +142,35 @@ def _failure(source, error):
 
 
 def _stream(predictor, sources, rate, every, raw, jsonl, k) -> int:
-    """Predictions after every `every` frames; the timeline prints a line whenever the top-1 class changes."""
-    from vidpipe.io.ffmpeg import DecodeError
-
     rate = rate or predictor.default_stream_rate()
     ui.console.print(f"stream at {rate:g} frames/s, a prediction every {every} frame{'s' if every > 1 else ''}, with {_describe(predictor)}")
     failed = 0
     with _jsonl(jsonl) as write:
         for source in sources:
-            ui.out.print(f"[bold]{'stdin' if source == '-' else source}[/bold]")
-            t0, frames, segment, last = time.perf_counter(), 0, None, None
-            try:
-                for p in predictor.stream(source, rate, every, raw):
-                    write(p, k)
-                    frames, last = p.frames, p
-                    top = p.top(1)[0][0]
-                    if segment is None or top != segment[1]:
-                        if segment is not None:
-                            _segment_line(segment, p.end - every / rate)
-                        segment = (p.end, top, p)
-                    else:
-                        segment = (segment[0], top, p)
-            except (DecodeError, VidpipeError) as e:
-                ui.out.print(f"  failed: {e}")
-                write(_failure(source, e), k)
-                failed += 1
-                continue
-            if segment is not None:
-                _segment_line(segment, last.end)
-            seconds = time.perf_counter() - t0
-            ui.out.print(f"  {frames} frames ({frames / rate:.1f}s of video) in {seconds:.1f}s: {frames / seconds:.1f} frames/s; "
-                         f"last: {_cells(last, k) if last else '-'}")
+            failed += not stream_timeline(predictor, source, rate, every, raw, write, k)
     return failed
 
 
-def _segment_line(segment, end: float) -> None:
-    start, top, p = segment
-    ui.out.print(f"  {start:7.2f}s - {end:7.2f}s  {top:<24} p {p.top(1)[0][1]:.3f}")
+def stream_timeline(predictor, source, rate, every=1, raw=None, write=lambda p, k: None, k=5) -> bool:
+    """Stream one source, a timeline line per prediction (its time, top classes, a bar of the top-1's
+    probability); False when it failed."""
+    from vidpipe.io.ffmpeg import DecodeError
+
+    ui.out.print(f"[bold]{'stdin' if source == '-' else source}[/bold]")
+    t0, last = time.perf_counter(), None
+    try:
+        for p in predictor.stream(source, rate, every, raw):
+            write(p, k)
+            (top, prob), rest = p.top(1)[0], _cells(p, min(k, 3), skip=1)
+            ui.out.print(f"  {p.end:7.2f}s  {'#' * round(20 * prob):<20}  {top} {prob:.3f}  | {rest}", highlight=False)
+            last = p
+    except (DecodeError, VidpipeError) as e:
+        ui.out.print(f"  failed: {e}")
+        write(_failure(source, e), k)
+        return False
+    seconds = time.perf_counter() - t0
+    frames = last.frames if last else 0
+    ui.out.print(f"  {frames} frames ({frames / rate:.1f}s of video) in {seconds:.1f}s: {frames / seconds:.1f} frames/s")
+    return True
+
+

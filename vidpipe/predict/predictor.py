@@ -17,6 +17,7 @@ Three ways over a video:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -116,7 +117,7 @@ class Predictor:
             aug = AugmentConfig(size=self.inputs["crop"], test_short_side=self.inputs["test_short_side"], test_crop="three" if crops == 3 else "center",
                                 mean=tuple(self.inputs["mean"]), std=tuple(self.inputs["std"]))
             self.clip_config, self.transform = ClipConfig(self.sampling, train=False, augment=aug), DeviceTransform(aug)
-            self.frame_transform = DeviceTransform(AugmentConfig(**{**aug.__dict__, "test_crop": "center"}))  # streams: the centre crop
+            self.frame_transform = DeviceTransform(dataclasses.replace(aug, test_crop="center"))  # streams: the centre crop
         else:
             if views is not None or crops is not None:
                 raise VidpipeError(f"--views and --crops apply to models that read clips; {meta['model']} reads "
@@ -257,7 +258,7 @@ class Predictor:
             return self.frame_transform.test(torch.from_numpy(frame[None, None]).to(self.device))[:, :, 0]
         if self.input != "frame_features":
             raise VidpipeError(f"{self.meta['model']} reads clip token maps; streams need a causal model over frames")
-        return normalise_features(self._features(frame)[:, 0].to(self.device)[:, None], self.norm)[:, 0]
+        return normalise_features(self._features(frame).to(self.device), self.norm)[:, 0]  # (1, 1, D) -> (1, D)
 
     def causal_scores(self, inputs: list[torch.Tensor]) -> np.ndarray:
         """The reference for streams: the model's ordinary (parallel) forward on every frame's input at once."""
@@ -286,7 +287,7 @@ class Predictor:
             raise VidpipeError(f"the training store {self.cfg.data.path} is not here to tell how fast the model's frames were; "
                                "pass --stream-fps")
         stored_rate = clip["frames"] * entry["count"] / entry["source_seconds"]
-        s = self.sampling if self.input == "clips" else Sampling.tsn(self.sampling.num_clips)
+        s = self.sampling
         spacing = clip["frames"] / s.num_clips if s.is_tsn else s.frame_interval
         return stored_rate / spacing
 
