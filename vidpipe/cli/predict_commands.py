@@ -53,7 +53,7 @@ def predict_cmd(run_or_checkpoint, inputs, top_k, views, crops, fusion, jsonl, d
                 stream, stream_fps, every, raw):
     """Predict the classes of videos no store holds, made into the run's inputs exactly as its training data was.
 
-    INPUT: video files, folders (searched recursively) or - (paths on stdin; with --stream, a video stream).
+    INPUT: video files, folders (searched recursively) or - (paths on stdin; with --stream, a video stream, and URLs ffmpeg reads).
     The exit status is 1 when any video failed to decode (each is reported with the reason).
     """
     from vidpipe.predict import Predictor, list_videos
@@ -69,7 +69,8 @@ def predict_cmd(run_or_checkpoint, inputs, top_k, views, crops, fusion, jsonl, d
     predictor = Predictor.load(run_or_checkpoint, device, views, int(crops) if crops else None, fusion, backbone_weights)
     if stream:
         predictor.stream_session()  # a model that cannot stream is refused before anything is read
-        sources = [s if s == "-" else str(p) for s in inputs for p in ([None] if s == "-" else list_videos([s]))]
+        streams = [s for s in inputs if s == "-" or "://" in s]  # stdin and URLs go to ffmpeg as they are
+        sources = [s if s in streams else str(p) for s in inputs for p in ([None] if s in streams else list_videos([s]))]
         failed = _stream(predictor, sources, stream_fps, every, parse_raw(raw) if raw else None, jsonl, top_k)
     else:
         paths = list_videos(list(inputs))
