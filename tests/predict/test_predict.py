@@ -42,7 +42,7 @@ def runs(synth_h264, tmp_path_factory):
     model (timesformer_retnet, causal, WebDataset store)."""
     base = tmp_path_factory.mktemp("predict")
     manifest = build_manifest("synthetic", synth_h264)
-    extract(manifest, base / "uniform", ExtractConfig(format="zarr", frames=16, size=32))
+    extract(manifest, base / "uniform", ExtractConfig(format="zarr", frames=8, size=32))
     torch.manual_seed(7)
     weights = base / "weights" / "resnet18-local.safetensors"
     weights.parent.mkdir()
