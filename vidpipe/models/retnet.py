@@ -143,15 +143,8 @@ class TemporalRetNet(nn.Module):
 
     def forward_recurrent(self, x: torch.Tensor) -> torch.Tensor:
         """The same features computed frame by frame with O(1) state per layer (streaming)."""
-        x = self.proj(x)
-        states = [None] * len(self.blocks)
-        outs = []
-        for n in range(x.shape[1]):
-            h = x[:, n : n + 1]
-            for i, block in enumerate(self.blocks):
-                h, states[i] = block.forward_step(h, n, states[i])
-            outs.append(h)
-        return self.norm(torch.cat(outs, dim=1))
+        session = Stream(self)
+        return torch.stack([session.features(x[:, n]) for n in range(x.shape[1])], dim=1)
 
     def stream(self) -> "Stream":
         """A streaming session: `session.step(features)` with one frame's features (B, D) returns logits (B, C)."""
@@ -174,16 +167,19 @@ class Stream:
         self.model, self.t, self.total = model, 0, None
         self.states = [None] * len(model.blocks)
 
-    @torch.no_grad()
-    def step(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, num_classes)
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, dim): this frame's output, state advanced
         m = self.model
         h = m.proj(x[:, None])
         for i, block in enumerate(m.blocks):
             h, self.states[i] = block.forward_step(h, self.t, self.states[i])
-        h = m.norm(h[:, 0])
-        self.total = h if self.total is None else self.total + h
         self.t += 1
-        return m.head(self.total / self.t)
+        return m.norm(h[:, 0])
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, num_classes)
+        h = self.features(x)
+        self.total = h if self.total is None else self.total + h
+        return self.model.head(self.total / self.t)
 
 
 @register_model("temporal_retnet", TemporalRetNetConfig, "frame_features", "RetNet multi-scale retention over frame features")

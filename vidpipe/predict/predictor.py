@@ -40,7 +40,7 @@ from vidpipe.io.ffmpeg import DecodeError, Geometry, probe
 from vidpipe.models import create_model
 from vidpipe.models.backbones import build_backbone
 from vidpipe.predict.frames import FrameReader
-from vidpipe.stores.features import backbone_features
+from vidpipe.stores.features import backbone_features, resolve_device
 from vidpipe.train.checkpoint import load_model_weights, read_meta
 from vidpipe.train.config import TrainConfig, from_dict
 from vidpipe.train.evaluate import resolve_checkpoint
@@ -71,20 +71,13 @@ class Prediction:
     def to_json(self, k: int = 5) -> dict:
         d = {"source": self.source}
         for key in ("start", "end", "frames"):
-            if getattr(self, key) is not None:
-                d[key] = round(getattr(self, key), 3) if isinstance(getattr(self, key), float) else getattr(self, key)
+            value = getattr(self, key)
+            if value is not None:
+                d[key] = round(value, 3) if isinstance(value, float) else value
         if self.error is not None:
             return {**d, "error": self.error}
         return {**d, "top": [{"class": c, "p": round(p, 6)} for c, p in self.top(k)],
                 "decode_ms": round(self.decode_ms, 1), "model_ms": round(self.model_ms, 1)}
-
-
-def torch_device(device: str) -> torch.device:
-    if device not in ("auto", "cpu", "cuda"):
-        raise VidpipeError(f"--device must be auto, cpu or cuda; got {device}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise VidpipeError("--device cuda but torch sees no GPU; use --device cpu")
-    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 class Predictor:
@@ -134,7 +127,7 @@ class Predictor:
              fusion: str = "mean", backbone_weights: str | None = None) -> "Predictor":
         """The run's `best` checkpoint (else `last`), or the checkpoint file given."""
         ckpt = resolve_checkpoint(run_or_ckpt)
-        return cls(ckpt, read_meta(ckpt), torch_device(device), views, crops, fusion, backbone_weights)
+        return cls(ckpt, read_meta(ckpt), resolve_device(device), views, crops, fusion, backbone_weights)
 
     @property
     def views(self) -> int:
@@ -154,7 +147,7 @@ class Predictor:
 
     def _features(self, frames: np.ndarray) -> torch.Tensor:
         """Stored frames (T, H, W, 3) -> the backbone's output as the feature store holds it: (1, T, D)
-        frame features or (1, C, D, t, h, w) token maps, in the store's dtype, then standardised."""
+        frame features or (1, C, D, t, h, w) token maps, in the store's dtype (standardising is the caller's)."""
         pooled, maps = backbone_features(self.backbone, self.preprocess, frames[None], self.device, tokens=self.input == "clip_tokens")
         x = (pooled if self.input == "frame_features" else maps).astype(self.feature_dtype).astype(np.float32)
         return torch.from_numpy(x)
@@ -206,6 +199,12 @@ class Predictor:
                     yield self.fused(str(path), frames, decode_ms=decode_ms)
 
     # ------------------------------------------------------------------ windows
+    def _probe(self, path) -> tuple:
+        """(VideoInfo, the store's resize and crop for it) of a usable video file; raises DecodeError."""
+        info = probe(path)
+        check_usable(info)
+        return info, Geometry.cover(info.display_size, self.spec.height, self.spec.width)
+
     def window_plan(self, num_frames: int, fps: float, window: float, stride: float) -> list[tuple[float, float, list[int]]]:
         """[(start s, end s, source frame indices)]: windows of `window` seconds every `stride` seconds,
         plus one that ends with the video when the stride leaves its last frames out (a video shorter
@@ -225,12 +224,10 @@ class Predictor:
 
     def windows(self, path: str | Path, window: float, stride: float) -> Iterator[Prediction]:
         """A prediction per window, from one sequential decode holding only the open windows' frames."""
-        info = probe(path)
-        check_usable(info)
+        info, geometry = self._probe(path)
         if not info.fps:
             raise DecodeError("no frame rate in the container: windows need the frames' times")
         plan = self.window_plan(info.num_frames, info.fps, window, stride)
-        geometry = Geometry.cover(info.display_size, self.spec.height, self.spec.width)
         pending, opened, k = [], 0, -1  # windows started and not finished: [(plan entry, {index: frame})]
         t0 = time.perf_counter()
         for k, frame in FrameReader(path, self.spec.height, self.spec.width, geometry=geometry):
@@ -299,9 +296,7 @@ class Predictor:
         rate = rate or self.default_stream_rate()
         geometry = None
         if source != "-" and not raw and Path(source).is_file():  # a file: the store's exact geometry
-            info = probe(source)
-            check_usable(info)
-            geometry = Geometry.cover(info.display_size, self.spec.height, self.spec.width)
+            geometry = self._probe(source)[1]
         t0 = time.perf_counter()
         for k, frame in FrameReader(source, self.spec.height, self.spec.width, rate=rate, geometry=geometry, raw=raw):
             t1 = time.perf_counter()

@@ -46,13 +46,19 @@ class FeatureConfig:
     def __post_init__(self):
         if self.dtype not in ("float16", "float32"):
             raise VidpipeError(f"--dtype must be float16 or float32; got {self.dtype}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise VidpipeError(f"--device must be auto, cpu or cuda; got {self.device}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise VidpipeError("--device cuda but torch sees no GPU; use --device cpu")
+        resolve_device(self.device)  # refuses a bad --device now, not after the backbone is built
 
     def torch_device(self) -> torch.device:
-        return torch.device("cuda" if self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available()) else "cpu")
+        return resolve_device(self.device)
+
+
+def resolve_device(device: str) -> torch.device:
+    """--device auto|cpu|cuda -> the torch device (auto: a GPU when torch sees one)."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise VidpipeError(f"--device must be auto, cpu or cuda; got {device}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise VidpipeError("--device cuda but torch sees no GPU; use --device cpu")
+    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def preprocess(frames: torch.Tensor, pre: Preprocess, video: bool) -> torch.Tensor:
