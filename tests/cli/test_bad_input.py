@@ -13,6 +13,7 @@ from typing import Callable
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import add_shard_members, first_sample_key
 from vidpipe.cli.main import cli
 from vidpipe.datasets.adapters import build_manifest
 from vidpipe.stores.extract import ExtractConfig, extract
@@ -59,6 +60,10 @@ def _extract_fps(w, t, *extra):  # fps mode: no --frames
 def _train(w, t, *overrides, model="tsn_mean", data="features", out=None):
     return ["train", "--model", model, "--data", str(w[data]), "--out", str(out or t / "r"), "data.frames=4", "device=cpu",
             "data.workers=0", *overrides]
+
+
+def _train_on(data: Path, t, *overrides):
+    return ["train", "--model", "tsn_mean", "--data", str(data), "--out", str(t / "r"), "data.frames=4", "device=cpu", "data.workers=0", *overrides]
 
 
 _HELD = []  # lock file descriptors held for the rest of the session
@@ -130,6 +135,97 @@ def _all_train_failed(w, t, mp):
     extract(build_manifest("synthetic", root), t / "store", ExtractConfig(frames=4, size=32, max_failures=1.0))
 
 
+def _manifest_line(w, t, mp, line):
+    """A manifest of the synthetic set whose second record is replaced by `line`."""
+    text = build_manifest("synthetic", w["src"]).dumps().splitlines()
+    text[2] = line
+    (t / "m.jsonl").write_text("\n".join(text) + "\n")
+
+
+def _manifest(w, t, *extra):
+    return ["extract", "--manifest", str(t / "m.jsonl"), "--out", str(t / "s"), "--frames", "4", "--size", "32", *extra]
+
+
+def _config_file(name, text):
+    return lambda w, t, mp: (t / name).write_text(text)
+
+
+def _edit_index(key, what="store"):
+    """A copy of the world's store (or feature store) whose store.json is changed by `edit(index)`."""
+    def setup(w, t, mp):
+        shutil.copytree(w[what], t / what)
+        index = json.loads((t / what / "store.json").read_text())
+        key(index)
+        (t / what / "store.json").write_text(json.dumps(index))
+    return setup
+
+
+def _truncate(rel, what):
+    def setup(w, t, mp):
+        shutil.copytree(w[what], t / what)
+        path = t / what / rel
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return setup
+
+
+def _foreign_member(w, t, mp):
+    shutil.copytree(w["store"], t / "store")
+    add_shard_members(t / "store", {f"{first_sample_key(t / 'store')}.txt": b"hi"})  # a member of an existing sample
+
+
+def _zarr_corrupt_chunk(w, t, mp):
+    extract(build_manifest("synthetic", w["src"]), t / "z", ExtractConfig(frames=4, size=32, format="zarr"))
+    shard = next(p for p in sorted((t / "z" / "train.zarr" / "frames" / "c").rglob("*")) if p.is_file())
+    data = bytearray(shard.read_bytes())
+    data[200:600] = bytes(b ^ 0x5A for b in data[200:600])
+    shard.write_bytes(bytes(data))
+
+
+def _nan_features(w, t, mp):
+    import numpy as np
+    import zarr
+
+    shutil.copytree(w["features"], t / "features")
+    arr = zarr.open_group(t / "features" / "train.zarr", mode="r+")["features"]
+    arr[0] = np.full(arr.shape[1:], np.nan, arr.dtype)
+
+
+def _flip_metadata(w, t, mp):
+    shutil.copytree(w["run"], t / "run")
+    (t / "run" / "checkpoints" / "last.safetensors").unlink()
+    ckpt = t / "run" / "checkpoints" / "best.safetensors"
+    data = ckpt.read_bytes()
+    at = data.index(b"colour_blue_to_red")  # a class name in the metadata: still valid JSON after the flip
+    ckpt.write_bytes(data[:at] + b"colour_blue_to_rEd" + data[at + 18 :])
+
+
+def _hold_run_lock(w, t, mp):
+    (t / "r").mkdir()
+    fd = os.open(t / "r" / "run.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    _HELD.append(fd)
+
+
+def _full_disk_at(target: str):
+    def setup(w, t, mp):
+        def full(*a, **k):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        mp.setattr(target, full)
+    return setup
+
+
+def _not_ours(w, t, mp):
+    (t / "s" / "src").mkdir(parents=True)
+    (t / "s" / "src" / "main.py").write_text("print('mine')\n")
+    (t / "s" / "store.json").write_text(json.dumps({"name": "my project", "version": 3}))
+
+
+def _store_with_notes(w, t, mp):
+    shutil.copytree(w["store"], t / "s")
+    (t / "s" / "notes.txt").write_text("my notes on this store")
+
+
 ROWS = {
     "extract --frames 0": Row(lambda w, t: _extract(w, t, "--frames", "0"), "--frames"),
     "extract --size 0": Row(lambda w, t: _extract(w, t, "--size", "0"), "--size"),
@@ -197,6 +293,67 @@ ROWS = {
     "inspect --grid of a feature store": Row(lambda w, t: ["inspect", str(w["features"]), "--grid", str(t / "g.png")], "holds no frames",
                                              kept=lambda w, t: [w["features"]]),
     "bench extract without --json": Row(lambda w, t: ["bench", "extract", "--videos-per-class", "2"], "--json"),
+    # issue 28: each was a traceback, a silent wrong result or lost data
+    "extract --manifest with a line that is not JSON": Row(lambda w, t: _manifest(w, t), "m.jsonl:3: not valid JSON",
+                                                           setup=lambda w, t, mp: _manifest_line(w, t, mp, "{'id': 1,")),
+    "extract --manifest with an unknown key": Row(lambda w, t: _manifest(w, t), "unknown key(s) ['colour']", setup=lambda w, t, mp: _manifest_line(
+        w, t, mp, json.dumps({"id": "x", "path": "train/a.mp4", "label": 0, "label_name": "colour_blue_to_red", "split": "train", "colour": 1}))),
+    "extract --manifest with a record without a label": Row(lambda w, t: _manifest(w, t), "missing ['label']", setup=lambda w, t, mp: _manifest_line(
+        w, t, mp, json.dumps({"id": "x", "path": "train/a.mp4", "label_name": "colour_blue_to_red", "split": "train"}))),
+    "extract --overwrite into a folder that is not a store": Row(lambda w, t: _extract(w, t, "--overwrite"), "not a vidpipe store",
+                                                                 kept=lambda w, t: [t / "s"], setup=_not_ours),
+    "extract --overwrite of a store holding other files": Row(lambda w, t: _extract(w, t, "--overwrite", "--frame-codec", "jpeg"), "did not write (notes.txt)",
+                                                              kept=lambda w, t: [t / "s"], setup=_store_with_notes),
+    "cache-features --overwrite into a folder that is not a feature store": Row(
+        lambda w, t: ["cache-features", "--store", str(w["store"]), "--backbone", "resnet18", "--weights", "random", "--out", str(t / "s"),
+                      "--overwrite"], "not a vidpipe feature store", kept=lambda w, t: [t / "s"], setup=_not_ours),
+    "cache-features onto a full disk": Row(lambda w, t: ["cache-features", "--store", str(w["store"]), "--backbone", "resnet18", "--weights",
+                                                         "random", "--out", str(t / "f")], "no space left on the device",
+                                           setup=_full_disk_at("vidpipe.stores.features.write_text_atomic")),
+    "train --config that is not TOML": Row(lambda w, t: _train(w, t) + ["--config", str(t / "c.toml")], "is not valid TOML",
+                                           setup=_config_file("c.toml", "[optim\nlr = ")),
+    "train --config that is not YAML": Row(lambda w, t: _train(w, t) + ["--config", str(t / "c.yaml")], "is not valid YAML at line",
+                                           setup=_config_file("c.yaml", "optim: {lr: [1, 2\n")),
+    "train optim.lr=inf": Row(lambda w, t: _train(w, t, "optim.lr=inf"), "optim.lr: expected a finite number"),
+    "train optim.lr=1e999": Row(lambda w, t: _train(w, t, "optim.lr=1e999"), "optim.lr: expected a finite number"),
+    "train optim.weight_decay=1e308": Row(lambda w, t: _train(w, t, "optim.weight_decay=1e308"), "optim.weight_decay must be at most 10"),
+    "train optim.warmup_epochs=inf": Row(lambda w, t: _train(w, t, "optim.warmup_epochs=inf"), "expected a finite number"),
+    "train seed=-1": Row(lambda w, t: _train(w, t, "seed=-1"), "seed must be in 0..4294967295"),
+    "train seed=2**32": Row(lambda w, t: _train(w, t, "seed=4294967296"), "seed must be in 0..4294967295"),
+    "train data.frames=65 on resnet_temporal_vit": Row(lambda w, t: _train(w, t, "data.frames=65", model="resnet_temporal_vit"),
+                                                       "exceeds model_options.max_frames=64"),
+    "train into a run another train is writing": Row(lambda w, t: _train(w, t, out=t / "r"), "another `vidpipe train` is writing",
+                                                     setup=_hold_run_lock),
+    "train on features whose labels leave the class list": Row(lambda w, t: _train_on(t / "features", t), "labels outside the 2 classes",
+                                                              setup=_edit_index(lambda i: i.update(classes=i["classes"][:2]), "features")),
+    "train on a feature row that is NaN": Row(lambda w, t: _train_on(t / "features", t), "the training loss became nan at epoch 1, step 1",
+                                              setup=_nan_features),
+    "train onto a full disk at the confusion plot": Row(lambda w, t: _train(w, t), "no space left on the device writing",
+                                                        setup=_full_disk_at("vidpipe.train.loop.plot_confusion")),
+    "train on a zarr store with a corrupted chunk": Row(lambda w, t: ["train", "--model", "r2plus1d_18", "--data", str(t / "z"), "--out",
+                                                                      str(t / "r"), "data.frames=4", "data.crop_size=32", "device=cpu",
+                                                                      "data.workers=0", "data.val_fraction=0"],
+                                                        "does not read", kept=lambda w, t: [t / "z"], setup=_zarr_corrupt_chunk),
+    "train --resume with a truncated config.json": Row(lambda w, t: _train(w, t, out=t / "run") + ["--resume"], "config.json is damaged (not JSON",
+                                                       kept=lambda w, t: [t / "run"], setup=_truncate("config.json", "run")),
+    "compare a run with a truncated config.json": Row(lambda w, t: ["compare", str(t / "run")], "config.json is damaged (not JSON",
+                                                      setup=_truncate("config.json", "run")),
+    "compare --markdown into a missing folder": Row(lambda w, t: ["compare", str(w["run"]), "--markdown", str(t / "no" / "t.md")],
+                                                    "does not exist", kept=lambda w, t: [w["run"]]),
+    "eval --out under a file": Row(lambda w, t: ["eval", str(w["run"]), "--out", str(t / "afile" / "e")], "cannot write the report folder",
+                                   setup=lambda w, t, mp: (t / "afile").write_text("a file")),
+    "eval a checkpoint with a flipped byte in its metadata": Row(lambda w, t: ["eval", str(t / "run")], "its metadata does not match",
+                                                                 kept=lambda w, t: [t / "run" / "checkpoints"], setup=_flip_metadata),
+    "inspect a store.json with a negative size": Row(lambda w, t: ["inspect", str(t / "store")], "clip.height = -32",
+                                                     setup=_edit_index(lambda i: i["clip"].update(height=-32))),
+    "inspect a truncated store.json": Row(lambda w, t: ["inspect", str(t / "store")], "store.json is damaged (not JSON",
+                                          setup=_truncate("store.json", "store")),
+    "inspect --grid into a missing folder": Row(lambda w, t: ["inspect", str(w["store"]), "--grid", str(t / "no" / "g.png")], "does not exist"),
+    "cache-features from a shard with a foreign member": Row(lambda w, t: ["cache-features", "--store", str(t / "store"), "--backbone", "resnet18",
+                                                                           "--weights", "random", "--out", str(t / "f")], "that vidpipe does not write",
+                                                             kept=lambda w, t: [t / "store"], setup=_foreign_member),
+    "verify a store whose count is wrong": Row(lambda w, t: ["verify", str(t / "store")], "problems in",
+                                               setup=_edit_index(lambda i: i["splits"]["train"].update(count=i["splits"]["train"]["count"] + 1))),
 }
 
 
@@ -218,7 +375,7 @@ def test_bad_input_is_one_error_line(name, world, tmp_path, monkeypatch):
 
 
 def test_the_suite_covers_every_finding():
-    assert len(ROWS) >= 30
+    assert len(ROWS) >= 60
 
 
 def test_what_was_a_traceback_now_works(world, tmp_path):
@@ -228,7 +385,7 @@ def test_what_was_a_traceback_now_works(world, tmp_path):
     res = runner.invoke(cli, ["inspect", str(world["features"])])
     assert res.exit_code == 0 and "feature store of synthetic, resnet18 random (RANDOM)" in res.output, res.output
     res = runner.invoke(cli, ["verify", str(world["features"])])
-    assert res.exit_code == 0 and "checksums OK" in res.output
+    assert res.exit_code == 0 and "checksums and rows OK" in res.output
     _all_train_failed(world, tmp_path, None)
     res = runner.invoke(cli, ["inspect", str(tmp_path / "store"), "--grid", str(tmp_path / "g.png")])
     assert res.exit_code == 0 and (tmp_path / "g.png").is_file(), res.output

@@ -18,6 +18,7 @@ from vidpipe.datasets.adapters import build_manifest
 from vidpipe.datasets.manifest import Manifest
 from vidpipe.io.decode import ClipSpec, decode_clip
 from vidpipe.io.ffmpeg import Geometry, decode_frames, ffmpeg_binary, probe
+from vidpipe.errors import VidpipeError
 from vidpipe.predict import Predictor, list_videos
 from vidpipe.stores.extract import ExtractConfig, extract
 from vidpipe.stores.features import FeatureConfig, cache_features
@@ -207,6 +208,18 @@ def test_bad_input_gives_one_line_and_the_rest_goes_on(runs, synth_h264, tmp_pat
     for args, message in cases:
         res = runner.invoke(cli, args)
         assert res.exit_code == 1 and message in res.output and len(res.output.strip().splitlines()) == 1, (args, res.output)
+    # a picture named .mp4 is not a video; a --jsonl whose folder is missing is refused before any work
+    png = tmp_path / "picture.mp4"
+    subprocess.run([ffmpeg_binary(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "1", "-c:v", "png",
+                    "-f", "image2", str(png)], check=True)
+    res = runner.invoke(cli, ["predict", str(runs["tsn"]), str(png)])
+    assert res.exit_code == 1 and "a still image (png), not a video" in res.output, res.output
+    res = runner.invoke(cli, ["predict", str(runs["tsn"]), str(good), "--jsonl", str(tmp_path / "no" / "p.jsonl")])
+    assert res.exit_code == 2 and "does not exist" in res.output and "Traceback" not in res.output, res.output
+    # raw frames of another size than --raw says: the byte count is not whole frames, and that is said (not a cut timeline)
+    frames = np.random.default_rng(0).integers(0, 255, (3, 48, 64, 3), np.uint8)  # 64x48, declared 50x50
+    res = runner.invoke(cli, ["predict", str(runs["tsn"]), "-", "--stream", "--raw", "50x50@25"], input=frames.tobytes())
+    assert res.exit_code == 1 and "not a whole number of 50x50 rgb24 frames" in res.output, res.output
     moved = tmp_path / "elsewhere" / runs["weights"].name
     moved.parent.mkdir()
     runs["weights"].rename(moved)  # the run's backbone weights are no longer where the features were made
@@ -226,3 +239,15 @@ def test_list_videos_reads_folders_and_stdin(synth_h264):
     import io
 
     assert list_videos(["-"], stdin=io.StringIO(f"{found[0]}\n\n{found[1]}\n")) == found[:2]
+
+
+def test_a_folder_is_a_root_its_links_out_need_the_flag(synth_h264, tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    inside, outside = sorted((synth_h264 / "test").rglob("*.mp4"))[:2]
+    (folder / "here.mp4").write_bytes(inside.read_bytes())
+    (folder / "there.mp4").symlink_to(outside)  # a link out of the folder
+    with pytest.raises(VidpipeError, match="leads outside it .*--allow-outside-root"):
+        list_videos([str(folder)])
+    assert [p.name for p in list_videos([str(folder)], allow_outside_root=True)] == ["here.mp4", "there.mp4"]
+    assert list_videos([str(folder / "there.mp4")]) == [folder / "there.mp4"]  # a file named by the user is read

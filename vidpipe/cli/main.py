@@ -15,6 +15,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except VidpipeError as e:
             raise click.ClickException(one_line(str(e))) from None
+        except PermissionError as e:  # not a damaged file: say which one and why
+            raise click.ClickException(f"permission denied: {e.filename or e}; check who owns it or choose another path") from None
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted; what was finished is kept: the same command carries on from it", err=True)
+            ctx.exit(130)
 
 
 def one_line(message: str) -> str:

@@ -38,7 +38,7 @@ def _jsonl(path):
 @click.option("--crops", type=click.Choice(["1", "3"]), default=None, help="Clip models: 1 centre or 3 spatial crops [default: the run's].")
 @click.option("--fusion", type=click.Choice(["mean", "vote"]), default="mean", show_default=True,
               help="How a video's views make its prediction: mean softmax scores, or the majority vote of their argmaxes.")
-@click.option("--jsonl", type=click.Path(dir_okay=False), default=None, help="Also write one JSON object per prediction to this file.")
+@click.option("--jsonl", type=click.Path(dir_okay=False), callback=ui.output_file, default=None, help="Also write one JSON object per prediction to this file.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Videos decoded ahead while the model runs.")
 @click.option("--backbone-weights", default=None, help="Feature runs: the frozen backbone's weights file, when it is not where the features were made.")
@@ -49,8 +49,9 @@ def _jsonl(path):
               help="Frames per second fed to a stream [default: the store's fps, or the spacing of the model's frames in training].")
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Streams: a prediction every K frames.")
 @click.option("--raw", default=None, help="Streams from stdin: raw rgb24 frames of WIDTHxHEIGHT@FPS instead of a container.")
+@click.option("--allow-outside-root", is_flag=True, help="Follow links in a folder INPUT that lead outside it (refused by default).")
 def predict_cmd(run_or_checkpoint, inputs, top_k, views, crops, fusion, jsonl, device, workers, backbone_weights, window, stride,
-                stream, stream_fps, every, raw):
+                stream, stream_fps, every, raw, allow_outside_root):
     """Predict the classes of videos no store holds, made into the run's inputs exactly as its training data was.
 
     INPUT: video files, folders (searched recursively) or - (paths on stdin; with --stream, a video stream, and URLs ffmpeg reads).
@@ -70,10 +71,10 @@ def predict_cmd(run_or_checkpoint, inputs, top_k, views, crops, fusion, jsonl, d
     if stream:
         predictor.stream_session()  # a model that cannot stream is refused before anything is read
         streams = [s for s in inputs if s == "-" or "://" in s]  # stdin and URLs go to ffmpeg as they are
-        sources = [s if s in streams else str(p) for s in inputs for p in ([None] if s in streams else list_videos([s]))]
+        sources = [s if s in streams else str(p) for s in inputs for p in ([None] if s in streams else list_videos([s], allow_outside_root=allow_outside_root))]
         failed = _stream(predictor, sources, stream_fps, every, parse_raw(raw) if raw else None, jsonl, top_k)
     else:
-        paths = list_videos(list(inputs))
+        paths = list_videos(list(inputs), allow_outside_root=allow_outside_root)
         failed = _windows(predictor, paths, window, stride or window, jsonl, top_k) if window else _whole(predictor, paths, workers, jsonl, top_k)
     if failed:
         ui.warn(f"{failed} of the inputs failed (reasons above)")

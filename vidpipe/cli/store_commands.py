@@ -57,10 +57,12 @@ def print_store_summary(index: dict, title: str) -> None:
 @click.option("--max-failures", type=click.FloatRange(0, 1), default=0.05, help="Fraction of failed videos above which the exit status is non-zero.")
 @click.option("--num-shards", type=click.IntRange(min=1), default=None, help="Split the work into this many parts (several machines) [default: $WORLD_SIZE or 1].")
 @click.option("--shard-id", type=click.IntRange(min=0), default=None, help="Which part this process extracts [default: $RANK or 0].")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store made with other settings.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store made with other settings (only a folder vidpipe wrote).")
+@click.option("--allow-outside-root", is_flag=True, help="Let --manifest paths be absolute or lead out of its root with `..` (refused by default).")
+@click.option("--allow-stills", is_flag=True, help="Store a still image (or cover art) as a video of one repeated frame instead of failing it.")
 @click.option("--finalize", "finalize_store", type=click.Path(file_okay=False), help="Only merge the parts of STORE into store.json.")
 def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, fps, max_seconds, size, backend, workers, shard_size, frame_codec, jpeg_quality,
-                max_failures, num_shards, shard_id, overwrite, finalize_store):
+                max_failures, num_shards, shard_id, overwrite, allow_outside_root, allow_stills, finalize_store):
     """Decode every video once into a WebDataset or zarr store."""
     if finalize_store:
         index = finalize(finalize_store)
@@ -69,7 +71,7 @@ def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, fps, max_
     if not out:
         raise VidpipeError("--out STORE is required")
     if manifest_path:
-        manifest = Manifest.read(manifest_path)
+        manifest = Manifest.read(manifest_path, allow_outside_root=allow_outside_root)
     elif dataset and root:
         manifest = adapters.build_manifest(dataset, root, split)
     else:
@@ -81,7 +83,7 @@ def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, fps, max_
         frames=frames if frames is not None else defaults.get("frames", 32), size=size if size is not None else defaults.get("size", 128),
         format=fmt, backend=backend,
         shard_size=shard_size, workers=workers, max_failures=max_failures, frame_codec=frame_codec, jpeg_quality=jpeg_quality,
-        fps=fps, max_seconds=max_seconds,
+        fps=fps, max_seconds=max_seconds, allow_stills=allow_stills,
     )
     num_shards = num_shards or int(os.environ.get("WORLD_SIZE", 1))
     shard_id = shard_id if shard_id is not None else int(os.environ.get("RANK", 0))
@@ -112,15 +114,18 @@ def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, fps, max_
 
 
 def _is_feature_store(store: str) -> bool:
-    import json
+    from vidpipe.files import read_json
 
     index = Path(store) / "store.json"
-    return index.is_file() and json.loads(index.read_text()).get("format") == "vidpipe-features"
+    if not index.is_file():
+        return False
+    data = read_json(index, f"re-extract {store}, or cache its features again")
+    return isinstance(data, dict) and data.get("format") == "vidpipe-features"
 
 
 @cli.command("inspect")
 @click.argument("store", type=click.Path(file_okay=False))
-@click.option("--grid", type=click.Path(dir_okay=False), help="Write a PNG with sample frames of each class (clip stores).")
+@click.option("--grid", type=click.Path(dir_okay=False), callback=ui.output_file, help="Write a PNG with sample frames of each class (clip stores).")
 @click.option("--split", default=None, help="Split for the grid [default: the first with stored videos].")
 @click.option("--per-class", type=click.IntRange(min=1), default=1, help="Videos per class in the grid.")
 def inspect_cmd(store, grid, split, per_class):
@@ -154,14 +159,14 @@ def verify_cmd(store):
     if _is_feature_store(store):
         from vidpipe.stores.features import FeatureStore
 
-        s, what = FeatureStore.open(store), "checksums"
+        s, what, fix = FeatureStore.open(store), "checksums and rows", "cache the features again (cache-features --overwrite)"
     else:
-        s, what = Store.open(store), "checksums and samples"
+        s, what, fix = Store.open(store), "checksums and samples", "re-extract the affected shards (delete them and rerun extract)"
     n = sum(len(e["files"]) for e in s.index["splits"].values())
     with ui.progress_bar(n, "verify", unit="files") as advance:
         problems = s.verify(progress=advance)
     if problems:
         for p in problems[:20]:
             ui.console.print(f"[red]{p}[/red]")
-        raise VidpipeError(f"{len(problems)} problems in {store}; re-extract the affected shards (delete them and rerun extract)")
+        raise VidpipeError(f"{len(problems)} problems in {store}; {fix}")
     ui.out.print(f"{store}: {n} files, {what} OK")

@@ -103,8 +103,9 @@ def train_cmd(model, data_path, out, config_path, resume, overrides):
     """Train a model. Extra arguments are dotted overrides: optim.lr=3e-4 data.frames=16 model_options.depth=4"""
     from vidpipe.train.config import load_config
     from vidpipe.train.loop import train
+    from vidpipe.train.metrics import two_figures
 
-    cfg = load_config(config_path, list(overrides), base={"model": model, "data": {"path": data_path}})
+    cfg = load_config(config_path, list(overrides), flags={"model": ("--model", model), "data.path": ("--data", data_path)}, log=ui.warn)
     summary = train(cfg, out, resume=resume, log=lambda m: ui.console.print(m))
     if summary:
         last, best = summary["last"], summary["best"]
@@ -113,7 +114,7 @@ def train_cmd(model, data_path, out, config_path, resume, overrides):
         chosen = f"best val top-1 {best['top1']:.3f} (epoch {best['epoch']})" if best else "last epoch (no val split)"
         ui.table(f"{model} -> {out}; val = {summary['selection']['split'] or 'none'}",
                  ["epoch", "val top-1", "top-5", "mean-class", "macro-F1", "checkpoint for eval", "clips/s", "data wait", "peak MB"],
-                 [[last["epoch"], *val_cells, chosen, f"{last['clips_per_s']:.0f}", f"{100 * last['data_wait_fraction']:.0f}%",
+                 [[last["epoch"], *val_cells, chosen, two_figures(last['clips_per_s']), f"{100 * last['data_wait_fraction']:.0f}%",
                    f"{last['peak_memory_mb']:.0f}"]], justify_right_from=0)
 
 
@@ -144,9 +145,9 @@ def eval_cmd(run_or_checkpoint, data_path, split, out, test_clips, test_crops, f
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--split", default="test", show_default=True, help="Whose `vidpipe eval` figures to show (RUN/eval-SPLIT).")
 @click.option("--sort", default="top1", show_default=True, help="Column to sort by, descending: top1, val_top1, params_m, epoch_s, ...")
-@click.option("--markdown", type=click.Path(dir_okay=False), help="Write the table as Markdown.")
-@click.option("--png", type=click.Path(dir_okay=False), help="Write a bar chart of the sort column.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the rows as JSON.")
+@click.option("--markdown", type=click.Path(dir_okay=False), callback=ui.output_file, help="Write the table as Markdown.")
+@click.option("--png", type=click.Path(dir_okay=False), callback=ui.output_file, help="Write a bar chart of the sort column.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), callback=ui.output_file, help="Write the rows as JSON.")
 @click.option("--force", is_flag=True, help="Compare runs trained on different data; they are marked *.")
 def compare_cmd(runs, split, sort, markdown, png, json_out, force):
     """Runs side by side: the options that differ, parameters, val and test metrics with their checkpoint, speed, memory."""

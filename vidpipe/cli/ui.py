@@ -64,5 +64,17 @@ def table(title: str, columns: list[str], rows: list[list], justify_right_from: 
     out.print(t)
 
 
+def output_file(ctx, param, value):
+    """click callback for an option that names a file to write: its folder must exist (checked before
+    any work, so a long run does not end in a traceback)."""
+    if value is not None:
+        from pathlib import Path
+
+        folder = Path(value).parent
+        if not folder.is_dir():
+            raise click.BadParameter(f"the folder {folder} does not exist; create it or choose another path")
+    return value
+
+
 def warn(message: str) -> None:
     console.print(f"[yellow]warning:[/yellow] {message}")

@@ -12,7 +12,6 @@ Batches are dicts with `inputs`, `labels`, `ids` and `views` (views per video, a
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +26,20 @@ from vidpipe.data.loaders import ClipConfig, EpochLoader, Holdout, SharedEpoch, 
 from vidpipe.data.sampling import Sampling, frame_indices
 from vidpipe.models import model_entry
 from vidpipe.models.weights import Transforms
-from vidpipe.stores.features import weights_identity
+from vidpipe.files import read_json
+from vidpipe.stores.clips import Store
+from vidpipe.stores.features import FeatureStore, weights_identity
 
 
 def open_data_index(path: str | Path) -> dict:
+    """The store.json of a feature or clip store, checked by the store's own reader before anything trusts it."""
     index_path = Path(path) / "store.json"
     if not index_path.is_file():
         raise VidpipeError(f"{index_path} not found: --data must be a feature store (cache-features) or a clip store (extract)")
-    return json.loads(index_path.read_text())
+    index = read_json(index_path, "re-extract the store, or cache its features again")
+    if isinstance(index, dict) and index.get("format") == "vidpipe-features":
+        return FeatureStore.open(path).index
+    return Store.open(path).index
 
 
 def provenance(index: dict) -> dict:
@@ -92,9 +97,12 @@ class FeatureFrames(Dataset):
     def __init__(self, root: Path, index: dict, choice: SplitChoice, frames: int, train: bool, seed: int):
         import zarr
 
-        group = zarr.open_group(root / index["splits"][choice.split]["array"], mode="r")
+        group = FeatureStore(root, index).group(choice.split)  # checked against store.json
         rows = _zarr_rows(group, choice)
-        self.features = group["features"][:][rows]  # (N, T, D) float16
+        try:
+            self.features = group["features"][:][rows]  # (N, T, D) float16
+        except (RuntimeError, ValueError, zarr.errors.BaseZarrError) as e:  # a damaged chunk
+            raise VidpipeError(f"{root}: the {choice.split} features do not read ({str(e)[:120]}); run `vidpipe verify {root}`") from None
         self.labels = group["labels"][:][rows].astype(np.int64)
         self.ids = list(group["ids"][:][rows])
         self.sampling, self.train, self.seed, self.epoch = Sampling.tsn(frames), train, seed, SharedEpoch()
@@ -115,10 +123,9 @@ class FeatureTokens(Dataset):
     """Clip-backbone token maps (N, C, D, t, h, w), read per item (zarr opened per process)."""
 
     def __init__(self, root: Path, index: dict, choice: SplitChoice):
-        import zarr
-
-        self.path = root / index["splits"][choice.split]["array"]
-        group = zarr.open_group(self.path, mode="r")
+        features = FeatureStore(root, index)
+        group = features.group(choice.split)  # checked against store.json
+        self.path = features.array_path(choice.split)
         if "tokens" not in group:
             raise VidpipeError(f"{root} has no token maps; re-run cache-features with --tokens (r2plus1d_18 stores them)")
         self.rows = _zarr_rows(group, choice)

@@ -28,7 +28,7 @@ import itertools
 import json
 import math
 import os
-import re
+import signal
 import tarfile
 import warnings
 from dataclasses import dataclass, field
@@ -42,7 +42,8 @@ from vidpipe.io import jpeg
 from vidpipe.data.augment import AugmentConfig, train_params
 from vidpipe.datasets.manifest import hash_fraction
 from vidpipe.data.sampling import Sampling, view_indices
-from vidpipe.stores.clips import Store, damaged_shard, zarr_lengths
+from vidpipe.stores.clips import IndexMismatch, Store, damaged_chunk, index_problem, zarr_lengths
+from vidpipe.stores.shards import damaged_shard, index_shard
 
 
 class SharedEpoch:
@@ -114,12 +115,10 @@ class ZarrClips(Dataset):
     """Random access into STORE/<split>.zarr. The zarr handle is opened per process (fork-safe)."""
 
     def __init__(self, store: Store, split: str, spec: ClipConfig):
-        import zarr
-
         if store.format != "zarr":
             raise VidpipeError(f"{store.root} is a {store.format} store; use WebDatasetClips (or clip_loader) for it")
-        self.path = store.root / store.index["splits"][split]["array"]
-        group = zarr.open_group(self.path, mode="r")
+        self.path, self.split, self.root = store.array_path(split), split, store.root
+        group = store.zarr_group(split)  # checked against store.json
         ids = group["ids"][:]
         # failed videos leave holes; skip them (and the videos a holdout leaves out)
         self.rows = np.array([i for i in np.flatnonzero(group["valid"][:]) if spec.keeps(str(ids[i]))], np.int64)
@@ -144,18 +143,26 @@ class ZarrClips(Dataset):
         return self._frames
 
     def __getitem__(self, i: int) -> dict:
+        import zarr
+
         row = int(self.rows[i])
-        video = self._array()[row][: self.lengths[row]]  # one chunk: (T, H, W, 3) frames, or T JPEGs (fps stores: its own T)
-        if self.jpeg:  # only the sampled frames are decoded
-            shape, read = (len(video), *self.frame_shape), lambda wanted: jpeg.decode(video[wanted])
-        else:
-            shape, read = video.shape, lambda wanted: video[wanted]
-        return self.spec.read_item(shape, read, int(self.labels[i]), self.ids[i], self.epoch.get())
+        try:
+            video = self._array()[row][: self.lengths[row]]  # one chunk: (T, H, W, 3) frames, or T JPEGs (fps stores: its own T)
+            if self.jpeg:  # only the sampled frames are decoded
+                shape, read = (len(video), *self.frame_shape), lambda wanted: jpeg.decode(video[wanted])
+            else:
+                shape, read = video.shape, lambda wanted: video[wanted]
+            return self.spec.read_item(shape, read, int(self.labels[i]), self.ids[i], self.epoch.get())
+        except (RuntimeError, ValueError, OSError, zarr.errors.BaseZarrError) as e:  # a corrupted chunk: zstd or JPEG errors
+            raise damaged_chunk(self.root, self.split, row, e) from None
 
 
 def skip_bad_sample(exn: Exception) -> bool:
     """webdataset's error policy for one sample that cannot be read: log it and go on with the epoch
-    (`vidpipe verify STORE` finds the damage). Pass `handler=webdataset.reraise_exception` to stop instead."""
+    (`vidpipe verify STORE` finds the damage). Pass `handler=webdataset.reraise_exception` to stop instead.
+    A store.json that contradicts its data is not one bad sample: that stops the run."""
+    if isinstance(exn, IndexMismatch):
+        raise exn
     warnings.warn(f"skipped a sample that cannot be read ({exn}); run `vidpipe verify` on the store", stacklevel=2)
     return True
 
@@ -175,11 +182,19 @@ class WebDatasetClips(IterableDataset):
         if store.format != "webdataset":
             raise VidpipeError(f"{store.root} is a {store.format} store; use ZarrClips (or clip_loader) for it")
         self.urls = store.shard_paths(split)
+        # samples per shard, where store.json records it: a shard that lost whole samples is refused
+        self.shard_counts = {u: f.get("count") for u, f in zip(self.urls, store.index["splits"][split]["files"])}
+        listed = store.index["splits"][split]["count"]
+        if None not in self.shard_counts.values() and sum(self.shard_counts.values()) != listed:
+            raise index_problem(store.root / "store.json", f"split {split}: its shards hold {sum(self.shard_counts.values())} samples, "
+                                                           f"its count says {listed}")
         ids = store.ids(split) if spec.holdout is not None else None
         self.count = store.index["splits"][split]["count"] if ids is None else sum(map(spec.keeps, ids))
         self.spec, self.shuffle_buffer, self.epoch = spec, shuffle_buffer, SharedEpoch()
         self.rank, self.world_size, self.resampled = rank, world_size, resampled
         self.frame_shape = store.clip_shape[1:]  # (H, W, 3): JPEG members do not carry it
+        self.max_frames, self.uniform, self.num_classes = store.clip_shape[0], store.mode == "uniform", len(store.classes)
+        self.index_path = store.root / "store.json"
         self.handler = handler or skip_bad_sample
 
     def set_epoch(self, epoch: int) -> None:
@@ -224,8 +239,7 @@ class WebDatasetClips(IterableDataset):
         stages += [wds.map(self._item, handler=self.handler), _drop_keys]
         return iter(wds.DataPipeline(*stages))
 
-    @staticmethod
-    def _members(shards):
+    def _members(self, shards):
         """Local shards opened for random access: one handle per sample (frames' byte offsets, cls, json).
 
         Raw frames are an uncompressed C-order .npy and JPEG frames one member each, so the item stage
@@ -242,60 +256,59 @@ class WebDatasetClips(IterableDataset):
                 key = (url, stat.st_size, stat.st_mtime_ns)
                 entries = _SHARD_INDEX.get(key)
                 if entries is None:
-                    entries = _index_shard(url, stat.st_size)
+                    entries = index_shard(url, stat.st_size)
                     cost = sum(256 + len(e.get("json", b"")) + 16 * len(e.get("jpegs", ())) for e in entries)
                     if _shard_index_bytes + cost <= SHARD_INDEX_BUDGET:
                         _SHARD_INDEX[key], _shard_index_bytes = entries, _shard_index_bytes + cost
-            except (tarfile.TarError, OSError, AttributeError, KeyError) as e:  # KeyError: a JPEG frame missing
+            except (tarfile.TarError, OSError, VidpipeError) as e:
                 raise damaged_shard(url, e) from None
+            expected = self.shard_counts.get(url)
+            if expected is not None and len(entries) != expected:
+                raise damaged_shard(url, ValueError(f"{len(entries)} samples, store.json says {expected}"))
             for entry in entries:
                 yield dict(entry)  # later stages add keys to their copy
+
+    def _check(self, sample: dict, shape: tuple) -> int:
+        """The label, once the sample's shape and label agree with store.json."""
+        try:
+            label = int(sample["cls"].decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            label = -1
+        t_ok = shape[0] == self.max_frames if self.uniform else 1 <= shape[0] <= self.max_frames
+        if len(shape) != 4 or not t_ok or tuple(shape[1:]) != tuple(self.frame_shape) or not 0 <= label < self.num_classes:
+            raise index_problem(self.index_path, f"{sample['__url__']}: sample {sample['__key__']!r} has frames {tuple(shape)} and label "
+                                                 f"{label}, store.json says {(self.max_frames, *self.frame_shape)} and {self.num_classes} classes")
+        return label
 
     def _item(self, sample: dict) -> dict:
         meta = sample["meta"]
         if "jpegs" in sample:
             spans = sample["jpegs"].tolist()
             shape = (len(spans), *self.frame_shape)
+            label = self._check(sample, shape)
             with open(sample["__url__"], "rb", buffering=0) as fh:
                 return self.spec.read_item(shape, lambda wanted: jpeg.decode([_read_span(fh, *spans[t]) for t in wanted]),
-                                           int(sample["cls"]), meta["id"], self.epoch.get())
+                                           label, meta["id"], self.epoch.get())
         with open(sample["__url__"], "rb", buffering=0) as fh:
             fh.seek(sample["offset"])
             major, _ = np.lib.format.read_magic(fh)
             read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(fh)
-            assert dtype == np.uint8 and not fortran and len(shape) == 4, f"unexpected frames.npy {shape} {dtype}"
+            try:
+                shape, fortran, dtype = read_header(fh)
+            except ValueError as e:  # numpy refuses a header that is not a plain array description
+                raise VidpipeError(f"{sample['__url__']}: sample {sample['__key__']!r} has a damaged frames.npy ({e}); "
+                                   "run `vidpipe verify` on the store") from None
+            if dtype != np.uint8 or fortran:
+                raise VidpipeError(f"{sample['__url__']}: sample {sample['__key__']!r} holds {dtype} frames, not C-order uint8; "
+                                   "run `vidpipe verify` on the store")
+            label = self._check(sample, shape)
             start = fh.tell()
-            return self.spec.read_item(shape, lambda wanted: _read_frames(fh, start, shape, wanted), int(sample["cls"]), meta["id"], self.epoch.get())
+            return self.spec.read_item(shape, lambda wanted: _read_frames(fh, start, shape, wanted), label, meta["id"], self.epoch.get())
 
 
 SHARD_INDEX_BUDGET = 256 << 20  # bytes of kept shard handles per process (~1 KB a sample, ~3 KB in fps stores)
 _SHARD_INDEX: dict[tuple, list[dict]] = {}  # (path, size, mtime) -> sample handles, per process
 _shard_index_bytes = 0
-
-
-def _index_shard(url: str, size: int) -> list[dict]:
-    """Every sample of a tar: its members' bytes, but frames as offsets (npy) or (offset, size) spans
-    (JPEG frames, an (n, 2) int64 array in frame order)."""
-    samples: dict[str, dict] = {}
-    with tarfile.open(url, "r:") as tar:
-        for member in tar:
-            key, ext = _MEMBER.match(member.name).groups()
-            entry = samples.setdefault(key, {"__key__": key, "__url__": url})
-            if ext == "frames.npy" or ext.endswith(".jpg"):
-                if member.offset_data + member.size > size:  # the file ends inside the frames
-                    raise tarfile.ReadError("unexpected end of data")
-                if ext == "frames.npy":
-                    entry["offset"] = member.offset_data
-                else:  # "0007.jpg": frame 7
-                    entry.setdefault("jpegs", {})[int(ext.split(".")[0])] = (member.offset_data, member.size)
-            else:
-                entry[ext] = tar.extractfile(member).read()
-    for entry in samples.values():
-        if "jpegs" in entry:
-            spans = entry["jpegs"]
-            entry["jpegs"] = np.array([spans[t] for t in range(len(spans))], np.int64).reshape(-1, 2)
-    return list(samples.values())
 
 
 def _read_span(fh, offset: int, size: int) -> bytes:
@@ -311,9 +324,6 @@ def _drop_keys(samples):
     for sample in samples:
         sample.pop("__key__", None)
         yield sample
-
-
-_MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's convention: key = up to the first dot of the base name
 
 
 def _read_frames(fh, data_start: int, shape: tuple[int, ...], wanted: np.ndarray) -> np.ndarray:
@@ -384,7 +394,7 @@ class EpochLoader:
     def __init__(self, dataset, loader_kwargs: dict, sampler=None, batches_per_epoch: int | None = None, collate_fn=None):
         # collate_fn None: torch's default_collate, which stacks each batch straight into shared memory in a worker
         self.dataset, self.sampler, self.kwargs, self.batches_per_epoch = dataset, sampler, loader_kwargs, batches_per_epoch
-        self.loader = DataLoader(dataset, sampler=sampler, collate_fn=collate_fn,
+        self.loader = DataLoader(dataset, sampler=sampler, collate_fn=collate_fn, worker_init_fn=_ignore_interrupts,
                                  persistent_workers=loader_kwargs["num_workers"] > 0,
                                  generator=torch.Generator().manual_seed(0), **loader_kwargs)
         # several workers streaming one iterable each end on a partial batch: re-cut those tails
@@ -405,6 +415,12 @@ class EpochLoader:
         if self.batches_per_epoch is not None:
             return itertools.islice(self.loader, self.batches_per_epoch)
         return rebatch(self.loader, self.kwargs["batch_size"]) if self._rebatch else iter(self.loader)
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    """Ctrl-C reaches every process of the terminal's group: workers leave it to the main process, which
+    stops them and says once where the run can be resumed (instead of a KeyboardInterrupt traceback each)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def clip_loader(store: str | Store, split: str, spec: ClipConfig, batch_size: int = 8, workers: int = 2,

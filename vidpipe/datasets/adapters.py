@@ -9,11 +9,11 @@ a missing root or annotation file is a VidpipeError that names what was expected
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 
 from vidpipe.errors import VidpipeError
+from vidpipe.files import read_json
 from vidpipe.datasets.manifest import Manifest, Record, hash_fraction
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
@@ -159,12 +159,12 @@ def sthv2(root, split=None) -> Manifest:
     """labels.json (class -> index) + train.json / validation.json + <id>.webm anywhere below root."""
     root = _require_dir(Path(root).resolve(), "sthv2 root")
     ann = root / "annotations" if (root / "annotations").is_dir() else root
-    labels = json.loads(_require_file(ann / "labels.json", "sthv2 labels").read_text())
+    labels = read_json(_require_file(ann / "labels.json", "sthv2 labels"), "it is Something-Something v2's labels.json")
     classes = [name for name, _ in sorted(labels.items(), key=lambda kv: int(kv[1]))]
     index = _index_videos(root)
     rows, missing = [], []
     for split_name, fname in (("train", "train.json"), ("val", "validation.json")):
-        for item in json.loads(_require_file(ann / fname, f"sthv2 {split_name} annotations").read_text()):
+        for item in read_json(_require_file(ann / fname, f"sthv2 {split_name} annotations"), "it is Something-Something v2's annotation"):
             name = sthv2_class_name(item["template"])
             if name not in labels:
                 raise VidpipeError(f"sthv2: {fname} entry {item['id']} has template '{name}' absent from labels.json")

@@ -56,11 +56,16 @@ def fps_indices(num_frames: int, source_fps: float, fps: float, max_seconds: flo
     return indices, times, start
 
 
-def check_usable(info: VideoInfo) -> None:
+def check_usable(info: VideoInfo, allow_stills: bool = False) -> None:
     """Raise DecodeError (the reason recorded in failures.jsonl) for a probed video no backend may store:
-    no frames, a demuxer complaint, or fewer packets than the header's duration implies (truncated)."""
+    no frames, a still picture (unless allowed), a demuxer complaint, or fewer packets than the header's
+    duration implies (truncated)."""
     if info.num_frames == 0:
         raise DecodeError("no video frames")
+    if info.still:
+        if not allow_stills:
+            raise DecodeError(f"{info.still} (pass --allow-stills to store it as one repeated frame)")
+        return  # a picture has no duration to be truncated against
     if info.damage:
         raise DecodeError(f"corrupt or truncated: {info.damage}")
     if looks_short(info) and (info.packets_end is None or info.packets_end < TRUNCATION_SLACK * info.duration):
@@ -69,7 +74,8 @@ def check_usable(info: VideoInfo) -> None:
         raise DecodeError(f"truncated: the header says {info.duration:.2f}s, {ends}")
 
 
-def decode_clip(path, spec: ClipSpec, threads: int = 1, info: VideoInfo | None = None, decoder: str = "ffmpeg") -> tuple[np.ndarray, dict]:
+def decode_clip(path, spec: ClipSpec, threads: int = 1, info: VideoInfo | None = None, decoder: str = "ffmpeg",
+                allow_stills: bool = False) -> tuple[np.ndarray, dict]:
     """Decode one video with FFmpeg, in-process (decoder="pyav") or as a subprocess ("ffmpeg"); `info`
     from an earlier probe saves a process. meta["backend"] says which decoded it: a video PyAV cannot
     take (a display rotation, or an error PyAV raises) goes to the subprocess, the reason in meta["rerouted"].
@@ -77,15 +83,15 @@ def decode_clip(path, spec: ClipSpec, threads: int = 1, info: VideoInfo | None =
     Raises DecodeError with the reason when the video cannot be used.
     """
     info = info or probe(path)
-    check_usable(info)
+    check_usable(info, allow_stills)
     if decoder == "pyav":
         if info.rotation:
-            clip, meta = decode_clip(path, spec, threads, info, "ffmpeg")
+            clip, meta = decode_clip(path, spec, threads, info, "ffmpeg", allow_stills)
             return clip, {**meta, "rerouted": "display rotation: ffmpeg applies it"}
         try:
             return _decode_clip(path, spec, threads, info, pyav.decode_frames, "pyav")
         except DecodeError as e:
-            clip, meta = decode_clip(path, spec, threads, info, "ffmpeg")
+            clip, meta = decode_clip(path, spec, threads, info, "ffmpeg", allow_stills)
             return clip, {**meta, "rerouted": str(e)[:200]}
     return _decode_clip(path, spec, threads, info, ffmpeg.decode_frames, "ffmpeg")
 
@@ -106,17 +112,17 @@ def _decode_clip(path, spec: ClipSpec, threads: int, info: VideoInfo, decode_fra
 
     indices, looped, timing = plan(num_frames)
     unique = sorted(set(indices))
-    frames = decode_frames(path, unique, geometry, threads)
+    frames = decode_frames(path, unique, geometry, threads, info.stream)
     count_source = "packets"
     if len(frames) < len(unique):
         # The container counted more frames than decode; trust the decoder unless it reported damage.
-        decodable, damaged = count_decodable_frames(path, threads)
+        decodable, damaged = count_decodable_frames(path, threads, info.stream)
         if damaged or decodable == 0:
             raise DecodeError(f"corrupt: container lists {num_frames} frames, {decodable} decode")
         num_frames, count_source = decodable, "decode"
         indices, looped, timing = plan(num_frames)
         unique = sorted(set(indices))
-        frames = decode_frames(path, unique, geometry, threads)
+        frames = decode_frames(path, unique, geometry, threads, info.stream)
         if len(frames) < len(unique):
             raise DecodeError(f"decoded {len(frames)} of {len(unique)} requested frames")
     position = {u: k for k, u in enumerate(unique)}

@@ -82,6 +82,8 @@ class VideoInfo:
     # where the video packets really end (s), measured only when their count looks short for the header's
     # duration x nominal fps: a variable-frame-rate file has fewer frames than that, a truncated one ends early
     packets_end: float | None = None
+    stream: int = 0  # the container's index of this video stream (a thumbnail or cover art may come first)
+    still: str | None = None  # why this "video" is a still picture (an image file, cover art), if it is one
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -120,33 +122,53 @@ def _demuxer_damage(err: str, k: int) -> str | None:
     return m.group(1).strip()[:200] if m else None
 
 
+# Image codecs: a "video" of one frame in one of these is a picture (a JPEG or PNG named .mp4, say).
+IMAGE_CODECS = {"png", "apng", "mjpeg", "jpegls", "jpeg2000", "jpegxl", "bmp", "gif", "tiff", "webp", "ppm", "pgm", "pbm", "pam",
+                "qoi", "targa", "sgi", "dpx", "exr", "hdr", "pcx", "xbm", "xpm", "psd", "avif"}
+
+
 def _parse_input(err: str, k: int) -> VideoInfo:
-    """The VideoInfo of input #k from the verbose log of a stream-copy run over several inputs."""
+    """The VideoInfo of input #k from the verbose log of a stream-copy run over several inputs: its first
+    video stream that moves (not an attached picture, not one frame of an image codec: cover art, a
+    thumbnail), else its first video stream, marked still."""
     start = err.find(f"Input #{k},")
     if start < 0:
         raise DecodeError("not a readable video: ffmpeg did not open it")
     ends = [i for i in (err.find("\nInput #", start + 1), err.find("Stream mapping", start)) if i > 0]
     header = err[start : min(ends) if ends else len(err)]
-    stream = re.search(rf"Stream #{k}:\d+[^:]*: Video: (\w+)[^\n]*?, (\d{{1,5}})x(\d{{1,5}})\b", header)
-    if stream is None:
+    streams = list(re.finditer(rf"Stream #{k}:(\d+)[^:]*: Video: (\w+)[^\n]*?, (\d{{1,5}})x(\d{{1,5}})\b[^\n]*", header))
+    if not streams:
         raise DecodeError("not a readable video: no video stream")
-    video_line = header[stream.start() : header.find("\n", stream.start())]
+    def packets(m) -> int:
+        found = re.search(rf"Input stream #{k}:{m.group(1)} \(video\): (\d+) packets read", err)
+        return int(found.group(1)) if found else 0
+
+    def picture(m) -> str | None:
+        if "(attached pic)" in m.group(0):
+            return "cover art (an attached picture), not a video"
+        if packets(m) <= 1 and m.group(2) in IMAGE_CODECS:
+            return f"a still image ({m.group(2)}), not a video"
+        return None
+
+    moving = [m for m in streams if picture(m) is None]
+    stream = (moving or streams)[0]
+    video_line = stream.group(0)
     sar = re.search(r"SAR (\d+):(\d+)", video_line)  # "[SAR 1:1 DAR 4:3]" in most containers, "SAR 2:1 DAR 8:3" in WebM
     fps = re.search(r"([\d.]+) (?:fps|tbr)", video_line)
-    rot = re.search(r"rotation of (-?[\d.]+) degrees", header)
+    rot = re.search(r"rotation of (-?[\d.]+) degrees", header[stream.start():])
     dur = _DURATION.search(header)
-    packets = re.search(rf"Input stream #{k}:\d+ \(video\): (\d+) packets read", err)
-    damage = _demuxer_damage(err, k)
     return VideoInfo(
-        codec=stream.group(1),
-        width=int(stream.group(2)),
-        height=int(stream.group(3)),
+        codec=stream.group(2),
+        width=int(stream.group(3)),
+        height=int(stream.group(4)),
         sar=(int(sar.group(1)) / int(sar.group(2))) if sar and int(sar.group(2)) and int(sar.group(1)) else 1.0,
         rotation=int(round(-float(rot.group(1)))) % 360 if rot else 0,
         fps=float(fps.group(1)) if fps else 0.0,
-        num_frames=int(packets.group(1)) if packets else 0,
+        num_frames=packets(stream),
         duration=(int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3))) if dur else 0.0,
-        damage=damage,
+        damage=_demuxer_damage(err, k),
+        stream=int(stream.group(1)),
+        still=picture(stream),
     )
 
 
@@ -172,7 +194,7 @@ def probe_many(paths, timeout: float = 600) -> list[VideoInfo | DecodeError]:
         for i in chunk:
             cmd += ["-i", str(paths[i])]
         for k in range(len(chunk)):
-            cmd += ["-map", f"{k}:v:0", "-c", "copy", "-f", "null", "-"]
+            cmd += ["-map", f"{k}:v", "-c", "copy", "-f", "null", "-"]  # every video stream: cover art may come first
         try:
             res = _run(cmd, timeout)
         except DecodeError as e:
@@ -192,7 +214,7 @@ def probe_many(paths, timeout: float = 600) -> list[VideoInfo | DecodeError]:
                 out[i] = probe_many([paths[i]], timeout)[0]
     for i, info in enumerate(out):
         if isinstance(info, VideoInfo) and looks_short(info):
-            out[i] = dataclasses.replace(info, packets_end=_packets_end(paths[i], timeout))
+            out[i] = dataclasses.replace(info, packets_end=_packets_end(paths[i], info.stream, timeout))
     return out
 
 
@@ -204,10 +226,25 @@ def looks_short(info: VideoInfo) -> bool:
     return info.duration > 0 and info.fps > 0 and info.num_frames < TRUNCATION_SLACK * info.duration * info.fps - 1
 
 
-def _packets_end(path: Path, timeout: float) -> float | None:
-    """The timestamp (s) the stream copy of the video packets reaches: ffmpeg's closing "time=" figure."""
+def _packets_end(path: Path, stream: int, timeout: float) -> float | None:
+    """Where the video packets really end (s): the largest pts + duration of any packet. Packets come in
+    decode order, so with B-frames the last one read is not the last one shown; PyAV reads every packet's
+    timestamps (a demux, no decode). Without PyAV: ffmpeg's closing "time=" figure of a stream copy."""
     try:
-        res = _run([ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"], timeout)
+        import av
+    except ImportError:
+        av = None
+    if av is not None:
+        try:
+            with av.open(str(path)) as container:
+                s = container.streams[stream]
+                ends = [p.pts + (p.duration or 0) for p in container.demux(s) if p.pts is not None]
+                start = s.start_time or 0
+                return float((max(ends) - start) * s.time_base) if ends else None
+        except (av.FFmpegError, IndexError, ValueError):
+            pass
+    try:
+        res = _run([ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path), "-map", f"0:{stream}", "-c", "copy", "-f", "null", "-"], timeout)
     except DecodeError:
         return None
     times = re.findall(r"time=(\d+):(\d+):([\d.]+)", res.stderr.decode(errors="replace"))
@@ -256,7 +293,7 @@ class Geometry:
 MAX_SELECT_TERMS = 48
 
 
-def decode_frames(path: str | Path, indices, geometry: Geometry, threads: int = 1, timeout: float = 600) -> np.ndarray:
+def decode_frames(path: str | Path, indices, geometry: Geometry, threads: int = 1, stream: int | None = None, timeout: float = 600) -> np.ndarray:
     """Decode the frames with the given (sorted, unique) indices, resized and cropped: uint8 (n, H, W, 3).
 
     Frames not selected are decoded (inter-frame codecs need them) but never scaled or copied out.
@@ -271,7 +308,7 @@ def decode_frames(path: str | Path, indices, geometry: Geometry, threads: int = 
         vf, wanted = "select='" + "+".join(f"eq(n\\,{i})" for i in indices) + "'," + geometry.filters(), len(indices)
     cmd = [
         ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", "-threads", str(threads), "-i", str(path),
-        "-map", "0:v:0", "-filter_threads", "1", "-vf", vf, "-frames:v", str(wanted),
+        "-map", video_map(stream), "-filter_threads", "1", "-vf", vf, "-frames:v", str(wanted),
         "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]
     frame_bytes = geometry.height * geometry.width * 3
@@ -317,14 +354,19 @@ def _read_into(cmd: list[str], buffer: memoryview, timeout: float) -> tuple[int,
         return got, proc.returncode, errfile.read().decode(errors="replace")
 
 
-def count_decodable_frames(path: str | Path, threads: int = 1, timeout: float = 600) -> tuple[int, bool]:
+def video_map(stream: int | None) -> str:
+    """ffmpeg's -map for a video: the probed stream, else the first that is not a picture (`V`, not `v`)."""
+    return f"0:{stream}" if stream is not None else "0:V:0"
+
+
+def count_decodable_frames(path: str | Path, threads: int = 1, stream: int | None = None, timeout: float = 600) -> tuple[int, bool]:
     """(frames that actually decode, whether decoding reported damage) by a full decode to null.
 
     Both come from ffmpeg's own end-of-run summary ("N frames decoded; M decode errors") and the
     demuxer's complaints, never from free text that also holds the file's path.
     """
     cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "verbose", "-threads", str(threads), "-i", str(path),
-           "-map", "0:v:0", "-f", "null", "-"]
+           "-map", video_map(stream), "-f", "null", "-"]
     res = _run(cmd, timeout)
     err = res.stderr.decode(errors="replace")
     summary = re.search(r"Input stream #0:\d+ \(video\): \d+ packets read[^\n]*?(\d+) frames decoded; (\d+) decode errors", err)
@@ -369,7 +411,7 @@ def read_all_frames(path: str | Path) -> np.ndarray:
     """Every frame at its display size, RGB uint8 (T, H, W, 3): a plain reference decode."""
     info = probe(path)
     w, h = info.display_size
-    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0", "-vf", f"scale={w}:{h},setsar=1",
+    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path), "-map", video_map(info.stream), "-vf", f"scale={w}:{h},setsar=1",
            "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     res = _run(cmd)
     if res.returncode != 0:

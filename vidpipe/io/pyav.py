@@ -31,7 +31,7 @@ def pyav_version() -> dict:
     return {"pyav": av.__version__, "libavcodec": ".".join(map(str, av.library_versions["libavcodec"]))}
 
 
-def decode_frames(path, indices, geometry: Geometry, threads: int = 1) -> np.ndarray:
+def decode_frames(path, indices, geometry: Geometry, threads: int = 1, stream: int | None = None) -> np.ndarray:
     """Frames with the given (sorted, unique) indices, resized and cropped: uint8 (n, H, W, 3).
 
     Fewer than len(indices) frames come back when the stream holds fewer decodable frames. Raises
@@ -45,7 +45,9 @@ def decode_frames(path, indices, geometry: Geometry, threads: int = 1) -> np.nda
     got = 0
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
+            if stream is None:  # the first video stream that is not a picture (cover art, a thumbnail)
+                stream = next(s.index for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic)
+            stream = container.streams[stream]
             stream.thread_count = threads
             if threads > 1:
                 stream.thread_type = "AUTO"
@@ -57,7 +59,7 @@ def decode_frames(path, indices, geometry: Geometry, threads: int = 1) -> np.nda
                     got += 1
                     if got == len(indices):
                         break
-    except (av.FFmpegError, IndexError) as e:
+    except (av.FFmpegError, IndexError, StopIteration) as e:
         raise DecodeError(f"PyAV: {e}") from None
     return out[:got]
 

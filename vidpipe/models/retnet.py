@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidpipe.errors import VidpipeError
 from vidpipe.models.registry import register_model
 from vidpipe.typed import check, check_layers
 
@@ -169,6 +170,8 @@ class Stream:
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, dim): this frame's output, state advanced
         m = self.model
+        if x.ndim != 2 or x.shape[1] != m.proj.in_features:
+            raise VidpipeError(f"Stream.step takes one frame's features (B, {m.proj.in_features}); got {tuple(x.shape)}")
         h = m.proj(x[:, None])
         for i, block in enumerate(m.blocks):
             h, self.states[i] = block.forward_step(h, self.t, self.states[i])

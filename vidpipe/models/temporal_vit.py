@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vidpipe.errors import VidpipeError
 from vidpipe.models.registry import register_model
 from vidpipe.typed import check_layers
 
@@ -48,7 +49,9 @@ class TemporalViT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T + 1, dim)
         b, t, _ = x.shape
-        assert t <= self.cfg.max_frames, f"{t} frames > max_frames {self.cfg.max_frames}"
+        if t > self.cfg.max_frames:  # position embeddings exist for max_frames frames
+            raise VidpipeError(f"{t} frames exceed model_options.max_frames={self.cfg.max_frames}; sample fewer (data.frames) "
+                               "or raise model_options.max_frames")
         x = self.proj(x)  # (B, T, dim)
         x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1) + self.pos_embed[:, : t + 1]
         return self.norm(self.encoder(x))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vidpipe.errors import VidpipeError
 from vidpipe.models.registry import register_model
 from vidpipe.models.retnet import MultiScaleRetention
 from vidpipe.models.timesformer import (HF, IMAGENET1K_V1, OFFICIAL, SCRATCH_TRANSFORMS, TORCHVISION_VIT, Block, TimeSformer,
@@ -139,11 +140,16 @@ class Stream:
     model's on frames 0..t (tested)."""
 
     def __init__(self, model: TimeSformerRetNet):
-        self.model, self.t = model, 0
+        self.model, self.t, self.shape = model, 0, None
         self.states = [(None, None)] * len(model.blocks)
 
     @torch.no_grad()
     def step(self, frame: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, num_classes)
+        p = self.model.cfg.patch_size
+        if frame.ndim != 4 or frame.shape[1] != 3 or min(frame.shape[2:]) < p or (self.shape and tuple(frame.shape) != self.shape):
+            want = f"{self.shape}, as the stream's first frame" if self.shape else f"(B, 3, H, W) with H, W >= {p}"
+            raise VidpipeError(f"Stream.step takes one normalised frame {want}; got {tuple(frame.shape)}")
+        self.shape = tuple(frame.shape)
         m = self.model
         x = m.frame_tokens(frame)  # (B, 1 + N, D)
         cls, patches = x[:, :1], x[:, 1:]

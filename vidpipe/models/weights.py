@@ -120,9 +120,30 @@ def tensors_sha256(tensors: dict) -> str:
     return h.hexdigest()
 
 
+def metadata_sha256(raw: dict) -> str:
+    """A checksum of a checkpoint's metadata strings (all but the checksum entry itself)."""
+    body = json.dumps({k: v for k, v in raw.items() if k != "tensors_sha256"}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def checkpoint_checksum(tensors: dict, raw: dict) -> str:
+    """What a vidpipe checkpoint records under "tensors_sha256": "<tensors' sha256>:<metadata's sha256>".
+    Checkpoints from before the metadata was covered hold the tensors' part alone, and still load."""
+    return f"{tensors_sha256(tensors)}:{metadata_sha256(raw)}"
+
+
+def check_metadata(path, raw: dict) -> None:
+    """Refuse a vidpipe checkpoint whose metadata does not match the checksum saved with it (a flipped byte
+    in the classes, the config or the trainer state), before anything reads it. Cheap: no tensor is read."""
+    recorded = raw.get("tensors_sha256") or ""
+    if ":" in recorded and recorded.split(":", 1)[1] != metadata_sha256(raw):
+        raise VidpipeError(f"{path} is damaged: its metadata does not match the checksum recorded when it was saved; "
+                           "use another checkpoint (best/last) or retrain")
+
+
 def check_tensors(path, tensors: dict, expected: str | None) -> None:
     """Refuse a vidpipe checkpoint whose tensors do not match the checksum saved with them."""
-    if expected is None or tensors_sha256(tensors) != expected:
+    if expected is None or tensors_sha256(tensors) != expected.split(":", 1)[0]:
         raise VidpipeError(f"{path} is damaged: its tensors do not match the checksum recorded when it was saved; "
                            "use another checkpoint (best/last) or retrain")
 
@@ -157,7 +178,10 @@ def read_state(path: str | Path) -> tuple[dict, dict]:
     meta: dict = {}
     if path.is_dir():
         if (path / "config.json").is_file():
-            meta["hf_config"] = json.loads((path / "config.json").read_text())
+            try:
+                meta["hf_config"] = json.loads((path / "config.json").read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise VidpipeError(f"{path / 'config.json'} is not JSON; it should be the Hugging Face checkpoint's config") from None
         state, inner = read_state(weights_file(path))
         return state, {**inner, **meta}
     if not path.is_file():
@@ -172,6 +196,7 @@ def read_state(path: str | Path) -> tuple[dict, dict]:
         except Exception as e:
             raise VidpipeError(f"cannot read {path} as safetensors ({type(e).__name__}); the file may be damaged") from None
         if "tensors_sha256" in meta:  # a vidpipe checkpoint: checked, its metadata parsed, the trainer's tensors left out
+            check_metadata(path, meta)
             check_tensors(path, state, meta["tensors_sha256"])
             meta = parse_metadata(path, meta)
             state = {k: v for k, v in state.items() if not k.startswith(TRAINER)}

@@ -230,7 +230,7 @@ class Predictor:
         plan = self.window_plan(info.num_frames, info.fps, window, stride)
         pending, opened, k = [], 0, -1  # windows started and not finished: [(plan entry, {index: frame})]
         t0 = time.perf_counter()
-        for k, frame in FrameReader(path, self.spec.height, self.spec.width, geometry=geometry):
+        for k, frame in FrameReader(path, self.spec.height, self.spec.width, geometry=geometry, stream=info.stream):
             while opened < len(plan) and min(plan[opened][2]) <= k:
                 pending.append((plan[opened], {}))
                 opened += 1
@@ -294,11 +294,12 @@ class Predictor:
         `inputs`, when given, collects every frame's model input (the tests' reference)."""
         session = self.stream_session()
         rate = rate or self.default_stream_rate()
-        geometry = None
-        if source != "-" and not raw and Path(source).is_file():  # a file: the store's exact geometry
-            geometry = self._probe(source)[1]
+        geometry, stream = None, None
+        if source != "-" and not raw and Path(source).is_file():  # a file: the store's exact geometry, its moving stream
+            info, geometry = self._probe(source)
+            stream = info.stream
         t0 = time.perf_counter()
-        for k, frame in FrameReader(source, self.spec.height, self.spec.width, rate=rate, geometry=geometry, raw=raw):
+        for k, frame in FrameReader(source, self.spec.height, self.spec.width, rate=rate, geometry=geometry, raw=raw, stream=stream):
             t1 = time.perf_counter()
             x = self.frame_input(frame)
             if inputs is not None:

@@ -7,6 +7,7 @@ store was written beyond the contract in store.json.
 from __future__ import annotations
 
 import json
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -14,17 +15,24 @@ from typing import Iterator
 import numpy as np
 
 from vidpipe.errors import VidpipeError
-from vidpipe.files import sha256_file
+from vidpipe.files import COMPONENT, inside, read_json, sha256_file
 from vidpipe.io import jpeg
+from vidpipe.stores.shards import damaged_shard, read_samples
 
 
 def verify_files(root: Path, files: list[dict], progress=None) -> list[str]:
-    """Each listed file (path, bytes, sha256 in an index) is present and has its checksum."""
+    """Each listed file (path, bytes, sha256 in an index) is inside root, present and has its checksum."""
     problems = []
     for f in files:
-        path = root / f["path"]
+        try:
+            path = inside(root, f["path"], "a file listed in store.json")
+        except VidpipeError as e:
+            problems.append(str(e))
+            continue
         if not path.is_file():
             problems.append(f"missing file {f['path']}")
+        elif path.stat().st_size != f["bytes"]:
+            problems.append(f"size mismatch {f['path']}: {path.stat().st_size} bytes, store.json says {f['bytes']}")
         elif sha256_file(path) != f["sha256"]:
             problems.append(f"checksum mismatch {f['path']}")
         if progress:
@@ -32,20 +40,50 @@ def verify_files(root: Path, files: list[dict], progress=None) -> list[str]:
     return problems
 
 
-def damaged_shard(path, error: Exception) -> VidpipeError:
-    path = Path(path)
-    return VidpipeError(f"shard {path} is damaged ({str(error).strip() or type(error).__name__}); "
-                        f"run `vidpipe verify {path.parent.parent}` to list every damaged file, then re-extract")
-
-
 def zarr_lengths(group) -> np.ndarray:
     """Frames per video of a zarr split: its `lengths` array (fps stores), else every row's T."""
     return group["lengths"][:] if "lengths" in group else np.full(group["frames"].shape[0], group["frames"].shape[1])
 
 
-def jpeg_members(sample: dict) -> list[bytes]:
-    """A WebDataset sample's JPEG frames, in order (members <key>.0000.jpg, <key>.0001.jpg, ...)."""
-    return [sample[k] for k in sorted(k for k in sample if k.endswith(".jpg"))]
+def damaged_chunk(root: Path, split: str, row: int, error: Exception) -> VidpipeError:
+    return VidpipeError(f"{root}/{split}.zarr: video row {row} does not read ({str(error).strip()[:120] or type(error).__name__}); "
+                        f"run `vidpipe verify {root}` to list every damaged file, then re-extract")
+
+
+class IndexMismatch(VidpipeError):
+    """store.json and the data it describes disagree; `problem` says how, for `vidpipe verify` to list."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path} disagrees with its data or is damaged ({problem}); run `vidpipe verify {path.parent}`, then re-extract")
+        self.problem = problem
+
+
+def index_problem(path: Path, problem: str) -> IndexMismatch:
+    return IndexMismatch(path, problem)
+
+
+def check_index(path: Path, index: dict) -> None:
+    """The shape of a clip store's store.json, before anything trusts it: positive sizes, a class list,
+    per split a count and files (path, bytes, sha256)."""
+    def need(ok, problem):
+        if not ok:
+            raise index_problem(path, problem)
+
+    clip, splits, classes = index.get("clip"), index.get("splits"), index.get("classes")
+    need(index.get("format") in ("webdataset", "zarr"), f"format {index.get('format')!r}")
+    need(isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes), "no class list")
+    need(isinstance(clip, dict), "no clip entry")
+    for k in ("frames", "height", "width"):
+        need(isinstance(clip.get(k), int) and not isinstance(clip.get(k), bool) and clip[k] >= 1, f"clip.{k} = {clip.get(k)!r}")
+    need(clip.get("channels", 3) == 3, f"clip.channels = {clip.get('channels')!r}")
+    need(isinstance(splits, dict), "no splits")
+    for name, e in splits.items():
+        need(isinstance(name, str) and COMPONENT.match(name) is not None, f"split name {name!r}")
+        need(isinstance(e, dict) and isinstance(e.get("count"), int) and e["count"] >= 0, f"split {name!r}: count {e.get('count') if isinstance(e, dict) else e!r}")
+        files = e.get("files")
+        need(isinstance(files, list) and all(isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("bytes"), int)
+                                             and isinstance(f.get("sha256"), str) for f in files), f"split {name!r}: files")
+        need(index["format"] == "webdataset" or isinstance(e.get("array"), str), f"split {name!r}: no array")
 
 
 @dataclass
@@ -60,12 +98,13 @@ class Store:
         if not path.is_file():
             hint = " (extraction unfinished: rerun `vidpipe extract`, or `--finalize` it)" if (root / "_extract").is_dir() else ""
             raise VidpipeError(f"{path} not found: {root} is not a finished vidpipe store{hint}")
-        index = json.loads(path.read_text())
-        if index.get("format") == "vidpipe-features":
-            raise VidpipeError(f"{root} is a feature store (from `vidpipe cache-features`), not a clip store; "
-                               f"its clip store is {index['source_store']['path']}")
-        if "vidpipe_store" not in index:
+        index = read_json(path, f"re-extract {root}")
+        if not isinstance(index, dict) or "vidpipe_store" not in index:
+            if isinstance(index, dict) and index.get("format") == "vidpipe-features":
+                raise VidpipeError(f"{root} is a feature store (from `vidpipe cache-features`), not a clip store; "
+                                   f"its clip store is {index.get('source_store', {}).get('path')}")
             raise VidpipeError(f"{path} is not a vidpipe store index")
+        check_index(path, index)
         return cls(root, index)
 
     @property
@@ -96,8 +135,32 @@ class Store:
         return (c["frames"], c["height"], c["width"], c["channels"])
 
     def shard_paths(self, split: str) -> list[str]:
+        """The split's shard files, each checked to lie inside the store and to have the size store.json
+        records (a shard cut at a member boundary still parses as a tar: its size gives it away)."""
         self._check_split(split)
-        return [str(self.root / f["path"]) for f in self.index["splits"][split]["files"]]
+        paths = []
+        for f in self.index["splits"][split]["files"]:
+            path = inside(self.root, f["path"], f"store.json of {self.root}")
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise VidpipeError(f"shard {path} is missing; run `vidpipe verify {self.root}`, then re-extract") from None
+            if size != f["bytes"]:
+                raise damaged_shard(path, ValueError(f"{size} bytes, store.json says {f['bytes']}"))
+            paths.append(str(path))
+        return paths
+
+    def array_path(self, split: str) -> Path:
+        self._check_split(split)
+        return inside(self.root, self.index["splits"][split]["array"], f"store.json of {self.root}")
+
+    def check_sample(self, split: str, vid: str, shape: tuple, label: int) -> None:
+        """A sample agrees with store.json: its frames' shape and its label's range."""
+        t, h, w, c = self.clip_shape
+        ok_t = shape[0] == t if self.mode == "uniform" else 1 <= shape[0] <= t
+        if len(shape) != 4 or not ok_t or tuple(shape[1:]) != (h, w, c) or not 0 <= label < len(self.classes):
+            raise index_problem(self.root / "store.json", f"{split}/{vid}: frames {tuple(shape)} and label {label}, "
+                                                          f"store.json says {self.clip_shape} and {len(self.classes)} classes")
 
     def ids(self, split: str) -> list[str]:
         """The ids of the videos stored in a split, in store order (the manifest's order, failures left out)."""
@@ -105,37 +168,78 @@ class Store:
 
         self._check_split(split)
         failed = {f["id"] for f in self.index["failures"] if f.get("split") == split}
-        return [r.id for r in Manifest.read(self.root / "manifest.jsonl").split_records(split) if r.id not in failed]
+        return [r.id for r in Manifest.read(self.root / "manifest.jsonl", allow_outside_root=True).split_records(split) if r.id not in failed]
 
     def _check_split(self, split: str) -> None:
         if split not in self.index["splits"]:
             raise VidpipeError(f"store {self.root} has no split '{split}'; it has {', '.join(self.splits)}")
 
     def samples(self, split: str) -> Iterator[tuple[str, np.ndarray, int, dict]]:
-        """(id, frames uint8 (T, H, W, 3), label, metadata) for every stored video of a split, in store order."""
+        """(id, frames uint8 (T, H, W, 3), label, metadata) for every stored video of a split, in store order.
+        Each sample is checked against store.json (shape, label) and so is the split's count, at the end."""
         self._check_split(split)
+        expected, n = self.index["splits"][split]["count"], 0
         if self.format == "webdataset":
-            import tarfile
-
-            import webdataset as wds
-
-            for shard in self.shard_paths(split):  # one shard at a time, so a damaged one can be named
+            for shard, entry in zip(self.shard_paths(split), self.index["splits"][split]["files"]):  # one at a time, to name a damaged one
+                in_shard = 0
                 try:
-                    for s in wds.WebDataset(shard, shardshuffle=False, empty_check=False).decode():
-                        meta = s["json"]
-                        yield meta["id"], s["frames.npy"] if "frames.npy" in s else jpeg.decode(jpeg_members(s)), int(s["cls"]), meta
-                except (tarfile.TarError, OSError, ValueError, KeyError) as e:
+                    for s in read_samples(shard):
+                        in_shard += 1
+                        meta, frames = s["json"], s["frames"]
+                        if isinstance(frames, list):
+                            frames = jpeg.decode(frames)
+                        self.check_sample(split, meta["id"], frames.shape, s["cls"])
+                        if frames.dtype != np.uint8:
+                            raise index_problem(self.root / "store.json", f"{split}/{meta['id']}: frames of {frames.dtype}")
+                        n += 1
+                        self._check_count(split, n)
+                        yield meta["id"], frames, s["cls"], meta
+                except (tarfile.TarError, OSError, ValueError) as e:
                     raise damaged_shard(shard, e) from None
+                if entry.get("count", in_shard) != in_shard:  # recorded since vidpipe 0.1 stores of this release
+                    raise damaged_shard(shard, ValueError(f"{in_shard} samples, store.json says {entry['count']}"))
         else:
             import zarr
 
-            group = zarr.open_group(self.root / self.index["splits"][split]["array"], mode="r")
+            group = self.zarr_group(split)
             frames, labels, valid, metas = group["frames"], group["labels"][:], group["valid"][:], group["meta"][:]
             lengths = zarr_lengths(group)
             for i in np.flatnonzero(valid):
                 meta = json.loads(metas[i])
-                video = frames[i][: lengths[i]]  # fps stores: the video's own T frames of its row
-                yield meta["id"], jpeg.decode(video) if self.codec == "jpeg" else video, int(labels[i]), meta
+                try:
+                    video = frames[i][: lengths[i]]  # fps stores: the video's own T frames of its row
+                    video = jpeg.decode(video) if self.codec == "jpeg" else video
+                except (RuntimeError, ValueError, OSError, zarr.errors.BaseZarrError) as e:  # a corrupted chunk: zstd or JPEG errors
+                    raise damaged_chunk(self.root, split, int(i), e) from None
+                self.check_sample(split, meta["id"], video.shape, int(labels[i]))
+                n += 1
+                self._check_count(split, n)
+                yield meta["id"], video, int(labels[i]), meta
+        if n != expected:
+            raise index_problem(self.root / "store.json", f"read {n} samples, store.json says {expected}")
+
+    def _check_count(self, split: str, n: int) -> None:
+        if n > self.index["splits"][split]["count"]:
+            raise index_problem(self.root / "store.json", f"split {split} holds more samples than the {self.index['splits'][split]['count']} it lists")
+
+    def zarr_group(self, split: str):
+        """A split's zarr group, checked against store.json: rows, count of valid videos, frame shape."""
+        import zarr
+
+        path = self.array_path(split)
+        try:
+            group = zarr.open_group(path, mode="r")
+            rows, valid = group["frames"].shape, group["valid"][:]
+            sizes = {len(valid), group["labels"].shape[0], group["meta"].shape[0], rows[0]}
+        except (zarr.errors.BaseZarrError, KeyError, ValueError, RuntimeError, FileNotFoundError) as e:  # missing or unreadable arrays
+            raise VidpipeError(f"{path} does not open as a vidpipe zarr split ({type(e).__name__}); "
+                               f"run `vidpipe verify {self.root}`, then re-extract") from None
+        t, h, w, c = self.clip_shape
+        want = (t,) if self.codec == "jpeg" else (t, h, w, c)
+        if len(sizes) != 1 or tuple(rows[1:]) != want or int(valid.sum()) != self.index["splits"][split]["count"]:
+            raise index_problem(self.root / "store.json", f"{split}.zarr holds {rows} frames and {int(valid.sum())} valid videos, "
+                                                          f"store.json says {self.index['splits'][split]['count']} of {want}")
+        return group
 
     def verify(self, progress=None) -> list[str]:
         """Recompute every checksum and read every sample; returns the problems found (empty = intact)."""
@@ -145,17 +249,11 @@ class Store:
             problems += damaged
             if damaged:  # this split's samples cannot be trusted; the next split's still get read
                 continue
-            n = 0
             try:
-                for vid, frames, label, _ in self.samples(split):
-                    t_ok = frames.shape[0] == self.clip_shape[0] if self.mode == "uniform" else 1 <= frames.shape[0] <= self.clip_shape[0]
-                    if not t_ok or frames.shape[1:] != self.clip_shape[1:] or frames.dtype != np.uint8 or not 0 <= label < len(self.classes):
-                        problems.append(f"{split}/{vid}: frames {frames.shape} {frames.dtype}, label {label}")
-                    n += 1
-            except Exception as e:  # a damaged shard surfaces here as a reader error
-                problems.append(f"{split}: reading failed after {n} samples: {e}")
-            if n != entry["count"]:
-                problems.append(f"{split}: read {n} samples, store.json says {entry['count']}")
+                for _ in self.samples(split):  # checks shapes, labels and the count against store.json
+                    pass
+            except VidpipeError as e:
+                problems.append(f"{split}: {getattr(e, 'problem', e)}")
         return problems
 
     def contact_sheet(self, path: str | Path, split: str | None = None, per_class: int = 1, frames: int = 8) -> Path:

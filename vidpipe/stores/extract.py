@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vidpipe import __version__
-from vidpipe.files import sha256_file, write_text_atomic
+from vidpipe.files import COMPONENT, exclusive_lock, inside, is_no_space, read_json, sha256_file, write_text_atomic
 from vidpipe.errors import VidpipeError, no_space
 from vidpipe.io import dali, jpeg, pyav
 from vidpipe.io.decode import ClipSpec, check_usable, decode_clip
@@ -79,6 +79,7 @@ class ExtractConfig:
     jpeg_quality: int = 90
     fps: float | None = None  # fps mode: every video resampled to this constant rate (T varies per video)
     max_seconds: float | None = None  # fps mode: longer videos keep a centred window this long (default 10)
+    allow_stills: bool = False  # store a still picture (an image file, cover art) as one repeated frame
 
     def __post_init__(self):
         self.shard_size = parse_size(self.shard_size)
@@ -128,6 +129,8 @@ class ExtractConfig:
             d.pop("max_seconds")
         else:
             d.pop("frames")  # set by fps and max_seconds
+        if not self.allow_stills:  # likewise stores made before stills were refused
+            d.pop("allow_stills")
         return d
 
 
@@ -152,7 +155,7 @@ def _resume_decoder(store: Path, cfg: ExtractConfig) -> ExtractConfig:
     plan_file = _control(store) / "plan.json"
     if cfg.backend != "auto" or not plan_file.is_file():
         return cfg
-    began = json.loads(plan_file.read_text())["settings"].get("backend")
+    began = (read_json(plan_file, f"pass --overwrite to extract {store} again").get("settings") or {}).get("backend")
     usable = began == "ffmpeg" or (began == "pyav" and pyav.pyav_installed()) or (began == "dali" and cfg.fps is None and dali.dali_installed())
     return dataclasses.replace(cfg, backend=began) if usable else cfg
 
@@ -199,17 +202,10 @@ def _part_lock(store: Path, part: tuple[int, int]):
     into the same store is refused instead of racing it. Other parts of the same job run alongside."""
     shard_id, num_shards = part
     path = _control(store) / f"part-{shard_id}-of-{num_shards}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            what = "another extraction" if num_shards == 1 else f"another run of part {shard_id + 1}/{num_shards}"
-            raise VidpipeError(f"{what} is writing {store} (it holds {path.name}); wait for it to finish, "
-                               "or give each concurrent part its own --shard-id") from None
+    what = "another extraction" if num_shards == 1 else f"another run of part {shard_id + 1}/{num_shards}"
+    with exclusive_lock(path, f"{what} is writing {store} (it holds {path.name}); wait for it to finish, "
+                              "or give each concurrent part its own --shard-id"):
         yield
-    finally:
-        os.close(fd)
 
 
 def _plan_document(cfg: ExtractConfig, manifest_sha: str) -> dict:
@@ -222,7 +218,7 @@ def _prepare_store(store: Path, manifest: Manifest, cfg: ExtractConfig, overwrit
     manifest_sha = hashlib.sha256(manifest_text.encode()).hexdigest()
     wanted = _plan_document(cfg, manifest_sha)
     if plan_file.is_file():
-        existing = json.loads(plan_file.read_text())
+        existing = read_json(plan_file, f"pass --overwrite to extract {store} again")
         if existing == wanted:
             return
         if not overwrite:
@@ -248,7 +244,9 @@ def _prepare_store(store: Path, manifest: Manifest, cfg: ExtractConfig, overwrit
 
 def _clear_unfinished(store: Path) -> None:
     """Everything an unfinished preparation left (manifest, arrays, records), but the lock files, which
-    other parts of the job may hold or wait on."""
+    other parts of the job may hold or wait on; a file extraction does not write is refused, not deleted.
+    Preparing writes only manifest.jsonl, <split>.zarr arrays and _extract/, for whatever manifest it had."""
+    _refuse_foreign(store, None)
     for p in store.iterdir():
         if p.name == "_extract":
             for q in p.iterdir():
@@ -258,10 +256,49 @@ def _clear_unfinished(store: Path) -> None:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
+_OURS = {"_extract", "store.json", "manifest.jsonl", "failures.jsonl", "store.json.tmp", "failures.jsonl.tmp", "manifest.jsonl.tmp"}
+
+
+def _refuse_foreign(store: Path, splits: set[str] | None) -> None:
+    """Refuse (one line) a store folder holding anything extraction does not write there: its index files,
+    _extract/, and per split a folder of shards or a <split>.zarr array (splits None: any such array)."""
+    def ours(p: Path) -> bool:
+        if p.name in _OURS:
+            return True
+        if not p.is_dir():
+            return False
+        if splits is None:
+            return p.suffix == ".zarr" and COMPONENT.match(p.stem) is not None
+        return p.name in splits or (p.suffix == ".zarr" and p.stem in splits)
+
+    foreign = [p.name for p in store.iterdir() if not ours(p)]
+    if foreign:
+        raise VidpipeError(f"refusing to delete {store}: it holds files vidpipe did not write ({', '.join(sorted(foreign)[:3])}); "
+                           "choose another --out or move them away")
+
+
+def is_vidpipe_store(store: Path) -> bool:
+    """A folder extraction made or is making: a vidpipe store.json, or an extraction's _extract/ records."""
+    if (store / "store.json").is_file():
+        try:
+            data = read_json(store / "store.json", "")
+        except VidpipeError:
+            return (_control(store) / "plan.json").is_file()
+        return isinstance(data, dict) and "vidpipe_store" in data
+    return _control(store).is_dir()
+
+
 def remove_store(store: Path) -> None:
-    """Delete a vidpipe store (only a directory vidpipe made: it holds _extract/ or store.json)."""
-    if not ((_control(store)).is_dir() or (store / "store.json").is_file()):
-        raise VidpipeError(f"refusing to delete {store}: it is not a vidpipe store")
+    """Delete a vidpipe store, and only that: a folder whose store.json is a vidpipe clip store's (or that
+    holds an extraction's _extract/plan.json), holding nothing but what extraction writes there. Anything
+    else is refused in one line and left as it is."""
+    if not is_vidpipe_store(store):
+        raise VidpipeError(f"refusing to delete {store}: it is not a vidpipe store; choose another --out")
+    splits = set()
+    if (store / "manifest.jsonl").is_file():
+        with contextlib.suppress(VidpipeError):
+            splits = set(Manifest.read(store / "manifest.jsonl", allow_outside_root=True).splits)
+    _refuse_foreign(store, splits)
     shutil.rmtree(store)
 
 
@@ -273,8 +310,9 @@ def _unit_done(store: Path, unit: Unit) -> bool:
     part = _part_file(store, unit)
     if not part.is_file():
         return False
-    record = json.loads(part.read_text())
-    return all((store / f["path"]).is_file() and (store / f["path"]).stat().st_size == f["bytes"] for f in record["files"])
+    record = read_json(part, "delete it to extract that shard again, or rerun with --overwrite")
+    paths = [inside(store, f["path"], f"part record {part}") for f in record["files"]]
+    return all(p.is_file() and p.stat().st_size == f["bytes"] for p, f in zip(paths, record["files"]))
 
 
 def _clean_partials(store: Path, units: list[Unit], cfg: ExtractConfig) -> None:
@@ -314,14 +352,14 @@ def _dali_decoder(spec: ClipSpec) -> dali.DaliDecoder:
     return _thread_state.dali
 
 
-def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, backend: str) -> list:
+def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, backend: str, allow_stills: bool = False) -> list:
     """[(job, clip or None, meta or failure)] for consecutive jobs; one ffmpeg process probes them all.
 
     With the DALI backend, the files DALI can decode here go to it as one batch; the others, and any
     it rejects, are decoded by ffmpeg with the reason recorded in meta["rerouted"].
     """
     paths = [manifest.abspath(record) for _, _, record in jobs]
-    infos = [_usable(info) for info in probe_many(paths)]  # one failure policy, whichever decoder runs
+    infos = [_usable(info, allow_stills) for info in probe_many(paths)]  # one failure policy, whichever decoder runs
     done, reroute = {}, {}
     if backend == "dali":
         gpu = dali.gpu_present()
@@ -344,7 +382,8 @@ def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, 
         try:
             if isinstance(info, DecodeError):
                 raise info
-            clip, meta = done[k] if k in done else decode_clip(paths[k], spec, threads, info, "pyav" if backend == "pyav" else "ffmpeg")
+            clip, meta = done[k] if k in done else decode_clip(paths[k], spec, threads, info, "pyav" if backend == "pyav" else "ffmpeg",
+                                                               allow_stills)
         except DecodeError as e:
             out.append((job, None, {"id": record.id, "path": record.path, "split": record.split, "reason": str(e)}))
             continue
@@ -355,11 +394,11 @@ def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, 
     return out
 
 
-def _usable(info):
+def _usable(info, allow_stills: bool = False):
     if isinstance(info, DecodeError):
         return info
     try:
-        check_usable(info)
+        check_usable(info, allow_stills)
     except DecodeError as e:
         return e
     return info
@@ -392,7 +431,7 @@ def extract(
         raise VidpipeError(f"--shard-id must be in [0, {num_shards}); got {shard_id}")
     if not manifest.records:
         raise VidpipeError("the manifest lists no videos; check the dataset root and split")
-    if store.is_dir() and any(store.iterdir()) and not (_control(store).is_dir() or (store / "store.json").is_file()):
+    if store.is_dir() and any(store.iterdir()) and not is_vidpipe_store(store):
         raise VidpipeError(f"{store} exists and is not a vidpipe store; choose an empty or new --out")  # before the lock adds a file
     with _store_lock(store):
         if not overwrite:
@@ -416,7 +455,7 @@ def _extract_part(manifest: Manifest, store: Path, cfg: ExtractConfig, part: tup
         jobs = [(u, pos, r) for u in todo for pos, r in enumerate(u.records)]
         backend = cfg.identity()["backend"]
         def decode(chunk):  # in the decode threads: JPEG encoding runs in parallel too
-            done = _decode_chunk(manifest, chunk, spec, threads, backend)
+            done = _decode_chunk(manifest, chunk, spec, threads, backend, cfg.allow_stills)
             if cfg.frame_codec == "jpeg":
                 done = [(job, None if clip is None else jpeg.encode(clip, cfg.jpeg_quality), meta) for job, clip, meta in done]
             return done
@@ -446,7 +485,7 @@ def _extract_part(manifest: Manifest, store: Path, cfg: ExtractConfig, part: tup
             if writer is not None:
                 writer.abort()
             pool.shutdown(wait=False, cancel_futures=True)
-            if isinstance(e, OSError) and e.errno == 28:
+            if is_no_space(e):
                 raise no_space(writer.final if writer is not None else store, per_shard * (spec.nbytes + SAMPLE_OVERHEAD)) from None
             raise
         pool.shutdown()
@@ -456,7 +495,7 @@ def _extract_part(manifest: Manifest, store: Path, cfg: ExtractConfig, part: tup
         report.summary = finalize(store)
         report.finalized = True
     elif report.units_done == len(units):
-        report.summary = json.loads((store / "store.json").read_text())
+        report.summary = read_json(store / "store.json", f"rerun with `vidpipe extract --finalize {store}`")
         report.finalized = True
     if report.summary:
         total = sum(s["listed"] for s in report.summary["splits"].values())
@@ -490,14 +529,14 @@ def _finalize(store: Path) -> dict:
     plan_file = _control(store) / "plan.json"
     if not plan_file.is_file():
         raise VidpipeError(f"{store} has no _extract/plan.json: it is not an extraction in progress; run `vidpipe extract` first")
-    plan = json.loads(plan_file.read_text())
-    manifest = Manifest.read(store / "manifest.jsonl")
+    plan = read_json(plan_file, f"extract {store} again with --overwrite")
+    manifest = Manifest.read(store / "manifest.jsonl", allow_outside_root=True)  # checked when extraction began
     cfg = ExtractConfig(**{k: v for k, v in plan["settings"].items()})
     units = plan_units(manifest, cfg)
     missing = [u.name for u in units if not _unit_done(store, u)]
     if missing:
         raise VidpipeError(f"{len(missing)} shards are not extracted yet (e.g. {missing[0]}); run the remaining --shard-id parts, then --finalize")
-    parts = {u.name: json.loads(_part_file(store, u).read_text()) for u in units}
+    parts = {u.name: read_json(_part_file(store, u), "delete it and rerun `vidpipe extract` to redo that shard") for u in units}
     spec = cfg.spec
     splits, failures = {}, []
     for split in manifest.splits:

@@ -24,10 +24,10 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from vidpipe import __version__
-from vidpipe.files import sha256_file, write_text_atomic
-from vidpipe.errors import VidpipeError
+from vidpipe.files import COMPONENT, inside, is_no_space, read_json, sha256_file, write_text_atomic
+from vidpipe.errors import VidpipeError, no_space
 from vidpipe.models.backbones import Backbone, Preprocess, build_backbone
-from vidpipe.stores.clips import Store, verify_files
+from vidpipe.stores.clips import Store, index_problem, verify_files
 from vidpipe.stores.writers import file_entry
 
 FEATURE_FORMAT = "vidpipe-features"
@@ -125,8 +125,6 @@ def _plan(store: Store, cfg: FeatureConfig, info, pre) -> dict:
 
 def cache_features(store_path: str | Path, out: str | Path, cfg: FeatureConfig | None = None, overwrite: bool = False,
                    progress=None) -> FeaturesReport:
-    import zarr
-
     cfg = cfg or FeatureConfig()
     store = Store.open(store_path)
     if store.mode != "uniform":
@@ -137,17 +135,47 @@ def cache_features(store_path: str | Path, out: str | Path, cfg: FeatureConfig |
     plan = _plan(store, cfg, info, pre)
     control = out / "_cache"
     if (control / "plan.json").is_file():
-        existing = json.loads((control / "plan.json").read_text())
+        try:
+            existing = read_json(control / "plan.json", f"pass --overwrite to start {out} again")
+        except VidpipeError:  # a damaged plan (written before plans were atomic): only --overwrite starts again
+            if not overwrite:
+                raise
+            existing = None
         if existing != plan:
             if not overwrite:
-                diffs = [k for k in plan if existing.get(k) != plan[k]]
+                diffs = [k for k in plan if not isinstance(existing, dict) or existing.get(k) != plan[k]]
                 raise VidpipeError(f"{out} holds features made differently ({', '.join(diffs)} differ); pass --overwrite to replace them or choose another --out")
-            shutil.rmtree(out)
+            remove_feature_store(out)
     elif out.exists() and any(out.iterdir()):
         raise VidpipeError(f"{out} exists and is not a vidpipe feature store; choose an empty or new --out")
-    (control / "parts").mkdir(parents=True, exist_ok=True)
-    (control / "plan.json").write_text(json.dumps(plan, indent=2, sort_keys=True))
+    try:
+        (control / "parts").mkdir(parents=True, exist_ok=True)
+        write_text_atomic(control / "plan.json", json.dumps(plan, indent=2, sort_keys=True))
+        return _cache(store, out, cfg, plan, model, info, pre, progress)
+    except OSError as e:
+        if is_no_space(e):
+            raise no_space(out) from None  # finished units are recorded: a rerun carries on from them
+        raise
 
+
+def remove_feature_store(out: Path) -> None:
+    """Delete a feature store vidpipe made, and only that: its _cache/ records, its store.json (a feature
+    store's) and its <split>.zarr arrays. Anything else in the folder is refused in one line, not deleted."""
+    if (out / "store.json").is_file():
+        index = read_json(out / "store.json", f"remove {out} yourself if it is yours to delete")
+        if not isinstance(index, dict) or index.get("format") != FEATURE_FORMAT:
+            raise VidpipeError(f"refusing to delete {out}: its store.json is not a vidpipe feature store's; choose another --out")
+    foreign = [p.name for p in out.iterdir() if not (p.name in ("_cache", "store.json", "store.json.tmp") or (p.is_dir() and p.suffix == ".zarr"))]
+    if foreign:
+        raise VidpipeError(f"refusing to delete {out}: it holds files vidpipe did not write ({', '.join(sorted(foreign)[:3])}); "
+                           "choose another --out or move them away")
+    shutil.rmtree(out)
+
+
+def _cache(store: Store, out: Path, cfg: FeatureConfig, plan: dict, model, info, pre, progress) -> FeaturesReport:
+    import zarr
+
+    control = out / "_cache"
     device = cfg.torch_device()
     model = model.to(device)
     t, h, w, _ = store.clip_shape
@@ -197,7 +225,7 @@ def cache_features(store_path: str | Path, out: str | Path, cfg: FeatureConfig |
                     arrays["tokens"][start:stop] = np.concatenate(buffer["tokens"])
                 arrays["labels"][start:stop] = np.array(buffer["labels"], np.int64)
                 arrays["ids"][start:stop] = np.array(buffer["ids"], dtype=object)
-                (control / "parts" / f"{split}-{unit:06d}.json").write_text(json.dumps({"start": start, "stop": stop}))
+                write_text_atomic(control / "parts" / f"{split}-{unit:06d}.json", json.dumps({"start": start, "stop": stop}))
                 buffer = {"features": [], "tokens": [], "labels": [], "ids": []}
                 report.nothing_to_do = False
     report.seconds = time.perf_counter() - t0
@@ -245,14 +273,54 @@ class FeatureStore:
         path = root / "store.json"
         if not path.is_file():
             raise VidpipeError(f"{path} not found: {root} is not a finished feature store (run `vidpipe cache-features`)")
-        index = json.loads(path.read_text())
-        if index.get("format") != FEATURE_FORMAT:
-            raise VidpipeError(f"{root} is a {index.get('format')} store, not a feature store; run `vidpipe cache-features --store {root}` first")
+        index = read_json(path, f"run `vidpipe cache-features` into {root} again with --overwrite")
+        if not isinstance(index, dict) or index.get("format") != FEATURE_FORMAT:
+            what = index.get("format") if isinstance(index, dict) else None
+            raise VidpipeError(f"{root} is a {what} store, not a feature store; run `vidpipe cache-features --store {root}` first")
+        _check_index(path, index)
         return cls(root, index)
 
     def verify(self, progress=None) -> list[str]:
-        """Recompute every file's checksum; returns the problems found (empty = intact)."""
-        return [p for entry in self.index["splits"].values() for p in verify_files(self.root, entry["files"], progress)]
+        """Recompute every file's checksum, then check every split's rows against store.json (each row
+        made by a sample, each label a class); returns the problems found (empty = intact)."""
+        problems = []
+        for split, entry in self.index["splits"].items():
+            damaged = verify_files(self.root, entry["files"], progress)
+            problems += damaged
+            if not damaged:
+                try:
+                    self.group(split)
+                except VidpipeError as e:
+                    problems.append(f"{split}: {getattr(e, 'problem', e)}")
+        return problems
+
+    def array_path(self, split: str) -> Path:
+        if split not in self.index["splits"]:
+            raise VidpipeError(f"feature store {self.root} has no split '{split}'; it has {', '.join(self.index['splits'])}")
+        return inside(self.root, self.index["splits"][split]["array"], f"store.json of {self.root}")
+
+    def group(self, split: str):
+        """A split's zarr group, checked against store.json: every array has `count` rows, each row an id
+        (a row that no sample produced has none) and a label among the classes, features of the recorded shape."""
+        import zarr
+
+        path, n = self.array_path(split), self.index["splits"][split]["count"]
+        try:
+            group = zarr.open_group(path, mode="r")
+            ids, labels, shape = group["ids"][:], group["labels"][:], group["features"].shape
+        except (zarr.errors.BaseZarrError, KeyError, ValueError, RuntimeError, FileNotFoundError) as e:
+            raise VidpipeError(f"{path} does not read as a feature split ({type(e).__name__}); run `vidpipe verify {self.root}`, "
+                               "then cache the features again") from None
+        empty = int(sum(1 for i in ids if not i))
+        bad_labels = int(((labels < 0) | (labels >= len(self.index["classes"]))).sum())
+        if len(ids) != n or len(labels) != n or tuple(shape) != (n, *self.index["features"]["shape"]) or empty or bad_labels:
+            raise index_problem(self.root / "store.json", f"{split}: {len(ids)} rows of features {tuple(shape)}, {empty} rows no sample "
+                                                          f"produced, {bad_labels} labels outside the {len(self.index['classes'])} classes; "
+                                                          f"store.json says {n} rows of {tuple(self.index['features']['shape'])}")
+        return group
+
+    def arrays(self, split: str) -> dict:
+        return dict(self.group(split).arrays())
 
     def provenance(self) -> dict:
         """What made these features; two stores mix only when this is equal."""
@@ -266,9 +334,18 @@ class FeatureStore:
         if diffs:
             raise VidpipeError(f"feature stores {self.root} and {other.root} were made differently ({', '.join(diffs)}); re-cache one of them")
 
-    def arrays(self, split: str) -> dict:
-        import zarr
 
-        if split not in self.index["splits"]:
-            raise VidpipeError(f"feature store {self.root} has no split '{split}'; it has {', '.join(self.index['splits'])}")
-        return dict(zarr.open_group(self.root / self.index["splits"][split]["array"], mode="r").arrays())
+
+def _check_index(path: Path, index: dict) -> None:
+    def need(ok, problem):
+        if not ok:
+            raise index_problem(path, problem)
+
+    need(isinstance(index.get("classes"), list) and all(isinstance(c, str) for c in index["classes"]), "no class list")
+    shape = (index.get("features") or {}).get("shape")
+    need(isinstance(shape, list) and all(isinstance(v, int) and v >= 1 for v in shape), f"features.shape {shape!r}")
+    need(isinstance(index.get("splits"), dict), "no splits")
+    for name, e in index["splits"].items():
+        need(isinstance(e, dict) and COMPONENT.match(name) is not None and isinstance(e.get("count"), int) and e["count"] >= 0 and isinstance(e.get("array"), str)
+             and isinstance(e.get("files"), list) and all(isinstance(f, dict) and isinstance(f.get("path"), str) for f in e["files"]),
+             f"split {name!r}")

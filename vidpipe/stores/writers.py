@@ -90,10 +90,11 @@ class WebDatasetShard:
         self._fh = _HashingFile(self.tmp)
         # integer mtime: a float one costs every member an extra pax header, parsed again at every read
         self._tar = wds.TarWriter(self._fh, mtime=0, user="vidpipe", group="vidpipe", mode=0o644)
-        self.store = store
+        self.store, self.count = store, 0
 
     def add(self, position: int, record, clip: np.ndarray | list[bytes], meta: dict) -> None:
         frames = {f"{t:04d}.jpg": b for t, b in enumerate(clip)} if isinstance(clip, list) else {"frames.npy": npy_bytes(clip)}
+        self.count += 1
         self._tar.write({
             "__key__": sample_key(record.id),
             **frames,
@@ -105,7 +106,8 @@ class WebDatasetShard:
         self._tar.close()
         self._fh.close()  # flushed and fsynced before the rename publishes it
         self.tmp.replace(self.final)
-        return [{"path": str(self.final.relative_to(self.store)), "bytes": self._fh.bytes, "sha256": self._fh.sha256.hexdigest()}]
+        return [{"path": str(self.final.relative_to(self.store)), "bytes": self._fh.bytes, "sha256": self._fh.sha256.hexdigest(),
+                 "count": self.count}]
 
     def abort(self) -> None:
         self._fh.discarded = True
@@ -120,6 +122,8 @@ def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_s
     """STORE/<split>.zarr/frames: (N, T, H, W, 3) uint8, one zstd chunk per video inside shards of
     `per_shard` videos, one file each. One chunk per frame was measured and is slower with zarr-python
     3.1: its per-chunk cost (~1.5-4 ms) outweighs decompressing the frames a clip does not use.
+    Every chunk carries a checksum (zstd's own; CRC32C for JPEG chunks), so a damaged chunk fails its read
+    instead of decoding to wrong pixels.
     JPEG frames: (N, T) variable-length bytes, one JPEG per element, one chunk per video (reading a
     chunk only parses bytes: just the sampled frames are JPEG-decoded).
     Created (create=True) once, when the store is prepared; parts only open it."""
@@ -137,7 +141,7 @@ def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_s
     group = zarr.open_group(path, mode="a")
     return group.create_array(
         "frames", shape=shape, dtype="uint8", chunks=(1, *shape[1:]), shards=(per_shard, *shape[1:]),
-        compressors=ZstdCodec(level=ZARR_COMPRESSION_LEVEL), fill_value=0, dimension_names=("video", "t", "h", "w", "c"),
+        compressors=ZstdCodec(level=ZARR_COMPRESSION_LEVEL, checksum=True), fill_value=0, dimension_names=("video", "t", "h", "w", "c"),
         overwrite=True,
     )
 
@@ -146,6 +150,7 @@ def _zarr_jpeg_array(path: Path, count: int, spec: ClipSpec, per_shard: int, cre
     import warnings
 
     import zarr
+    from zarr.codecs import Crc32cCodec
     from zarr.dtype import VariableLengthBytes
 
     with warnings.catch_warnings():  # zarr-python reads it; other zarr libraries may not (README says so)
@@ -154,7 +159,7 @@ def _zarr_jpeg_array(path: Path, count: int, spec: ClipSpec, per_shard: int, cre
             return zarr.open_array(path / "frames", mode="r+")
         group = zarr.open_group(path, mode="a")
         return group.create_array("frames", shape=(count, spec.frames), dtype=VariableLengthBytes(), chunks=(1, spec.frames),
-                                  shards=(per_shard, spec.frames), compressors=None,  # JPEG is compressed already
+                                  shards=(per_shard, spec.frames), compressors=Crc32cCodec(),  # JPEG is compressed already; a CRC per chunk
                                   dimension_names=("video", "t"), overwrite=True)
 
 

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-from vidpipe.errors import VidpipeError, no_space
-from vidpipe.models.weights import TRAINER, check_tensors, fit, parse_metadata, tensors_sha256
+from vidpipe.errors import VidpipeError
+from vidpipe.files import disk_full_reported
+from vidpipe.models.weights import TRAINER, check_metadata, check_tensors, checkpoint_checksum, fit, parse_metadata
 
 
 def _plain(state: dict) -> dict:
@@ -34,14 +35,12 @@ def _plain(state: dict) -> dict:
 
 def _write_atomic(path: Path, tensors: dict, metadata: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    metadata = {**metadata, "tensors_sha256": tensors_sha256(tensors)}
+    metadata = {**metadata, "tensors_sha256": checkpoint_checksum(tensors, metadata)}
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
-    except Exception as e:  # safetensors reports a full disk as its own error type, not OSError
+        with disk_full_reported(path, sum(t.numel() * t.element_size() for t in tensors.values())):
+            save_file(tensors, str(tmp), metadata=metadata)  # a full disk is safetensors' own error type, not OSError
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        if "No space left" in str(e) or "StorageFull" in str(e) or getattr(e, "errno", None) == 28:
-            needed = sum(t.numel() * t.element_size() for t in tensors.values())
-            raise no_space(path, needed) from None
         raise
     fd = os.open(tmp, os.O_RDONLY)
     try:
@@ -72,9 +71,11 @@ def _raw_metadata(path: Path) -> dict:
         raise VidpipeError(f"checkpoint {path} not found")
     try:
         with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except Exception:
+            raw = f.metadata() or {}
+    except Exception:  # safetensors raises its own error types for a header that does not parse
         raise VidpipeError(f"{path} is not a vidpipe checkpoint or is damaged (its safetensors header does not read)") from None
+    check_metadata(path, raw)
+    return raw
 
 
 def read_meta(path: Path) -> dict:

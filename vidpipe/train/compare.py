@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from vidpipe.errors import VidpipeError
+from vidpipe.files import read_json
 from vidpipe.models import create_model, model_entry
 
 COLUMNS = {  # key -> (heading, format); "val_top1" and the split's metrics are fractions in [0, 1]
@@ -69,7 +70,7 @@ def read_run(run: Path, split: str) -> dict:
     config, summary = run / "config.json", run / "summary.json"
     if not config.is_file() or not summary.is_file():
         raise VidpipeError(f"{run} is not a finished run (no config.json or summary.json); pass directories made by `vidpipe train`")
-    meta, summ = json.loads(config.read_text()), json.loads(summary.read_text())
+    meta, summ = read_json(config, f"{run} is damaged; train it again"), read_json(summary, f"{run} is damaged; train it again")
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     backbone, head = _param_split(meta)
     row = {"run": run.name, "path": str(run), "model": meta["model"], "options": _flat({k: meta["config"][k] for k in ("model_options", "data", "optim")}),
@@ -81,7 +82,7 @@ def read_run(run: Path, split: str) -> dict:
            "peak_mb": max((r["peak_memory_mb"] for r in history), default=None)}
     report = run / f"eval-{split}" / "metrics.json"
     if report.is_file():
-        r = json.loads(report.read_text())
+        r = read_json(report, f"run `vidpipe eval {run} --split {split}` again")
         row.update({k: r["metrics"][k] for k in SPLIT_METRICS})
         row["from"] = f"{Path(r['checkpoint']).name}, {r['chosen_by']}; {r['split']} ({r['metrics']['videos']} videos)"
     else:

@@ -61,6 +61,10 @@ class OptimConfig:
     def __post_init__(self):
         check(self.epochs >= 1, f"optim.epochs must be at least 1; got {self.epochs}")
         check(self.lr > 0, f"optim.lr must be > 0; got {self.lr}")
+        # beyond these, AdamW's step (lr x update, lr x weight_decay x weight) diverges on its first step
+        check(self.lr <= 10, f"optim.lr must be at most 10; got {self.lr} (typical: 1e-4 to 1e-2)")
+        check(self.weight_decay <= 10, f"optim.weight_decay must be at most 10; got {self.weight_decay} (typical: 0 to 0.1)")
+        check(self.warmup_epochs <= self.epochs, f"optim.warmup_epochs must be at most optim.epochs={self.epochs}; got {self.warmup_epochs}")
         check(self.accum_steps >= 1, f"optim.accum_steps must be at least 1; got {self.accum_steps}")
         for name in ("weight_decay", "warmup_epochs", "grad_clip"):
             check(getattr(self, name) >= 0, f"optim.{name} must be >= 0; got {getattr(self, name)}")
@@ -83,13 +87,32 @@ class TrainConfig:
         from vidpipe.models import make_config
 
         self.model_options = make_config(self.model, self.model_options)  # unknown keys and wrong types fail here
+        most = getattr(self.model_options, "max_frames", None)
+        check(most is None or self.data.frames is None or self.data.frames <= most,
+              f"data.frames={self.data.frames} exceeds model_options.max_frames={most} of {self.model}; lower data.frames "
+              "or raise model_options.max_frames")
         if self.device not in ("auto", "cpu", "cuda"):
             raise VidpipeError(f"device must be auto, cpu or cuda; got {self.device}")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise VidpipeError(f"amp must be auto, off, bf16 or fp16; got {self.amp}")
+        check(0 <= self.seed < 2**32, f"seed must be in 0..{2**32 - 1} (numpy's range); got {self.seed}")
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def resolved_settings(cfg: TrainConfig) -> str:
+    """'model=tsn_mean data.path=F optim.lr=0.01 ...': every setting that differs from its default, for
+    the run to print what it will really do (file, flags and overrides resolved)."""
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict) and v and k != "flip_map":
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    defaults = dict(flat(TrainConfig(model=cfg.model).to_dict()))
+    return " ".join(f"{k}={v}" for k, v in flat(cfg.to_dict()) if k == "model" or defaults.get(k) != v)
 
 
 def apply_override(tree: dict, assignment: str) -> None:
@@ -109,25 +132,61 @@ def apply_override(tree: dict, assignment: str) -> None:
         node[parts[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> TrainConfig:
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None,
+                flags: dict | None = None, log=None) -> TrainConfig:
+    """defaults < `base` < the config file < `flags` < dotted `overrides`. `flags` are the command line's
+    named options, {dotted key: (flag, value)} such as {"data.path": ("--data", "F")}; one that overrules
+    a different value in the file is said through `log`."""
     tree: dict = json.loads(json.dumps(base or {}))
     if path:
         path = Path(path)
-        if not path.is_file():
-            raise VidpipeError(f"config file {path} not found")
+        loaded = read_config_file(path)
+        for key, (flag, value) in (flags or {}).items():
+            node = loaded
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is not None and node != value and log:
+                log(f"{flag} {value} (command line) overrules {key} = {node!r} in {path}")
+        _merge(tree, loaded)
+    for key, (_, value) in (flags or {}).items():
+        *parents, last = key.split(".")
+        node = tree
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[last] = value
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    return from_dict(TrainConfig, tree)
+
+
+def read_config_file(path: Path) -> dict:
+    """A TOML or YAML run config as a table of settings; a file that does not parse is one line naming it."""
+    if not path.is_file():
+        raise VidpipeError(f"config file {path} not found")
+    try:
         if path.suffix == ".toml":
             with open(path, "rb") as fh:
                 loaded = tomllib.load(fh)
         elif path.suffix in (".yaml", ".yml"):
             import yaml
 
-            loaded = yaml.safe_load(path.read_text()) or {}
+            try:
+                loaded = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                where = f" at line {mark.line + 1}" if mark else ""
+                raise VidpipeError(f"config file {path} is not valid YAML{where} ({getattr(e, 'problem', None) or e}); fix it") from None
         else:
             raise VidpipeError(f"config file {path} must be .toml or .yaml")
-        _merge(tree, loaded)
-    for assignment in overrides:
-        apply_override(tree, assignment)
-    return from_dict(TrainConfig, tree)
+    except tomllib.TOMLDecodeError as e:
+        raise VidpipeError(f"config file {path} is not valid TOML ({e}); fix it") from None
+    except UnicodeDecodeError:
+        raise VidpipeError(f"config file {path} is not UTF-8 text") from None
+    if not isinstance(loaded, dict):
+        raise VidpipeError(f"config file {path} must hold a table of settings (key = value), not a {type(loaded).__name__}")
+    return loaded
 
 
 def _merge(into: dict, new: dict) -> None:

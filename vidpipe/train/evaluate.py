@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from vidpipe.errors import VidpipeError
+from vidpipe.files import disk_full_reported
 from vidpipe.models import create_model
 from vidpipe.train.checkpoint import load_model_weights, read_meta
 from vidpipe.train.config import from_dict, TrainConfig
@@ -63,20 +64,24 @@ def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = 
     model.to(device)
     metrics, cm, preds = evaluate(model, data, device, amp_dtype(cfg, device), fusion)
     out = Path(out) if out else ckpt.parent.parent / f"eval-{data.val_name}{'-vote' if fusion == 'vote' else ''}"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VidpipeError(f"cannot write the report folder {out}: {e.strerror or e}; choose another --out") from None
     result = {"checkpoint": str(ckpt), "epoch": meta.get("epoch"), "chosen_by": chosen_by(ckpt, meta),
               "model": meta["model"], "data": raw["data"]["path"],
               "split": data.val_split, "views": {"clips": cfg.data.test_clips, "crops": cfg.data.test_crops, "fusion": fusion},
               "random_weights_features": bool(meta["provenance"].get("random_weights")), "metrics": metrics}
-    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_per_class_csv(cm, data.classes, out / "per_class.csv")
-    plot_confusion(cm, data.classes, out / "confusion.png", f"{meta['model']} on {data.val_name}: top-1 {metrics['top1']:.3f}")
-    np.save(out / "confusion.npy", cm)
-    with open(out / "predictions.jsonl", "w") as fh:
-        for vid, s, r, y in zip(preds["ids"], preds["scores"], preds["ranked"], preds["labels"]):
-            top = np.argsort(-r, kind="stable")[:5]
-            fh.write(json.dumps({"id": vid, "label": int(y), "pred": int(top[0]), "score": float(s[top[0]]),
-                                 "top5": [[int(c), float(s[c])] for c in top]}) + "\n")
+    with disk_full_reported(out):  # a full disk is one line; the run itself is untouched
+        (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_per_class_csv(cm, data.classes, out / "per_class.csv")
+        plot_confusion(cm, data.classes, out / "confusion.png", f"{meta['model']} on {data.val_name}: top-1 {metrics['top1']:.3f}")
+        np.save(out / "confusion.npy", cm)
+        with open(out / "predictions.jsonl", "w") as fh:
+            for vid, s, r, y in zip(preds["ids"], preds["scores"], preds["ranked"], preds["labels"]):
+                top = np.argsort(-r, kind="stable")[:5]
+                fh.write(json.dumps({"id": vid, "label": int(y), "pred": int(top[0]), "score": float(s[top[0]]),
+                                     "top5": [[int(c), float(s[c])] for c in top]}) + "\n")
     result["out"] = str(out)
     result["confusion"] = cm
     result["classes"] = meta["classes"]

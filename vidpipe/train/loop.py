@@ -25,13 +25,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from vidpipe.files import write_text_atomic
-from vidpipe.errors import VidpipeError, no_space
+from vidpipe.files import disk_full_reported, exclusive_lock, read_json, write_text_atomic
+from vidpipe.errors import VidpipeError
 from vidpipe.models import count_params, create_model, init_from_pretrained, model_entry
-from vidpipe.train.checkpoint import load_model_weights, load_trainer, rng_state, save_checkpoint, trainer_state
-from vidpipe.train.config import TrainConfig
+from vidpipe.train.checkpoint import load_model_weights, load_trainer, read_meta, rng_state, save_checkpoint, trainer_state
+from vidpipe.train.config import TrainConfig, resolved_settings
 from vidpipe.data.build import TrainData, build_data
-from vidpipe.train.metrics import compute_metrics, plot_confusion, plot_curves, write_per_class_csv
+from vidpipe.train.metrics import compute_metrics, plot_confusion, plot_curves, two_figures, write_per_class_csv
 
 
 def setup(cfg: TrainConfig) -> tuple[int, int, torch.device]:
@@ -162,8 +162,38 @@ def _fault_point(epoch: int, where: str) -> None:
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) -> dict:
+    """Train `cfg` into the run folder `out`, which one run writes at a time (a second is refused). A
+    Ctrl-C ends with one VidpipeError that says from which epoch `--resume` carries on."""
     out = Path(out)
     rank, world, device = setup(cfg)
+    lock = contextlib.nullcontext()
+    if rank == 0:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise VidpipeError(f"cannot write the run directory {out}: {e.strerror or e}; choose another --out") from None
+        lock = exclusive_lock(out / "run.lock", f"another `vidpipe train` is writing {out} (it holds run.lock); "
+                                                f"wait for it to finish or choose another --out")
+    with lock:
+        try:
+            return _train(cfg, out, resume, log, rank, world, device)
+        except KeyboardInterrupt:
+            raise VidpipeError(f"interrupted: {_resume_point(out)}") from None
+
+
+def _resume_point(out: Path) -> str:
+    """Where an interrupted run can carry on, from its last complete checkpoint."""
+    last = out / "checkpoints" / "last.safetensors"
+    try:
+        epoch = read_meta(last)["epoch"] if last.is_file() else 0
+    except VidpipeError:
+        epoch = 0
+    if not epoch:
+        return f"no epoch of {out} finished; the same command starts it again"
+    return f"{out} keeps epoch {epoch}; the same command with --resume carries on from there"
+
+
+def _train(cfg: TrainConfig, out: Path, resume: bool, log, rank: int, world: int, device: torch.device) -> dict:
     entry = model_entry(cfg.model)
     data = build_data(cfg, rank, world)
     model = create_model(cfg.model, num_classes=len(data.classes), in_dim=data.in_dim, options=cfg.model_options)
@@ -177,7 +207,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
     last_path = ckpt_dir / "last.safetensors"
     resume_from = resume and last_path.is_file()
     if resume:
-        saved = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else None
+        saved = read_json(out / "config.json", "start the run again in a new --out") if (out / "config.json").is_file() else None
         if saved is None:
             raise VidpipeError(f"{out} holds no run to resume; start it without --resume")
         if saved.get("world_size", 1) != world:
@@ -198,8 +228,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
         dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
     if rank == 0:
         try:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(out / "config.json", json.dumps(meta, indent=2) + "\n")
+            with disk_full_reported(out / "config.json"):
+                ckpt_dir.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(out / "config.json", json.dumps(meta, indent=2) + "\n")
         except OSError as e:
             raise VidpipeError(f"cannot write the run directory {out}: {e.strerror or e}; choose another --out") from None
 
@@ -223,6 +254,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
     ddp = dist.is_initialized()
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp else model
     if rank == 0:
+        log(f"resolved config: {resolved_settings(cfg)}")
         log(f"{cfg.model}: {count_params(model):,} parameters, {len(data.classes)} classes, {world} process(es) on {device}, "
             f"amp {dtype or 'off'}, {n_batches} batches/epoch, validation: {data.val_split or 'none'}")
 
@@ -250,7 +282,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
             batch = next(batches, None)
             wait += time.perf_counter() - t_wait
             if batch is None:  # the loader skipped unreadable samples (logged where they were met)
-                log(f"epoch {epoch + 1}: the training loader ended after {step} of {n_batches} batches")
+                log(f"epoch {epoch + 1}: the training loader ended after {step} of {n_batches} batches: unreadable samples were "
+                    "skipped (run `vidpipe verify` on the store)")
                 break
             if len(batch["ids"]) < getattr(model, "min_train_batch", 1):  # e.g. BatchNorm after global pooling: one sample has no statistics
                 log(f"epoch {epoch + 1}: a last batch of {len(batch['ids'])} clip(s) skipped ({cfg.model} trains on at least {model.min_train_batch})")
@@ -262,11 +295,14 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
                     logits = net(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=o.label_smoothing)
                 scaler.scale(loss / o.accum_steps).backward()
+            loss_value = loss.item()  # after backward is queued: the GPU is not held up waiting for it
+            if not math.isfinite(loss_value):  # stop before a non-finite gradient reaches the weights
+                raise VidpipeError(diverged(f"the training loss became {loss_value}", epoch, step, o, last_path))
             pending = not boundary
             if boundary:
                 optimizer_step()
                 steps += 1
-            loss_sum += loss.item() * len(batch["ids"])
+            loss_sum += loss_value * len(batch["ids"])
             seen += batch["ids"]
         if pending:  # an epoch cut short never carries gradients into the next one
             if ddp:  # micro-steps that were never all-reduced: dropped, not applied on one rank only
@@ -276,8 +312,12 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
                 steps += 1
         if next(batches, None) is not None:
             raise RuntimeError(f"the training loader yields more than the {n_batches} batches it announced")
+        if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):  # never a NaN checkpoint (one sync)
+            raise VidpipeError(diverged("the weights became non-finite", epoch, n_batches - 1, o, last_path))
         train_time = time.perf_counter() - t_epoch
         seen_all = [i for ids in _gather(seen) for i in ids]
+        if not seen_all:  # every sample skipped: an epoch of nothing is not a result
+            raise VidpipeError(f"epoch {epoch + 1} read no training clip (every sample was unreadable); run `vidpipe verify {cfg.data.path}`")
         val, cm = evaluate(model, data, device, dtype)[:2] if data.val is not None else (None, None)
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, len(seen)), "lr": scheduler.get_last_lr()[0],
                   "optimizer_steps": steps, "train_clips": len(seen_all), "train_videos": len(set(seen_all)), "val": val,
@@ -286,31 +326,47 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
         history.append(record)
         rngs = _gather(rng_state())  # every rank's RNG, so a resume continues every rank's stream
         if rank == 0:
-            ckpt_meta = {**meta, "epoch": epoch + 1, "metrics": val}
-            _fault_point(epoch + 1, "before-best")
-            if val is not None and val["top1"] > best["top1"]:
+            improved = val is not None and val["top1"] > best["top1"]
+            if improved:
                 best = {"top1": val["top1"], "epoch": epoch + 1}
-                save_checkpoint(ckpt_dir / "best.safetensors", model, ckpt_meta)
-                write_per_class_csv(cm, data.classes, out / "per_class.csv")
-                plot_confusion(cm, data.classes, out / "confusion.png", f"{cfg.model}, epoch {epoch + 1}, val top-1 {val['top1']:.3f}")
-            _fault_point(epoch + 1, "before-last")
-            save_checkpoint(last_path, model, ckpt_meta, trainer_state(optimizer, scheduler, scaler, epoch + 1, best, history, rngs))
-            _fault_point(epoch + 1, "after-last")
-            try:
-                with open(out / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-            except OSError as e:
-                if e.errno == 28:
-                    raise no_space(out / "metrics.jsonl") from None  # the checkpoint of this epoch is already safe
-                raise
-            _fault_point(epoch + 1, "after-metrics")
-            plot_curves(out / "metrics.jsonl", out / "curves.png")
-            shown = f"val top-1 {val['top1']:.3f} top-5 {val['top5']:.3f}" if val else "no val"
-            log(f"epoch {epoch + 1}/{o.epochs}: train loss {record['train_loss']:.3f}, {shown}, "
-                f"{record['clips_per_s']:.0f} clips/s, data wait {100 * record['data_wait_fraction']:.0f}%")
+            _write_epoch(out, model, cfg, data, {**meta, "epoch": epoch + 1, "metrics": val}, record, cm, improved,
+                         trainer_state(optimizer, scheduler, scaler, epoch + 1, best, history, rngs), log)
         summary = {"last": record, "best": best if data.val is not None else None, "selection": selection}
     if rank == 0 and summary:
-        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        with disk_full_reported(out / "summary.json"):
+            write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if dist.is_initialized():
         dist.barrier()
     return summary
+
+
+def diverged(what: str, epoch: int, step: int, o, last_path: Path) -> str:
+    kept = f"{last_path} keeps the last finished epoch" if last_path.is_file() else "no checkpoint was written"
+    return (f"{what} at epoch {epoch + 1}, step {step + 1}: training stopped ({kept}); lower optim.lr (now {o.lr:g}), "
+            f"or raise optim.warmup_epochs or optim.grad_clip")
+
+
+def _write_epoch(out: Path, model, cfg, data, ckpt_meta: dict, record: dict, cm, improved: bool, trainer: tuple, log) -> None:
+    """Rank 0's epoch-end files: best (when val improved) with its reports, then last, metrics.jsonl and the
+    curves. Each is atomic or appended whole; a full disk anywhere is one line naming the file, and what
+    was already published stays."""
+    ckpt_dir, epoch, val = out / "checkpoints", ckpt_meta["epoch"], record["val"]
+    _fault_point(epoch, "before-best")
+    if improved:
+        save_checkpoint(ckpt_dir / "best.safetensors", model, ckpt_meta)
+        with disk_full_reported(out / "per_class.csv"):
+            write_per_class_csv(cm, data.classes, out / "per_class.csv")
+        with disk_full_reported(out / "confusion.png"):
+            plot_confusion(cm, data.classes, out / "confusion.png", f"{cfg.model}, epoch {epoch}, val top-1 {val['top1']:.3f}")
+    _fault_point(epoch, "before-last")
+    save_checkpoint(ckpt_dir / "last.safetensors", model, ckpt_meta, trainer)
+    _fault_point(epoch, "after-last")
+    with disk_full_reported(out / "metrics.jsonl"):  # the checkpoint of this epoch is already safe
+        with open(out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+    _fault_point(epoch, "after-metrics")
+    with disk_full_reported(out / "curves.png"):
+        plot_curves(out / "metrics.jsonl", out / "curves.png")
+    shown = f"val top-1 {val['top1']:.3f} top-5 {val['top5']:.3f}" if val else "no val"
+    log(f"epoch {epoch}/{cfg.optim.epochs}: train loss {record['train_loss']:.3f}, {shown}, "
+        f"{two_figures(record['clips_per_s'])} clips/s, data wait {100 * record['data_wait_fraction']:.0f}%")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,11 @@ def plot_curves(metrics_jsonl: Path, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def two_figures(x: float) -> str:
+    """A rate to two significant figures (0.35, 3.5, 46), whole numbers from 100 up (460): a slow run
+    never prints as 0."""
+    if x <= 0 or not math.isfinite(x):
+        return f"{x:g}"
+    return f"{x:.0f}" if x >= 100 else f"{x:.{max(0, 1 - math.floor(math.log10(x)))}f}"

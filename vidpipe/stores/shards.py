@@ -1,0 +1,129 @@
+"""vidpipe's own WebDataset shards, read strictly: only the members vidpipe writes, never unpickled.
+
+A shard is a plain tar whose samples are consecutive members `<key>.<ext>`. vidpipe writes exactly
+  <key>.frames.npy              raw uint8 frames (T, H, W, 3), a C-order .npy
+  <key>.0000.jpg, .0001.jpg ... one JPEG per frame (JPEG stores)
+  <key>.cls                     the label index, ASCII
+  <key>.json                    the video's metadata (its id among them)
+and nothing else. Shards are shared and downloaded, so they are untrusted input: webdataset's default
+decoders would unpickle a `.pyd` member and run its code, and its URL opener runs `pipe:` commands. The
+readers here open a local file with `tarfile`, refuse any member vidpipe does not write (by name),
+any member that is not a regular file, and load `.npy` with `allow_pickle=False`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from vidpipe.errors import VidpipeError
+
+_MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's convention: key = up to the first dot of the base name
+_FRAME = re.compile(r"^(\d{4,})\.jpg$")
+KNOWN = ("frames.npy", "NNNN.jpg", "cls", "json")
+
+
+class ForeignMember(VidpipeError):
+    pass
+
+
+def damaged_shard(path, error: Exception) -> VidpipeError:
+    path = Path(path)
+    if isinstance(error, VidpipeError) and str(path) in str(error):
+        return error
+    return VidpipeError(f"shard {path} is damaged ({str(error).strip() or type(error).__name__}); "
+                        f"run `vidpipe verify {path.parent.parent}` to list every damaged file, then re-extract")
+
+
+def split_member(shard, member: tarfile.TarInfo) -> tuple[str, str]:
+    """(key, extension) of a member vidpipe writes; anything else is refused in one line by its name."""
+    m = _MEMBER.match(member.name)
+    ext = m.group(2) if m else ""
+    if not member.isfile() or not (ext in ("frames.npy", "cls", "json") or _FRAME.match(ext)):
+        what = "a link or folder" if not member.isfile() else "a member"
+        raise ForeignMember(f"shard {shard} holds {what} {member.name!r} that vidpipe does not write (it reads only "
+                            f"{', '.join(KNOWN)} members and never unpickles); re-extract the store or remove that member")
+    return m.group(1), ext
+
+
+def index_shard(path: str, size: int) -> list[dict]:
+    """Every sample of a shard as handles: its cls and json bytes, its frames as a byte offset (npy) or
+    (offset, size) spans (JPEG frames, an (n, 2) int64 array in frame order). Frames are read later."""
+    samples: dict[str, dict] = {}
+    with tarfile.open(path, "r:") as tar:
+        for member in tar:
+            key, ext = split_member(path, member)
+            entry = samples.setdefault(key, {"__key__": key, "__url__": path})
+            if ext == "frames.npy" or ext.endswith(".jpg"):
+                if member.offset_data + member.size > size:  # the file ends inside the frames
+                    raise tarfile.ReadError("unexpected end of data")
+                if ext == "frames.npy":
+                    entry["offset"] = member.offset_data
+                else:  # "0007.jpg": frame 7
+                    entry.setdefault("jpegs", {})[int(ext.split(".")[0])] = (member.offset_data, member.size)
+            else:
+                entry[ext] = tar.extractfile(member).read()
+    out = []
+    for entry in samples.values():
+        _check_sample(path, entry)
+        if "jpegs" in entry:
+            spans = entry["jpegs"]
+            entry["jpegs"] = np.array([spans[t] for t in range(len(spans))], np.int64).reshape(-1, 2)
+        out.append(entry)
+    return out
+
+
+def read_samples(path: str) -> Iterator[dict]:
+    """Each sample of a shard, in order: {"__key__", "frames": uint8 (T, H, W, 3) or [JPEG bytes, ...],
+    "cls": int, "json": dict}."""
+    with tarfile.open(path, "r:") as tar:
+        sample: dict = {}
+        for member in tar:
+            key, ext = split_member(path, member)
+            if sample and sample["__key__"] != key:
+                yield _decoded(path, sample)
+                sample = {}
+            sample.setdefault("__key__", key)
+            data = tar.extractfile(member).read()
+            if len(data) != member.size:
+                raise tarfile.ReadError("unexpected end of data")
+            if ext.endswith(".jpg"):
+                sample.setdefault("jpegs", {})[int(ext.split(".")[0])] = data
+            else:
+                sample[ext] = data
+        if sample:
+            yield _decoded(path, sample)
+
+
+def _check_sample(path, entry: dict) -> None:
+    key = entry["__key__"]
+    missing = [m for m in ("cls", "json") if m not in entry]
+    has_npy, jpegs = "offset" in entry or "frames.npy" in entry, entry.get("jpegs")
+    if missing or has_npy == bool(jpegs):
+        what = ", ".join(missing) or ("both frames.npy and JPEG frames" if has_npy else "no frames")
+        raise VidpipeError(f"shard {path}: sample {key!r} is incomplete ({what}); run `vidpipe verify` on the store, then re-extract")
+    if jpegs and sorted(jpegs) != list(range(len(jpegs))):
+        raise VidpipeError(f"shard {path}: sample {key!r} has gaps in its JPEG frames; run `vidpipe verify` on the store, then re-extract")
+
+
+def _decoded(path, sample: dict) -> dict:
+    _check_sample(path, sample)
+    key = sample["__key__"]
+    try:
+        label = int(sample["cls"].decode("ascii").strip())
+        meta = json.loads(sample["json"])
+        if not isinstance(meta, dict) or not isinstance(meta.get("id"), str):
+            raise ValueError("its json has no id")
+        if "frames.npy" in sample:
+            frames = np.load(io.BytesIO(sample["frames.npy"]), allow_pickle=False)
+        else:
+            frames = [sample["jpegs"][t] for t in range(len(sample["jpegs"]))]
+    except (ValueError, UnicodeDecodeError, EOFError, OSError) as e:
+        raise VidpipeError(f"shard {path}: sample {key!r} does not read ({e}); run `vidpipe verify` on the store, then re-extract") from None
+    return {"__key__": key, "frames": frames, "cls": label, "json": meta}
