@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(BIN)/vidpipe demo --out demo-output
 
 test: $(STAMP)
+	$(BIN)/ruff check vidpipe tests benchmarks
 	$(BIN)/python -m pytest -q tests
 
 clean:

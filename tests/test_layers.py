@@ -10,9 +10,9 @@ import pytest
 
 import vidpipe
 
-# Lowest first. The top-level helper modules (errors, typed, files) sit below everything.
+# Lowest first. The top-level helper modules (errors, typed, files, devices) sit below everything.
 LAYERS = ["io", "datasets", "models", "stores", "data", "train", "predict", "bench", "cli"]
-BASE = {"vidpipe", "vidpipe.errors", "vidpipe.typed", "vidpipe.files"}
+BASE = {"vidpipe", "vidpipe.errors", "vidpipe.typed", "vidpipe.files", "vidpipe.devices"}
 PACKAGE = Path(vidpipe.__file__).parent
 
 
@@ -48,3 +48,27 @@ def test_readme_layout_lists_exactly_the_packages():
     assert listed == set(LAYERS), "README's layout section and the package tree differ"
     modules = {p.name for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__")}
     assert all(m in section for m in modules), "every top-level module is named in README's layout"
+
+
+def _cli_imports(path: Path) -> set[str]:
+    """The vidpipe.cli modules a file imports (statically, wherever the import stands)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vidpipe.cli"):
+            found |= {node.module} if node.module != "vidpipe.cli" else {f"vidpipe.cli.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("vidpipe.cli.")}
+    return found
+
+
+def test_the_cli_has_no_import_circle():
+    """Command modules register on `cli.app`; only `main` (and `__main__`) import `main`, and no command
+    module imports another (shared printing lives in `cli.ui`)."""
+    for path in sorted((PACKAGE / "cli").glob("*.py")):
+        imports = _cli_imports(path)
+        assert "vidpipe.cli.main" not in imports, f"{path.name} imports vidpipe.cli.main"
+        if path.stem.endswith("_commands"):
+            others = {m for m in imports if m.endswith("_commands")}
+            assert not others, f"{path.name} imports {sorted(others)}"

@@ -29,7 +29,7 @@ def wheel(tmp_path_factory):
 def test_wheel_holds_every_module_and_card(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {p.relative_to(REPO).as_posix() for p in (REPO / "vidpipe").rglob("*.py") if "__pycache__" not in p.parts}
-    cards = {f"vidpipe/manifests/{p.name}" for p in (REPO / "manifests").glob("*.toml")}
+    cards = {f"vidpipe/manifests/{p.name}" for p in (REPO / "vidpipe" / "manifests").glob("*.toml")}
     assert modules and cards
     assert modules - names == set()
     assert cards - names == set()
@@ -65,3 +65,11 @@ def test_every_dependency_is_used_and_none_is_pinned_exactly():
         assert "==" not in dep, f"{dep}: pin exact versions in constraints.txt, not in the library's dependencies"
         module = IMPORT_NAMES.get(name, name.replace("-", "_"))
         assert re.search(rf"^\s*(import|from) {module}\b", source, re.M), f"{name} is a dependency that vidpipe never imports"
+
+
+def test_packages_are_found_not_listed():
+    """pyproject finds every package under vidpipe/: a new one cannot be left out of the wheel."""
+    import tomllib
+
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["packages"] == {"find": {"include": ["vidpipe*"]}}

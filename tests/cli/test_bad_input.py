@@ -215,6 +215,10 @@ def _full_disk_at(target: str):
     return setup
 
 
+def _denied(path, *a, **k):
+    raise PermissionError(errno.EACCES, "Permission denied", str(path))  # what a file of another user gives (root reads all)
+
+
 def _not_ours(w, t, mp):
     (t / "s" / "src").mkdir(parents=True)
     (t / "s" / "src" / "main.py").write_text("print('mine')\n")
@@ -352,6 +356,8 @@ ROWS = {
     "cache-features from a shard with a foreign member": Row(lambda w, t: ["cache-features", "--store", str(t / "store"), "--backbone", "resnet18",
                                                                            "--weights", "random", "--out", str(t / "f")], "that vidpipe does not write",
                                                              kept=lambda w, t: [t / "store"], setup=_foreign_member),
+    "eval a checkpoint it may not read": Row(lambda w, t: ["eval", str(w["run"])], "permission denied", kept=lambda w, t: [w["run"]],
+                                             setup=lambda w, t, mp: mp.setattr("vidpipe.train.checkpoint.safe_open", _denied)),
     "verify a store whose count is wrong": Row(lambda w, t: ["verify", str(t / "store")], "problems in",
                                                setup=_edit_index(lambda i: i["splits"]["train"].update(count=i["splits"]["train"]["count"] + 1))),
 }

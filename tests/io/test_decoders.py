@@ -99,3 +99,24 @@ def test_probe_and_pyav_agree_on_the_frame_count(videos):
         with av.open(str(path)) as c:
             decoded = sum(1 for _ in c.decode(video=0))
         assert probe(path).num_frames == decoded == 24
+
+
+@pytest.mark.parametrize("size", [(341, 256), (255, 191), (683, 512), (170, 128), (1001, 563)])
+def test_the_stored_geometry_and_the_stream_expression_agree_on_odd_sizes(size, tmp_path):
+    """`Geometry.cover` (files) and `cover_filter` (pipes and streams, an ffmpeg expression) round alike:
+    341x256 to 128 rows is 171 wide on both (Python's round, half to even, made it 170 on one)."""
+    import subprocess
+
+    from vidpipe.predict.frames import FrameReader
+
+    w, h = size
+    video = tmp_path / "odd.mkv"
+    frames = np.random.default_rng(w).integers(0, 256, (3, h, w, 3), np.uint8)  # detail everywhere: any shift shows
+    subprocess.run([ffmpeg.ffmpeg_binary(), "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", "5", "-i", "pipe:0",
+                    "-c:v", "ffv1", "-pix_fmt", "bgr0", str(video)], input=frames.tobytes(), check=True)  # lossless RGB keeps odd sizes
+    assert probe(video).display_size == (w, h)
+    g = Geometry.cover((w, h), 128, 170)
+    stored = np.stack([f for _, f in FrameReader(video, 128, 170, geometry=g)])
+    streamed = np.stack([f for _, f in FrameReader(video, 128, 170)])  # geometry unknown: the expression
+    np.testing.assert_array_equal(stored, streamed)
+    assert g.scaled_w == int(np.floor(w * max(128 / h, 170 / w) + 0.5))

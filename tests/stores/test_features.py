@@ -144,3 +144,15 @@ def test_store_json_records_provenance(clip_store, tmp_path):
     assert index["preprocess"]["mean"] == [0.485, 0.456, 0.406]
     with pytest.raises(VidpipeError, match="not a feature store"):
         FeatureStore.open(clip_store).index  # noqa: B018  - a clip store
+
+
+def test_random_backbone_weights_leave_the_callers_rng_alone():
+    from vidpipe.models.backbones import build_backbone
+
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    first = build_backbone("resnet18", "random")[0]
+    assert torch.equal(torch.rand(4), expected)  # the caller's stream goes on as if nothing had been built
+    second = build_backbone("resnet18", "random")[0]
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))  # still the same weights

@@ -454,7 +454,7 @@ def test_vote_fusion_is_the_majority_of_view_argmaxes():
     votes wins, a tie goes to the tied class with the highest mean softmax score."""
     import collections
 
-    from vidpipe.train.loop import evaluate
+    from vidpipe.train.scoring import evaluate
 
     rng = np.random.default_rng(3)
     videos, views, classes = 40, 5, 4

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from vidpipe.cli import ui
-from vidpipe.cli.main import cli
+from vidpipe.cli.app import cli
 
 
 @cli.group("bench")
@@ -42,7 +42,8 @@ def bench_extract_cmd(work, videos_per_class, workers, frames, size, sets, json_
     results = bench_extract(work, videos_per_class, workers, frames, size, sets=sets or None, log=lambda m: ui.console.print(m))
     results["machine"] = platform.platform()
     ui.table(f"extract throughput ({results['workers']} workers on {results['cpus']} CPUs, clips {frames}x{size})",
-             ["set", "path", "videos", "videos/s", "src frames/s", "of ceiling (ffmpeg / PyAV)", "store", "per video"], results["rows"] and table_rows(results), justify_right_from=2)
+             ["set", "path", "videos", "videos/s", "src frames/s", "of ceiling (ffmpeg / PyAV)", "store", "per video"],
+             results["rows"] and table_rows(results), justify_right_from=2)
     write_json(results, Path(json_path))
     ui.out.print(f"wrote {json_path}")
 
@@ -66,7 +67,7 @@ def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, d
     from vidpipe.datasets import adapters
     from vidpipe.data.augment import AugmentConfig
     from vidpipe.bench.extract import write_json
-    import torch
+    from vidpipe.devices import resolve_device
 
     from vidpipe.bench.loader import bench_loader, table_columns, table_rows
     from vidpipe.data.loaders import ClipConfig
@@ -82,8 +83,7 @@ def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, d
     opened = [Store.open(s) for s in stores]
     manifest = adapters.build_manifest(dataset, root)
     cfg = ClipConfig(sampling=Sampling.parse(sampling), train=True, augment=AugmentConfig(size=112))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device).type
     results = bench_loader(manifest, opened, cfg, split, workers, batch_size, clips, decode_clips, train_model, train_steps, device)
     results["machine"] = platform.platform()
     t, h, w, _ = results["clip_shape"]
@@ -126,9 +126,8 @@ def bench_features_cmd(store, backbones, batch_size, device, tokens, json_path):
 @click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False), help="Where to write the results (JSON); a PNG of memory vs T goes beside it.")
 def bench_models_cmd(models, frames, size, preset, batch_size, steps, device, json_path):
     """Parameters, FLOPs, activation and peak memory, step time and clips/s of clip models as T grows."""
-    import torch
-
     from vidpipe.bench.models import TABLE_COLUMNS, bench_models, plot, table_rows, write_json
+    from vidpipe.devices import resolve_device
     from vidpipe.errors import VidpipeError
 
     variants = _model_variants(models)
@@ -136,8 +135,7 @@ def bench_models_cmd(models, frames, size, preset, batch_size, steps, device, js
         ts = [int(f) for f in frames.split(",")]
     except ValueError:
         raise VidpipeError(f"--frames takes comma-separated integers like 8,16,32; got '{frames}'") from None
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device).type
     results = bench_models(list(dict.fromkeys(variants)), ts, size, batch_size, preset, steps, device, log=lambda m: ui.console.print(m),
                            save=json_path)
     ui.table(f"models ({preset} preset, {size}x{size}, batch {batch_size}, {device}, torch threads {results['torch_threads']})",
@@ -177,9 +175,8 @@ def _model_variants(models: str) -> list[str]:
 @click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False), help="Where to write the results (JSON).")
 def bench_latency_cmd(models, frames, sizes, preset, steps, device, no_onnx, json_path):
     """Inference latency per clip at batch 1 (PyTorch, onnxruntime) and throughput at batch 8: mobile and deployment figures."""
-    import torch
-
     from vidpipe.bench.models import LATENCY_COLUMNS, bench_latency, latency_rows, write_json
+    from vidpipe.devices import resolve_device
     from vidpipe.errors import VidpipeError
 
     variants = _model_variants(models)
@@ -187,8 +184,7 @@ def bench_latency_cmd(models, frames, sizes, preset, steps, device, no_onnx, jso
         side = [int(s) for s in sizes.split(",")]
     except ValueError:
         raise VidpipeError(f"--sizes takes comma-separated integers like 112,224; got '{sizes}'") from None
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device).type
     results = bench_latency(list(dict.fromkeys(variants)), frames, side, preset, steps, device, not no_onnx, log=lambda m: ui.console.print(m))
     ui.table(f"inference latency ({preset} preset, {device}, torch threads {results['torch_threads']})", LATENCY_COLUMNS,
              latency_rows(results), justify_right_from=2)

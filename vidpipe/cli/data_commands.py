@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from vidpipe.cli import ui
-from vidpipe.cli.main import cli
+from vidpipe.cli.app import cli
 from vidpipe.datasets import adapters, cards, synth as synth_mod
 
 
@@ -57,7 +57,8 @@ def manifest_cmd(dataset, root, split, val_fraction, output, per_class):
 @click.option("--videos-per-class", type=click.IntRange(min=2), default=20, help="Videos per class (70 % train, 30 % test).")
 @click.option("--codec", type=click.Choice(["h264", "vp9", "mpeg4"]), default="h264", help="Video codec (mp4 / webm / Xvid avi).")
 @click.option("--size", default="128x96", help="Frame size WxH (even numbers).")
-@click.option("--frames", type=click.IntRange(min=4), default=48, help="Frames per video (48: an odd multiple of the 16 the synthetic card stores, so stored pairs stay exact reversals).")
+@click.option("--frames", type=click.IntRange(min=4), default=48,
+              help="Frames per video (48: an odd multiple of the 16 the synthetic card stores, so stored pairs stay exact reversals).")
 @click.option("--seed", default=0, help="Random seed; the output is deterministic for a seed.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, help="Parallel encoders.")
 def synth_cmd(out, videos_per_class, codec, size, frames, seed, workers):

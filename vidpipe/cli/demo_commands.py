@@ -13,8 +13,7 @@ from pathlib import Path
 import click
 
 from vidpipe.cli import ui
-from vidpipe.cli.main import cli
-from vidpipe.cli.store_commands import print_store_summary
+from vidpipe.cli.app import cli
 from vidpipe.errors import VidpipeError
 
 DEMO_MODELS = ("tsn_mean", "resnet_temporal_vit", "temporal_retnet")
@@ -60,7 +59,7 @@ def run(out: Path) -> None:
         store = out / f"store-{fmt}"
         ui.console.print(f"[bold]2. extract[/bold] -> {store} ({fmt}, {defaults['frames']} frames, height {defaults['size']})")
         report = extract(manifest, store, ExtractConfig(frames=defaults["frames"], size=defaults["size"], format=fmt))
-        print_store_summary(report.summary, f"{fmt} store")
+        ui.print_store_summary(report.summary, f"{fmt} store")
         problems = Store.open(store).verify()
         ui.console.print(f"   verify: {'OK' if not problems else problems}")
     Store.open(out / "store-zarr").contact_sheet(out / "frames.png", "train")
@@ -103,7 +102,6 @@ def run(out: Path) -> None:
 def predict_held_out(out: Path, step: int) -> dict:
     """`vidpipe predict` on synthetic videos no store holds (another seed), then a stream of two of them
     played one after the other through the causal model, printed as a timeline."""
-    from vidpipe.cli.predict_commands import stream_timeline
     from vidpipe.datasets.synth import SynthConfig, synth
     from vidpipe.io.ffmpeg import ffmpeg_binary, probe
     from vidpipe.predict import Predictor, list_videos
@@ -134,7 +132,7 @@ def predict_held_out(out: Path, step: int) -> dict:
     rate = streamer.default_stream_rate()
     ui.console.print(f"[bold]{step + 1}. predict --stream[/bold] {first.parent.name} then {second.parent.name}, one frame at a time "
                      f"through {STREAM_MODEL}'s recurrent form at {rate:.2f} frames/s (the video changes at {first_seconds:.2f}s)")
-    stream_timeline(streamer, str(joined), rate, every=STREAM_EVERY)
+    ui.stream_timeline(streamer, str(joined), rate, every=STREAM_EVERY)
     ui.out.print(f"{STREAM_MODEL}'s head averages every frame so far, so after the change the second video's frames dilute the "
                  "first one's evidence rather than replace it; `--window` gives predictions that forget")
     return {"model": PREDICT_MODEL, "videos": len(videos), "right": right, "stream": {"model": STREAM_MODEL, "video": str(joined), "fps": rate}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from vidpipe.cli import ui
-from vidpipe.cli.main import cli
+from vidpipe.cli.app import cli
 
 
 def _backbones():

@@ -2,48 +2,9 @@
 
 from __future__ import annotations
 
-import click
-
-from vidpipe.errors import VidpipeError
-
-
-class _Group(click.Group):
-    """Turns VidpipeError into a one-line `Error: ...` and exit status 1, never a traceback."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except VidpipeError as e:
-            raise click.ClickException(one_line(str(e))) from None
-        except PermissionError as e:  # not a damaged file: say which one and why
-            raise click.ClickException(f"permission denied: {e.filename or e}; check who owns it or choose another path") from None
-        except KeyboardInterrupt:
-            click.echo("Error: interrupted; what was finished is kept: the same command carries on from it", err=True)
-            ctx.exit(130)
-
-
-def one_line(message: str) -> str:
-    """A VidpipeError raised in a DataLoader worker reaches the main process with the worker's traceback
-    folded into its message: keep only the error's own sentence."""
-    if "Original Traceback" in message:
-        message = message.strip().splitlines()[-1].split("VidpipeError: ", 1)[-1]
-    return message
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.version_option(package_name="vidpipe")
-def cli():
-    """Decode videos once into sharded stores, cache backbone features, train video models many times."""
+from vidpipe.cli import bench_commands, data_commands, demo_commands, feature_commands, predict_commands, store_commands, train_commands  # noqa: F401  (each registers its commands on `cli`)
+from vidpipe.cli.app import cli
 
 
 def main():  # console-script entry point
     cli(prog_name="vidpipe")
-
-
-from vidpipe.cli import data_commands  # noqa: E402,F401  (registers the commands on `cli`)
-from vidpipe.cli import store_commands  # noqa: E402,F401
-from vidpipe.cli import bench_commands  # noqa: E402,F401
-from vidpipe.cli import feature_commands  # noqa: E402,F401
-from vidpipe.cli import train_commands  # noqa: E402,F401
-from vidpipe.cli import predict_commands  # noqa: E402,F401
-from vidpipe.cli import demo_commands  # noqa: E402,F401

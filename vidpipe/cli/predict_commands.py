@@ -10,12 +10,8 @@ import time
 import click
 
 from vidpipe.cli import ui
-from vidpipe.cli.main import cli
+from vidpipe.cli.app import cli
 from vidpipe.errors import VidpipeError
-
-
-def _cells(p, k: int, skip: int = 0) -> str:
-    return ", ".join(f"{c} {s:.3f}" for c, s in p.top(k)[skip:])
 
 
 @contextlib.contextmanager
@@ -123,11 +119,11 @@ def _windows(predictor, paths, window, stride, jsonl, k) -> int:
                 for p in predictor.windows(path, window, stride):
                     write(p, k)
                     rows.append([f"{p.start:.2f}", f"{p.end:.2f}", "-" if p.error else p.top(1)[0][0],
-                                 p.error or f"{p.top(1)[0][1]:.3f}", "" if p.error else _cells(p, k, skip=1),
+                                 p.error or f"{p.top(1)[0][1]:.3f}", "" if p.error else ui.cells(p, k, skip=1),
                                  "" if p.error else f"{p.model_ms:.0f}"])
             except (DecodeError, VidpipeError) as e:
                 ui.out.print(f"{path}: failed: {e}")
-                write(_failure(path, e), k)
+                write(ui.failure(path, e), k)
                 failed += 1
                 continue
             count, windows = count + 1, windows + len(rows)
@@ -137,42 +133,11 @@ def _windows(predictor, paths, window, stride, jsonl, k) -> int:
     return failed
 
 
-def _failure(source, error):
-    from vidpipe.predict import Prediction
-
-    return Prediction(str(source), error=str(error))
-
-
 def _stream(predictor, sources, rate, every, raw, jsonl, k) -> int:
     rate = rate or predictor.default_stream_rate()
     ui.console.print(f"stream at {rate:g} frames/s, a prediction every {every} frame{'s' if every > 1 else ''}, with {_describe(predictor)}")
     failed = 0
     with _jsonl(jsonl) as write:
         for source in sources:
-            failed += not stream_timeline(predictor, source, rate, every, raw, write, k)
+            failed += not ui.stream_timeline(predictor, source, rate, every, raw, write, k)
     return failed
-
-
-def stream_timeline(predictor, source, rate, every=1, raw=None, write=lambda p, k: None, k=5) -> bool:
-    """Stream one source, a timeline line per prediction (its time, top classes, a bar of the top-1's
-    probability); False when it failed."""
-    from vidpipe.io.ffmpeg import DecodeError
-
-    ui.out.print(f"[bold]{'stdin' if source == '-' else source}[/bold]")
-    t0, last = time.perf_counter(), None
-    try:
-        for p in predictor.stream(source, rate, every, raw):
-            write(p, k)
-            (top, prob), rest = p.top(1)[0], _cells(p, min(k, 3), skip=1)
-            ui.out.print(f"  {p.end:7.2f}s  {'#' * round(20 * prob):<20}  {top} {prob:.3f}  | {rest}", highlight=False)
-            last = p
-    except (DecodeError, VidpipeError) as e:
-        ui.out.print(f"  failed: {e}")
-        write(_failure(source, e), k)
-        return False
-    seconds = time.perf_counter() - t0
-    frames = last.frames if last else 0
-    ui.out.print(f"  {frames} frames ({frames / rate:.1f}s of video) in {seconds:.1f}s: {frames / seconds:.1f} frames/s")
-    return True
-
-

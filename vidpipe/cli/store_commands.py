@@ -9,30 +9,12 @@ from pathlib import Path
 import click
 
 from vidpipe.cli import ui
-from vidpipe.cli.main import cli
+from vidpipe.cli.app import cli
 from vidpipe.errors import VidpipeError
 from vidpipe.datasets import adapters, cards
 from vidpipe.stores.extract import BACKENDS, FORMATS, FRAME_CODECS, ExtractConfig, extract, finalize
 from vidpipe.datasets.manifest import Manifest
 from vidpipe.stores.clips import Store
-
-
-def _mb(n: int) -> str:
-    return f"{n / 2**20:,.1f} MB"
-
-
-def _kb(n: float) -> str:
-    return f"{n / 2**10:,.0f} KB"
-
-
-def print_store_summary(index: dict, title: str) -> None:
-    rows = []
-    for split, e in index["splits"].items():
-        size = sum(f["bytes"] for f in e["files"])
-        seconds, source = e.get("source_seconds"), e.get("source_bytes")  # absent in stores made before they were recorded
-        rows.append([split, e["listed"], e["count"], e["failed"], e["shards"], _mb(size), _kb(size / max(1, e["count"])),
-                     _kb(size / seconds) if seconds else "-", f"{size / source:.2f}x" if source else "-"])
-    ui.table(title, ["split", "listed", "stored", "failed", "shards", "bytes", "per video", "per s of video", "vs source"], rows)
 
 
 @cli.command("extract")
@@ -66,7 +48,7 @@ def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, fps, max_
     """Decode every video once into a WebDataset or zarr store."""
     if finalize_store:
         index = finalize(finalize_store)
-        print_store_summary(index, f"finalized {finalize_store}")
+        ui.print_store_summary(index, f"finalized {finalize_store}")
         return
     if not out:
         raise VidpipeError("--out STORE is required")
@@ -99,9 +81,9 @@ def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, fps, max_
         rate = report.videos / report.seconds if report.seconds else 0
         ui.table("this run", ["videos", "failed", "rerouted to ffmpeg", "seconds", "videos/s", "source frames/s", "written"],
                  [[report.videos, report.failures, report.rerouted, f"{report.seconds:.1f}", f"{rate:.1f}",
-                   f"{report.source_frames / max(report.seconds, 1e-9):.0f}", _mb(report.bytes_written)]], justify_right_from=0)
+                   f"{report.source_frames / max(report.seconds, 1e-9):.0f}", ui.mb(report.bytes_written)]], justify_right_from=0)
     if report.finalized:
-        print_store_summary(report.summary, f"store {out} ({report.summary['format']})")
+        ui.print_store_summary(report.summary, f"store {out} ({report.summary['format']})")
         rerouted = report.summary.get("rerouted", [])
         if rerouted:
             reasons = collections.Counter(r["reason"] for r in rerouted)
@@ -140,14 +122,14 @@ def inspect_cmd(store, grid, split, per_class):
         ui.out.print(f"{store}: feature store of {i['source_store']['dataset']}, {i['backbone']} {weights}, "
                      f"features {'x'.join(map(str, i['features']['shape']))} {i['dtype']}, from {i['source_store']['path']}")
         ui.table("splits", ["split", "videos", "bytes"],
-                 [[sp, e["count"], _mb(sum(f["bytes"] for f in e["files"]))] for sp, e in i["splits"].items()], justify_right_from=1)
+                 [[sp, e["count"], ui.mb(sum(f["bytes"] for f in e["files"]))] for sp, e in i["splits"].items()], justify_right_from=1)
         return
     s = Store.open(store)
     c = s.index["clip"]
     ui.out.print(f"{store}: {s.format} store of {s.index['dataset']}, {s.index['num_classes']} classes, "
                  f"clips {c['frames']}x{c['height']}x{c['width']}x3 uint8"
                  f"{', JPEG q%d frames' % c['jpeg_quality'] if c.get('codec') == 'jpeg' else ''}, backends {s.index['backends']}")
-    print_store_summary(s.index, "splits")
+    ui.print_store_summary(s.index, "splits")
     if grid:
         ui.out.print(f"wrote {s.contact_sheet(grid, split, per_class=per_class)}")
 

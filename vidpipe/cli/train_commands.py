@@ -8,7 +8,7 @@ import typing
 import click
 
 from vidpipe.cli import ui
-from vidpipe.cli.main import cli
+from vidpipe.cli.app import cli
 
 def _sampling(entry) -> str:
     t = entry.transforms

@@ -1,14 +1,18 @@
-"""Terminal presentation shared by the commands: progress bars and closing tables (rich)."""
+"""Terminal presentation shared by the commands: progress bars, closing tables (rich), a store's summary
+and a stream's timeline."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import time
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from vidpipe.errors import VidpipeError
 
 # Tables lay out; sentences never wrap mid-word. Piped into a log or file, rich would assume 80 columns
 # and cut names short: use 160 there (a terminal's own width otherwise).
@@ -76,5 +80,58 @@ def output_file(ctx, param, value):
     return value
 
 
+def mb(n: int) -> str:
+    return f"{n / 2**20:,.1f} MB"
+
+
+def kb(n: float) -> str:
+    return f"{n / 2**10:,.0f} KB"
+
+
+def print_store_summary(index: dict, title: str) -> None:
+    rows = []
+    for split, e in index["splits"].items():
+        size = sum(f["bytes"] for f in e["files"])
+        seconds, source = e.get("source_seconds"), e.get("source_bytes")  # absent in stores made before they were recorded
+        rows.append([split, e["listed"], e["count"], e["failed"], e["shards"], mb(size), kb(size / max(1, e["count"])),
+                     kb(size / seconds) if seconds else "-", f"{size / source:.2f}x" if source else "-"])
+    table(title, ["split", "listed", "stored", "failed", "shards", "bytes", "per video", "per s of video", "vs source"], rows)
+
+
 def warn(message: str) -> None:
     console.print(f"[yellow]warning:[/yellow] {message}")
+
+
+def cells(p, k: int, skip: int = 0) -> str:
+    """A prediction's classes from `skip` to k, with their probabilities."""
+    return ", ".join(f"{c} {s:.3f}" for c, s in p.top(k)[skip:])
+
+
+def failure(source, error):
+    """The Prediction that records a failed input (its JSONL line carries the error)."""
+    from vidpipe.predict import Prediction
+
+    return Prediction(str(source), error=str(error))
+
+
+def stream_timeline(predictor, source, rate, every=1, raw=None, write=lambda p, k: None, k=5) -> bool:
+    """Stream one source, a timeline line per prediction (its time, top classes, a bar of the top-1's
+    probability); False when it failed."""
+    from vidpipe.io.ffmpeg import DecodeError
+
+    out.print(f"[bold]{'stdin' if source == '-' else source}[/bold]")
+    t0, last = time.perf_counter(), None
+    try:
+        for p in predictor.stream(source, rate, every, raw):
+            write(p, k)
+            (top, prob), rest = p.top(1)[0], cells(p, min(k, 3), skip=1)
+            out.print(f"  {p.end:7.2f}s  {'#' * round(20 * prob):<20}  {top} {prob:.3f}  | {rest}", highlight=False)
+            last = p
+    except (DecodeError, VidpipeError) as e:
+        out.print(f"  failed: {e}")
+        write(failure(source, e), k)
+        return False
+    seconds = time.perf_counter() - t0
+    frames = last.frames if last else 0
+    out.print(f"  {frames} frames ({frames / rate:.1f}s of video) in {seconds:.1f}s: {frames / seconds:.1f} frames/s")
+    return True

@@ -1,7 +1,7 @@
 """Dataset adapters: a dataset root in its official layout -> a Manifest.
 
 Each adapter is a plain function `adapter(root, split=None, **options) -> Manifest`. The layouts
-they read are described in manifests/<name>.toml and in ../shared/reference-facts.md.
+they read are described in vidpipe/manifests/<name>.toml and in ../shared/reference-facts.md.
 Videos listed by the annotations but absent on disk are reported in `Manifest.missing`, never fatal;
 a missing root or annotation file is a VidpipeError that names what was expected where.
 """

@@ -1,4 +1,4 @@
-"""Dataset cards (manifests/<name>.toml): layout, class count, expected counts, extraction defaults."""
+"""Dataset cards (vidpipe/manifests/<name>.toml): layout, class count, expected counts, extraction defaults."""
 
 from __future__ import annotations
 
@@ -13,16 +13,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-# The repo's top-level manifests/ folder; a wheel ships it as vidpipe/manifests (pyproject's package-dir).
-_PACKAGE = Path(__file__).resolve().parents[1]
-CARDS_DIR = _PACKAGE / "manifests" if (_PACKAGE / "manifests").is_dir() else _PACKAGE.parent / "manifests"
+CARDS_DIR = Path(__file__).resolve().parents[1] / "manifests"  # vidpipe/manifests, package data of the wheel too
 APPROX_TOLERANCE = 0.1  # approximate card counts (Kinetics) warn only beyond 10 %
 
 
 def load_card(name: str) -> dict:
     path = CARDS_DIR / f"{name}.toml"
     if not path.is_file():
-        raise VidpipeError(f"no dataset card {name}.toml in {CARDS_DIR}; every adapter needs one in manifests/")
+        raise VidpipeError(f"no dataset card {name}.toml in {CARDS_DIR}; every adapter needs one in vidpipe/manifests/")
     return tomllib.loads(path.read_text())
 
 

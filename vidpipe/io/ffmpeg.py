@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 import shutil
 import subprocess
@@ -267,6 +268,13 @@ def probe(path: str | Path, timeout: float = 600) -> VideoInfo:
     return result
 
 
+def round_half_up(x: float) -> int:
+    """Round as ffmpeg's expression `round()` does (half away from zero; Python's `round` goes to even), so a
+    geometry computed here and one written as an ffmpeg expression (`predict.frames.cover_filter`) agree:
+    a 341x256 source covers 170x128 as 171x128 on both paths."""
+    return math.floor(x + 0.5)
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Resize to cover (height, width) keeping the display aspect, then centre-crop to it."""
@@ -282,7 +290,7 @@ class Geometry:
     def cover(cls, display_size: tuple[int, int], height: int, width: int) -> "Geometry":
         dw, dh = display_size
         s = max(height / dh, width / dw)
-        sw, sh = max(width, round(dw * s)), max(height, round(dh * s))
+        sw, sh = max(width, round_half_up(dw * s)), max(height, round_half_up(dh * s))
         return cls(sw, sh, (sw - width) // 2, (sh - height) // 2, width, height)
 
     def filters(self) -> str:

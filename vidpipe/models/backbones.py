@@ -107,9 +107,10 @@ class Backbone(nn.Module):
         super().__init__()
         self.arch = arch
         self.kind, self.dim, self.clip_len = BACKBONES[arch]
-        if state_dict is None:
-            torch.manual_seed(RANDOM_SEED)  # `random` weights are the same on every run
-        net = torchvision.models.get_model(arch, weights=None)
+        with torch.random.fork_rng(devices=[]):  # the caller's RNG stream is left as it was
+            if state_dict is None:
+                torch.manual_seed(RANDOM_SEED)  # `random` weights are the same on every run
+            net = torchvision.models.get_model(arch, weights=None)
         if state_dict is not None:
             fit(net, state_dict, f"that state dict for torchvision {arch}", fix=f"pass one saved from torchvision.models.{arch}")
         net.fc = nn.Identity()

@@ -193,6 +193,8 @@ def read_state(path: str | Path) -> tuple[dict, dict]:
             with safe_open(str(path), "pt") as fh:
                 meta = dict(fh.metadata() or {})
                 state = {k: fh.get_tensor(k) for k in fh.keys()}
+        except OSError:  # permissions or I/O: not a damaged file
+            raise
         except Exception as e:
             raise VidpipeError(f"cannot read {path} as safetensors ({type(e).__name__}); the file may be damaged") from None
         if "tensors_sha256" in meta:  # a vidpipe checkpoint: checked, its metadata parsed, the trainer's tensors left out
@@ -203,6 +205,8 @@ def read_state(path: str | Path) -> tuple[dict, dict]:
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
+        except OSError:
+            raise
         except Exception as e:
             raise VidpipeError(f"cannot read {path} as a weights-only state dict ({type(e).__name__}); save it with torch.save(model.state_dict(), path)") from None
         for wrapper in ("state_dict", "model", "module"):  # mmaction2 / official repos wrap the state dict

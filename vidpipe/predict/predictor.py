@@ -40,11 +40,12 @@ from vidpipe.io.ffmpeg import DecodeError, Geometry, probe
 from vidpipe.models import create_model
 from vidpipe.models.backbones import build_backbone
 from vidpipe.predict.frames import FrameReader
-from vidpipe.stores.features import backbone_features, resolve_device
+from vidpipe.devices import amp_dtype, resolve_device
+from vidpipe.stores.features import backbone_features
 from vidpipe.train.checkpoint import load_model_weights, read_meta
 from vidpipe.train.config import TrainConfig, from_dict
 from vidpipe.train.evaluate import resolve_checkpoint
-from vidpipe.train.loop import FUSIONS, amp_dtype, fuse_views, ranking
+from vidpipe.train.scoring import FUSIONS, fuse_views, ranking
 
 
 @dataclass
@@ -97,7 +98,7 @@ class Predictor:
         self.spec = ClipSpec(clip["frames"], clip["height"], clip["width"], clip.get("fps"), clip.get("max_seconds"))
         self.jpeg_quality = clip.get("jpeg_quality") if clip.get("codec") == "jpeg" else None
         self.decoder = "pyav" if pyav.pyav_installed() else "ffmpeg"  # the same pixels (tests/io/test_decoders.py)
-        self.amp = amp_dtype(self.cfg, device)
+        self.amp = amp_dtype(self.cfg.amp, device)
         self.model = create_model(meta["model"], num_classes=len(self.classes), in_dim=meta["in_dim"], options=self.cfg.model_options)
         load_model_weights(ckpt, self.model)
         self.model.to(device).eval()

@@ -25,6 +25,7 @@ import torchvision.transforms.v2.functional as TF
 
 from vidpipe import __version__
 from vidpipe.files import COMPONENT, inside, is_no_space, read_json, sha256_file, write_text_atomic
+from vidpipe.devices import amp_dtype, resolve_device
 from vidpipe.errors import VidpipeError, no_space
 from vidpipe.models.backbones import Backbone, Preprocess, build_backbone
 from vidpipe.stores.clips import Store, index_problem, verify_files
@@ -52,15 +53,6 @@ class FeatureConfig:
         return resolve_device(self.device)
 
 
-def resolve_device(device: str) -> torch.device:
-    """--device auto|cpu|cuda -> the torch device (auto: a GPU when torch sees one)."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise VidpipeError(f"--device must be auto, cpu or cuda; got {device}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise VidpipeError("--device cuda but torch sees no GPU; use --device cpu")
-    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
-
-
 def preprocess(frames: torch.Tensor, pre: Preprocess, video: bool) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float normalised (N, 3, crop, crop), as torchvision's presets do:
     images: antialiased resize of the short side, centre crop; video: resize to exactly (h, w) without
@@ -83,9 +75,8 @@ def backbone_features(model: Backbone, pre: Preprocess, clips: np.ndarray, devic
     cache-features stores, before its dtype; `vidpipe predict` runs the same function on new videos)."""
     b, t, h, w, _ = clips.shape
     x = torch.from_numpy(clips).to(device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if device.type == "cuda" \
-        else torch.autocast("cpu", enabled=False)
-    with torch.inference_mode(), autocast:
+    dtype = amp_dtype("auto", device)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         if model.kind == "frame":
             x = preprocess(x.reshape(b * t, h, w, 3).permute(0, 3, 1, 2), pre, video=False)
             pooled, maps = model.forward_features(x)

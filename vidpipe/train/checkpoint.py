@@ -72,6 +72,8 @@ def _raw_metadata(path: Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
+    except OSError:  # a file that cannot be opened (permissions, I/O) is not a damaged one: said as what it is
+        raise
     except Exception:  # safetensors raises its own error types for a header that does not parse
         raise VidpipeError(f"{path} is not a vidpipe checkpoint or is damaged (its safetensors header does not read)") from None
     check_metadata(path, raw)
@@ -93,6 +95,8 @@ def load_checked(path: Path) -> dict:
     expected = _raw_metadata(path).get("tensors_sha256")
     try:
         tensors = load_file(str(path))
+    except OSError:
+        raise
     except Exception:
         raise VidpipeError(f"{path} is not a vidpipe checkpoint or is damaged (its tensors do not read)") from None
     check_tensors(path, tensors, expected)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vidpipe.devices import AMP, DEVICES
 from vidpipe.errors import VidpipeError
 from vidpipe.typed import check, from_dict
 
@@ -91,9 +92,9 @@ class TrainConfig:
         check(most is None or self.data.frames is None or self.data.frames <= most,
               f"data.frames={self.data.frames} exceeds model_options.max_frames={most} of {self.model}; lower data.frames "
               "or raise model_options.max_frames")
-        if self.device not in ("auto", "cpu", "cuda"):
+        if self.device not in DEVICES:
             raise VidpipeError(f"device must be auto, cpu or cuda; got {self.device}")
-        if self.amp not in ("auto", "off", "bf16", "fp16"):
+        if self.amp not in AMP:
             raise VidpipeError(f"amp must be auto, off, bf16 or fp16; got {self.amp}")
         check(0 <= self.seed < 2**32, f"seed must be in 0..{2**32 - 1} (numpy's range); got {self.seed}")
 

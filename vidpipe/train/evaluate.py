@@ -18,7 +18,9 @@ from vidpipe.models import create_model
 from vidpipe.train.checkpoint import load_model_weights, read_meta
 from vidpipe.train.config import from_dict, TrainConfig
 from vidpipe.data.build import build_data
-from vidpipe.train.loop import amp_dtype, evaluate, setup
+from vidpipe.devices import amp_dtype
+from vidpipe.train.loop import setup
+from vidpipe.train.scoring import evaluate
 from vidpipe.train.metrics import plot_confusion, write_per_class_csv
 
 
@@ -62,7 +64,7 @@ def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = 
     model = create_model(meta["model"], num_classes=len(meta["classes"]), in_dim=meta["in_dim"], options=cfg.model_options)
     load_model_weights(ckpt, model)  # the run's own weights: a pretrained init file is never read here
     model.to(device)
-    metrics, cm, preds = evaluate(model, data, device, amp_dtype(cfg, device), fusion)
+    metrics, cm, preds = evaluate(model, data, device, amp_dtype(cfg.amp, device), fusion)
     out = Path(out) if out else ckpt.parent.parent / f"eval-{data.val_name}{'-vote' if fusion == 'vote' else ''}"
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -25,26 +25,26 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from vidpipe.devices import amp_dtype, resolve_device
 from vidpipe.files import disk_full_reported, exclusive_lock, read_json, write_text_atomic
 from vidpipe.errors import VidpipeError
 from vidpipe.models import count_params, create_model, init_from_pretrained, model_entry
 from vidpipe.train.checkpoint import load_model_weights, load_trainer, read_meta, rng_state, save_checkpoint, trainer_state
 from vidpipe.train.config import TrainConfig, resolved_settings
-from vidpipe.data.build import TrainData, build_data
-from vidpipe.train.metrics import compute_metrics, plot_confusion, plot_curves, two_figures, write_per_class_csv
+from vidpipe.data.build import build_data
+from vidpipe.train.metrics import plot_confusion, plot_curves, two_figures, write_per_class_csv
+from vidpipe.train.scoring import evaluate
 
 
 def setup(cfg: TrainConfig) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", 1))
-    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise VidpipeError("--device cuda but torch sees no GPU; use device=cpu")
+    device = resolve_device(cfg.device, flag="device", index=int(os.environ.get("LOCAL_RANK", 0)))
+    cuda = device.type == "cuda"
     rank = 0
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
     seed_everything(cfg.seed)  # the same initial weights on every rank
@@ -58,14 +58,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or cfg.amp == "off":
-        return None
-    if cfg.amp == "bf16" or (cfg.amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -86,59 +78,6 @@ def warmup_cosine(warmup: int, total: int):
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
     return factor
-
-
-FUSIONS = ("mean", "vote")
-
-
-@torch.no_grad()
-def fuse_views(probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(B, views, C) softmax scores -> (their mean (B, C), how many views chose each class (B, C))."""
-    return probs.mean(1).cpu().numpy(), F.one_hot(probs.argmax(-1), probs.shape[-1]).sum(1).cpu().numpy()
-
-
-def ranking(scores: np.ndarray, votes: np.ndarray, fusion: str) -> np.ndarray:
-    """What orders the classes of a video: its mean scores, or its votes with the mean scores (< 1 each,
-    summing to 1) breaking ties only."""
-    return scores if fusion == "mean" else votes + 0.5 * scores
-
-
-def evaluate(model, data: TrainData, device, dtype, fusion: str = "mean") -> tuple[dict, np.ndarray, dict]:
-    """Video-level metrics on the whole split, gathered from every rank. A video's views (clips x crops)
-    are fused by `fusion`: "mean" averages their softmax scores; "vote" takes the majority of their argmaxes
-    (the R(2+1)D study's video accuracy), ties broken by the mean score. The loss is always the mean score's.
-
-    `model` is the plain module, never the DDP wrapper: ranks may hold different numbers of val batches
-    (a rank may hold none), and a DDP forward would wait for the others.
-    """
-    if fusion not in FUSIONS:
-        raise VidpipeError(f"fusion must be one of {', '.join(FUSIONS)}; got {fusion!r}")
-    model.eval()
-    scores, votes, labels, ids = [], [], [], []
-    for batch in data.val:
-        x, y = data.to_device(batch, device, train=False)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(x).float()  # (B * views, C)
-        mean_scores, view_votes = fuse_views(logits.view(len(batch["ids"]), batch["views"], -1).softmax(-1))
-        scores.append(mean_scores)
-        votes.append(view_votes)
-        labels.append(y.cpu().numpy())
-        ids += batch["ids"]
-    empty = np.zeros((0, len(data.classes)))
-    scores, votes = (np.concatenate(a) if a else empty for a in (scores, votes))
-    labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
-    if dist.is_initialized():
-        gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, (scores, votes, labels, ids))
-        scores, votes, labels = (np.concatenate([g[k] for g in gathered]) for k in range(3))
-        ids = [i for g in gathered for i in g[3]]
-    _, first = np.unique(np.array(ids, dtype=object).astype(str), return_index=True)  # DistributedSampler pads with repeats
-    keep = np.sort(first)
-    scores, votes, labels = scores[keep], votes[keep], labels[keep]
-    ranked = ranking(scores, votes, fusion)
-    metrics, cm = compute_metrics(ranked, labels, len(data.classes))
-    metrics["loss"] = float(-np.log(np.clip(scores[np.arange(len(labels)), labels], 1e-12, None)).mean()) if len(labels) else 0.0
-    return metrics, cm, {"ids": [ids[i] for i in keep], "scores": scores, "ranked": ranked, "labels": labels}
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -240,7 +179,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, rank: int, world: int
     steps_per_epoch = math.ceil(n_batches / o.accum_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(max(1, round(o.warmup_epochs * steps_per_epoch)), o.epochs * steps_per_epoch))
-    dtype = amp_dtype(cfg, device)
+    dtype = amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     start_epoch, best, history = 0, {"top1": -1.0, "epoch": -1}, []
     if resume_from:
