@@ -94,7 +94,7 @@ def main(work: Path, family: str, runs: list[str] | None) -> None:
         seconds = time.perf_counter() - t0
         result = evaluate_checkpoint(run, split="test")
         m = result["metrics"]
-        saved = json.loads((run / "config.json").read_text())
+        saved = json.loads((run / "run.json").read_text())
         results["models"][name] = {"model": model, "options": options, "init": f"{init} (random weights, seed 0)" if init else "none",
                                    "split": result["split"], "videos": m["videos"], "epoch": result["epoch"],
                                    "chosen_by": result["chosen_by"], "top1": m["top1"],

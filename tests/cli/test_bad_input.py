@@ -338,10 +338,10 @@ ROWS = {
                                                                       str(t / "r"), "data.frames=4", "data.crop_size=32", "device=cpu",
                                                                       "data.workers=0", "data.val_fraction=0"],
                                                         "does not read", kept=lambda w, t: [t / "z"], setup=_zarr_corrupt_chunk),
-    "train --resume with a truncated config.json": Row(lambda w, t: _train(w, t, out=t / "run") + ["--resume"], "config.json is damaged (not JSON",
-                                                       kept=lambda w, t: [t / "run"], setup=_truncate("config.json", "run")),
-    "compare a run with a truncated config.json": Row(lambda w, t: ["compare", str(t / "run")], "config.json is damaged (not JSON",
-                                                      setup=_truncate("config.json", "run")),
+    "train --resume with a truncated run.json": Row(lambda w, t: _train(w, t, out=t / "run") + ["--resume"], "run.json is damaged (not JSON",
+                                                    kept=lambda w, t: [t / "run"], setup=_truncate("run.json", "run")),
+    "compare a run with a truncated run.json": Row(lambda w, t: ["compare", str(t / "run")], "run.json is damaged (not JSON",
+                                                   setup=_truncate("run.json", "run")),
     "compare --markdown into a missing folder": Row(lambda w, t: ["compare", str(w["run"]), "--markdown", str(t / "no" / "t.md")],
                                                     "does not exist", kept=lambda w, t: [w["run"]]),
     "eval --out under a file": Row(lambda w, t: ["eval", str(w["run"]), "--out", str(t / "afile" / "e")], "cannot write the report folder",
@@ -400,7 +400,7 @@ def test_what_was_a_traceback_now_works(world, tmp_path):
     # a run that failed before its first checkpoint: the same command starts it again
     args = _train(world, tmp_path, "optim.epochs=1", out=tmp_path / "run")
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"left": "by a run killed before its first epoch ended"}))
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"left": "by a run killed before its first epoch ended"}))
     res = runner.invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "checkpoints" / "last.safetensors").is_file()

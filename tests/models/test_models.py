@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from vidpipe.errors import VidpipeError
-from vidpipe.models import count_params, create_model, list_models, model_entry
+from vidpipe.models import count_params, create_model, list_models, load_pretrained, model_entry
 from vidpipe.models.registry import make_config, register_model
 
 D, C = 64, 7  # input feature width, classes
@@ -259,3 +259,12 @@ def test_weights_records_carry_their_transforms():
     assert t.mean == tuple(preset.mean) and t.std == tuple(preset.std)
     assert record.meta["params"] == tv.meta["num_params"] and record.meta["top1"] == tv.meta["_metrics"]["Kinetics-400"]["acc@1"]
     assert record.num_classes == len(tv.meta["categories"])
+
+
+def test_a_file_of_another_family_is_refused_with_its_keys_first(tmp_path):
+    """A torchvision ResNet-50 given to r2plus1d_18: the keys that do not fit come first, not "pass num_classes"."""
+    torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "r50.pth")
+    with pytest.raises(VidpipeError) as e:
+        load_pretrained("r2plus1d_18", str(tmp_path / "r50.pth"))
+    message = str(e.value)
+    assert message.index("as torchvision: 204 missing") < message.index("pass num_classes"), message

@@ -216,3 +216,65 @@ def test_imagenet_tag_goes_through_the_weights_record(monkeypatch):
     torch.testing.assert_close(model.backbone.layer4[2].conv3.weight, resnet.layer4[2].conv3.weight, rtol=0, atol=0)
     torch.testing.assert_close(model.head.weight, head, rtol=0, atol=0)
     assert model.backbone.layer1[0].interlace.offset_net.fc2.bias.tolist() == pytest.approx([0.5108, 0.5108])
+
+
+# ------------------------------------------------------------------ a tag's file kept locally (TAG=PATH)
+@pytest.fixture(scope="module")
+def k400_file(tmp_path_factory):
+    """A TSM checkpoint in mmaction2's layout under the K400 tag's published name (no hash in it)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("k400") / "tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_kinetics400-rgb.pth"
+    torch.save({"meta": {"mmaction2_version": "1.2.0"}, "state_dict": mmaction2_keys(create_model("tsm_r50", num_classes=400), tin=False)}, path)
+    return path
+
+
+def test_a_tags_local_file_keeps_the_tags_transforms(k400_file, tmp_path):
+    import shutil
+
+    from vidpipe.data.build import model_transforms
+    from vidpipe.models.registry import assumed_transforms
+    from vidpipe.models.tsm import IMAGENET1K_V1
+    from vidpipe.train.config import load_config
+
+    tagged = load_pretrained("tsm_r50", f"K400={k400_file}")
+    assert (tagged.pretrained["transforms"]["short_side"], tagged.pretrained["transforms"]["crop"]) == (256, 224)  # the tag's: 256 -> 224
+    assert tagged.pretrained["source"] == f"K400={k400_file}" and tagged.pretrained["sha256"]
+    bare = load_pretrained("tsm_r50", str(k400_file))
+    assert (bare.pretrained["transforms"]["short_side"], bare.pretrained["transforms"]["crop"]) == (128, 112)  # the model's own
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(tagged(x), bare(x), rtol=0, atol=0)  # the same weights either way
+    for weights, crop in ((f"K400={k400_file}", 224), (str(k400_file), 112)):  # what a training run's data pipeline is given
+        cfg = load_config(None, [f"model_options.weights={weights}"], base={"model": "tsm_r50", "data": {"path": "unused"}})
+        assert model_transforms(cfg).crop == crop
+    assert "names no tag" in assumed_transforms("tsm_r50", str(k400_file)) and assumed_transforms("tsm_r50", f"K400={k400_file}") is None
+    named = tmp_path / "tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_kinetics400-rgb_20220831-deadbeef.pth"
+    shutil.copy(k400_file, named)  # a name that states another file's sha256
+    with pytest.raises(VidpipeError, match="is not tsm_r50's K400 file: its sha256 starts .*, the published one deadbeef"):
+        load_pretrained("tsm_r50", f"K400={named}")
+    assert IMAGENET1K_V1.published_sha256() == "0676ba61"  # torchvision's resnet50-0676ba61.pth
+    with pytest.raises(VidpipeError, match="K700 is not a weights tag of tsm_r50 .*IMAGENET1K_V1, K400"):
+        load_pretrained("tsm_r50", f"K700={k400_file}")
+
+
+@pytest.mark.slow
+def test_a_run_from_a_tags_local_file_trains_and_predicts_with_its_transforms(k400_file, synth_h264, tmp_path):
+    from vidpipe.datasets.adapters import build_manifest
+    from vidpipe.predict import Predictor
+    from vidpipe.stores.extract import ExtractConfig, extract
+    from vidpipe.train.card import load_run
+    from vidpipe.train.config import load_config
+    from vidpipe.train.loop import train
+
+    manifest = build_manifest("synthetic", synth_h264)
+    manifest.records = [r for r in manifest.records if r.split == "test"][:2] + [r for r in manifest.records if r.split == "train"][:4]
+    extract(manifest, tmp_path / "store", ExtractConfig(frames=8, size=32))
+    cfg = load_config(None, ["optim.epochs=1", "data.workers=0", "data.batch_size=4", "data.val_fraction=0", "device=cpu",
+                             f"model_options.weights=K400={k400_file}"], base={"model": "tsm_r50", "data": {"path": str(tmp_path / "store")}})
+    train(cfg, tmp_path / "run", log=lambda m: None)
+    card = load_run(tmp_path / "run").card
+    assert (card.input.augment["size"], card.input.augment["test_short_side"]) == (224, 256) and card.init["source"].startswith("K400=")
+    predictor = Predictor.load(tmp_path / "run", device="cpu")
+    assert predictor.transform.cfg.size == 224 and predictor.transform.cfg.test_short_side == 256
+    video = next(iter(sorted((synth_h264 / "test").rglob("*.mp4"))))
+    assert next(iter(predictor.predict_many([video]))).error is None

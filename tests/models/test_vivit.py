@@ -177,3 +177,16 @@ def test_weights_tags_name_the_download(monkeypatch, tmp_path):
     loaded = init_from_pretrained(small, "vivit_fe", "IMAGENET1K_V1")
     assert loaded.layout == "torchvision-vit" and loaded.transforms["crop"] == 224
     torch.testing.assert_close(small.spatial.pos_embed, vit.encoder.pos_embedding, rtol=0, atol=0)
+
+
+def test_an_image_models_classifier_is_never_reported_as_kept(tmp_path):
+    """An image ViT with its 1000-way head: ViViT drops that head and its own (zero) one would answer 0 for
+    everything, so without num_classes the load is refused; with it, the record says the head is fresh."""
+    torch.manual_seed(0)
+    deit = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=32, depth=2).eval()
+    torch.save(deit.state_dict(), tmp_path / "deit.pth")
+    options = {"preset": "tiny", "spatial_depth": 2, "image_size": 32, "frames": 4}
+    with pytest.raises(VidpipeError, match="holds no classifier for vivit_fe .*pass num_classes"):
+        load_pretrained("vivit_fe", str(tmp_path / "deit.pth"), **options)
+    model = load_pretrained("vivit_fe", str(tmp_path / "deit.pth"), num_classes=5, **options)
+    assert model.head.out_features == 5 and model.pretrained["classifier"] == "none in the checkpoint: a fresh 5-class classifier"

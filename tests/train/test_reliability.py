@@ -44,7 +44,7 @@ def test_flags_win_over_the_config_file_and_the_run_says_what_it_resolved(featur
     assert f"--data {features} (command line) overrules data.path" in res.output
     resolved = next(line for line in res.output.splitlines() if line.startswith("resolved config:"))
     assert "model=tsn_mean" in resolved and f"data.path={features}" in resolved and "optim.lr=0.002" in resolved  # the file still counts
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["model"] == "tsn_mean" and saved["config"]["data"]["path"] == str(features)
 
 

@@ -105,9 +105,9 @@ def test_resume_is_exact_and_refuses_other_settings(features, tmp_path):
         train(config(features, epochs=5), tmp_path / "resumed", resume=True, log=lambda m: None)
     with pytest.raises(VidpipeError, match="already holds a run"):
         train(cfg, tmp_path / "resumed", log=lambda m: None)
-    saved = json.loads((tmp_path / "resumed" / "config.json").read_text())
+    saved = json.loads((tmp_path / "resumed" / "run.json").read_text())
     saved["world_size"] = 2
-    (tmp_path / "resumed" / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "resumed" / "run.json").write_text(json.dumps(saved))
     with pytest.raises(VidpipeError, match="trained with 2 process.*nproc_per_node 2"):
         train(cfg, tmp_path / "resumed", resume=True, log=lambda m: None)
 
@@ -194,7 +194,7 @@ def test_every_clip_once_per_epoch_and_the_schedule_ends_where_training_does(syn
 
 def test_run_outputs_and_eval_refusals(features, tmp_path):
     train(config(features, model="tsn_mean", epochs=2), tmp_path / "run", log=lambda m: None)
-    for name in ("config.json", "metrics.jsonl", "per_class.csv", "confusion.png", "curves.png", "summary.json",
+    for name in ("run.json", "metrics.jsonl", "per_class.csv", "confusion.png", "curves.png", "summary.json",
                  "checkpoints/best.safetensors", "checkpoints/last.safetensors"):
         assert (tmp_path / "run" / name).is_file(), name
     assert not list((tmp_path / "run").rglob("*.tmp"))
@@ -278,7 +278,7 @@ def test_ddp_two_processes_gloo(features, synth_h264, tmp_path):
 
     train_ids = [i for i in zarr.open_group(features / "train.zarr", mode="r")["ids"][:] if hash_fraction(i) >= 0.1]
     assert [r["train_videos"] for r in feats] == [len(train_ids)] * 2
-    assert json.loads((tmp_path / "features" / "config.json").read_text())["world_size"] == 2
+    assert json.loads((tmp_path / "features" / "run.json").read_text())["world_size"] == 2
 
 
 @pytest.mark.slow
@@ -309,7 +309,7 @@ def test_a_run_initialised_from_a_weights_file_evaluates_after_the_file_is_delet
                              "data.crop_size=32", "device=cpu", f"model_options.weights={init}"],
                       base={"model": "r2plus1d_18", "data": {"path": str(store)}})
     train(cfg, tmp_path / "run", log=lambda m: None)
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["init"]["sha256"] == digest and saved["init"]["path"] == str(init.resolve()) and saved["init"]["layout"] == "torchvision"
     trained = last_weights(tmp_path / "run")
     torch.testing.assert_close(trained["stem.0.weight"], reference.state_dict()["stem.0.weight"], rtol=0, atol=1e-5)  # lr 1e-7: the init, barely moved
@@ -530,7 +530,7 @@ def test_compare_tables_real_runs_and_refuses_other_data(perceiver_runs, feature
     assert result["differing"] == ["model_options.self_layers"]  # the one option that differs
     by_run = {r["run"]: r for r in result["rows"]}
     for name in by_run:  # every figure is the run's own record
-        meta = json.loads((perceiver_runs / name / "config.json").read_text())
+        meta = json.loads((perceiver_runs / name / "run.json").read_text())
         summary = json.loads((perceiver_runs / name / "summary.json").read_text())
         report = json.loads((perceiver_runs / name / "eval-test" / "metrics.json").read_text())
         assert by_run[name]["params_m"] == pytest.approx(meta["params"] / 1e6)

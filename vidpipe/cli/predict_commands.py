@@ -63,7 +63,7 @@ def predict_cmd(run_or_checkpoint, inputs, top_k, views, crops, fusion, jsonl, d
     for flag, value in (("--stream-fps", stream_fps), ("--raw", raw), ("--every", every if every != 1 else None)):
         if value is not None and not stream:
             raise VidpipeError(f"{flag} applies to --stream; add --stream")
-    predictor = Predictor.load(run_or_checkpoint, device, views, int(crops) if crops else None, fusion, backbone_weights)
+    predictor = Predictor.load(run_or_checkpoint, device, views, int(crops) if crops else None, fusion, backbone_weights, warn=ui.warn)
     if stream:
         predictor.stream_session()  # a model that cannot stream is refused before anything is read
         streams = [s for s in inputs if s == "-" or "://" in s]  # stdin and URLs go to ffmpeg as they are
@@ -82,9 +82,9 @@ def _videos(n: int) -> str:
 
 
 def _describe(predictor) -> str:
-    m = predictor.meta
+    card = predictor.card
     views = f", {predictor.views} views ({predictor.fusion})" if predictor.views > 1 else ""
-    return f"{m['model']} from {predictor.ckpt} (epoch {m.get('epoch')}), {len(predictor.classes)} classes{views}, on {predictor.device}"
+    return f"{card.model} from {predictor.ckpt} (epoch {card.epoch}), {len(predictor.classes)} classes{views}, on {predictor.device}"
 
 
 def _whole(predictor, paths, workers, jsonl, k) -> int:

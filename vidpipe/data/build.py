@@ -12,6 +12,7 @@ Batches are dicts with `inputs`, `labels`, `ids` and `views` (views per video, a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from vidpipe.errors import VidpipeError
 from vidpipe.data.augment import AugmentConfig, DeviceTransform
 from vidpipe.data.loaders import ClipConfig, EpochLoader, Holdout, SharedEpoch, clip_loader, id_seed
+from vidpipe.data.inputs import InputSpec
 from vidpipe.data.sampling import Sampling, frame_indices
 from vidpipe.models import model_entry
 from vidpipe.models.weights import Transforms
@@ -157,7 +159,7 @@ class TrainData:
     in_dim: int | None
     input_kind: str
     provenance: dict
-    inputs: dict  # what the model is given: kind, sampling, crop, mean/std (recorded in the run)
+    inputs: InputSpec  # what the model is given and how it is cut from the store (recorded in the run card)
     transform: DeviceTransform | None = None
     val_split: str = ""  # what `val` reads, in words
     val_name: str = ""  # its short name: "val" (the store's or carved from train), "test", ...
@@ -232,55 +234,14 @@ def model_transforms(cfg) -> Transforms | None:
     return model_entry(cfg.model).transforms_for(getattr(cfg.model_options, "weights", None))
 
 
-def build_data(cfg, rank: int = 0, world_size: int = 1, train: bool = True, split: str | None = None,
-               feature_norm: dict | None = None) -> TrainData:
-    """Loaders for training (train + val) or, with train=False, for evaluating `split` (default: test
-    when the store has it, else val; "val" on a store without one is the carve the run trained with).
-    `cfg` is a TrainConfig; the model it names says which input to produce."""
-    root = Path(cfg.data.path)
-    index = open_data_index(root)
-    is_features = index.get("format") == "vidpipe-features"
-    splits = list(index["splits"])
-    train_choice, val_choice = choose_splits(cfg, splits, root)
-    if not train:
-        split = split or ("test" if "test" in splits else "val")
-        if split == "val" and "val" not in splits:
-            if val_choice is None:
-                raise VidpipeError(f"{root} has no val split and the run carved none (data.val_fraction=0); evaluate on {', '.join(splits)}")
-        elif split not in splits:
-            raise VidpipeError(f"{root} has no split '{split}'; it has {', '.join(splits)}")
-        else:
-            val_choice = SplitChoice(split)
+def input_spec(cfg, index: dict, root) -> InputSpec:
+    """A run's inputs, made once: what its model reads (the registry), sampled and transformed as its weights
+    record (or the model) expects, `data.*` settings over those, cut from the store's frames."""
     d, input_kind, t = cfg.data, model_entry(cfg.model).input, model_transforms(cfg)
     if input_kind in ("frame_features", "clip_tokens"):
-        if not is_features:
-            raise VidpipeError(f"model {cfg.model} reads features; run `vidpipe cache-features --store {root}` and pass --data FEATURES")
-        if input_kind == "frame_features" and index["kind"] != "frame":
-            raise VidpipeError(f"model {cfg.model} needs per-frame features (resnet18/resnet50); {root} holds {index['backbone']} clip features")
-        if input_kind == "clip_tokens" and index["kind"] != "clip":
-            raise VidpipeError(f"model {cfg.model} needs clip token maps (r2plus1d_18); {root} holds {index['backbone']} frame features")
-        frames = d.frames or (t.frames if t else None)
-        inputs = {"kind": input_kind, "sampling": Sampling.tsn(frames).name if input_kind == "frame_features" else "every stored clip"}
-
-        def make(choice, is_train):
-            ds = (FeatureFrames(root, index, choice, frames, is_train, cfg.seed) if input_kind == "frame_features"
-                  else FeatureTokens(root, index, choice))
-            _require_videos(ds, choice, root)
-            sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=is_train, seed=cfg.seed)
-            kwargs = dict(batch_size=d.batch_size, num_workers=d.workers, pin_memory=False, drop_last=False)
-            return _Views(EpochLoader(ds, kwargs, sampler=sampler), 1)
-
-        in_dim = index["features"]["shape"][-1] if input_kind == "frame_features" else index["tokens"]["shape"][1]
-        train_loader = make(train_choice, True) if train else None
-        if feature_norm is None:
-            if not train:
-                raise VidpipeError("evaluating features needs the training split's feature statistics (from the checkpoint)")
-            feature_norm = feature_statistics(train_loader.loader.dataset, cfg.seed)
-        val_loader = make(val_choice, False) if val_choice else None
-        return TrainData(train_loader, val_loader, index["classes"], in_dim, input_kind, provenance(index), inputs,
-                         val_split=val_choice.description if val_choice else "", val_name=split or "val", feature_norm=feature_norm)
-    if is_features:
-        raise VidpipeError(f"model {cfg.model} trains on clips; pass --data a clip store from `vidpipe extract`, not features")
+        source = index["source_store"]
+        sampling = Sampling.tsn(d.frames or (t.frames if t else None)).name if input_kind == "frame_features" else None
+        return InputSpec(input_kind, source["clip"], source.get("decoder"), sampling, sampling)
     if t.fps is not None:  # the protocol counts frames in real time: only a store at that rate keeps it
         clip = index["clip"]
         if clip.get("mode", "uniform") != "fps" or abs(clip["fps"] - t.fps) > 1e-6:
@@ -298,20 +259,74 @@ def build_data(cfg, rank: int = 0, world_size: int = 1, train: bool = True, spli
         train_sampling, test_sampling = Sampling(frames, interval, 1), Sampling(frames, interval, d.test_clips)
     aug = AugmentConfig(size=crop, test_short_side=round(crop * t.short_side / t.crop),
                         test_crop="three" if d.test_crops == 3 else "center", mean=t.mean, std=t.std)
-    inputs = {"kind": input_kind, "sampling": t.sampling, "train": train_sampling.name, "test": test_sampling.name, "crop": crop,
-              "test_short_side": aug.test_short_side, "mean": list(t.mean), "std": list(t.std)}
+    return InputSpec("clips", index["clip"], index["settings"].get("backend"), train_sampling.name, test_sampling.name,
+                     dataclasses.asdict(aug))
+
+
+def build_data(cfg, rank: int = 0, world_size: int = 1, train: bool = True, split: str | None = None,
+               feature_norm: dict | None = None, spec: InputSpec | None = None) -> TrainData:
+    """Loaders for training (train + val) or, with train=False, for evaluating `split` (default: test
+    when the store has it, else val; "val" on a store without one is the carve the run trained with).
+    `cfg` is a TrainConfig; the model it names says which input to produce. `spec`: the inputs a run
+    recorded (eval), instead of making them from `cfg` (training); every loader is derived from it."""
+    root = Path(cfg.data.path)
+    index = open_data_index(root)
+    is_features = index.get("format") == "vidpipe-features"
+    splits = list(index["splits"])
+    train_choice, val_choice = choose_splits(cfg, splits, root)
+    if not train:
+        split = split or ("test" if "test" in splits else "val")
+        if split == "val" and "val" not in splits:
+            if val_choice is None:
+                raise VidpipeError(f"{root} has no val split and the run carved none (data.val_fraction=0); evaluate on {', '.join(splits)}")
+        elif split not in splits:
+            raise VidpipeError(f"{root} has no split '{split}'; it has {', '.join(splits)}")
+        else:
+            val_choice = SplitChoice(split)
+    d, input_kind = cfg.data, model_entry(cfg.model).input
+    if input_kind in ("frame_features", "clip_tokens"):
+        if not is_features:
+            raise VidpipeError(f"model {cfg.model} reads features; run `vidpipe cache-features --store {root}` and pass --data FEATURES")
+        if input_kind == "frame_features" and index["kind"] != "frame":
+            raise VidpipeError(f"model {cfg.model} needs per-frame features (resnet18/resnet50); {root} holds {index['backbone']} clip features")
+        if input_kind == "clip_tokens" and index["kind"] != "clip":
+            raise VidpipeError(f"model {cfg.model} needs clip token maps (r2plus1d_18); {root} holds {index['backbone']} frame features")
+    elif is_features:
+        raise VidpipeError(f"model {cfg.model} trains on clips; pass --data a clip store from `vidpipe extract`, not features")
+    spec = spec or input_spec(cfg, index, root)
+    if spec.kind in ("frame_features", "clip_tokens"):
+        frames = spec.sampling(train=True).num_clips if spec.kind == "frame_features" else None
+
+        def make(choice, is_train):
+            ds = (FeatureFrames(root, index, choice, frames, is_train, cfg.seed) if spec.kind == "frame_features"
+                  else FeatureTokens(root, index, choice))
+            _require_videos(ds, choice, root)
+            sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=is_train, seed=cfg.seed)
+            kwargs = dict(batch_size=d.batch_size, num_workers=d.workers, pin_memory=False, drop_last=False)
+            return _Views(EpochLoader(ds, kwargs, sampler=sampler), 1)
+
+        in_dim = index["features"]["shape"][-1] if spec.kind == "frame_features" else index["tokens"]["shape"][1]
+        train_loader = make(train_choice, True) if train else None
+        if feature_norm is None:
+            if not train:
+                raise VidpipeError("evaluating features needs the training split's feature statistics (from the checkpoint)")
+            feature_norm = feature_statistics(train_loader.loader.dataset, cfg.seed)
+        val_loader = make(val_choice, False) if val_choice else None
+        return TrainData(train_loader, val_loader, index["classes"], in_dim, spec.kind, provenance(index), spec,
+                         val_split=val_choice.description if val_choice else "", val_name=split or "val", feature_norm=feature_norm)
+    aug, train_sampling, test_sampling = spec.augment_config(), spec.sampling(train=True), spec.sampling(train=False)
     flip_map = {int(k): int(v) for k, v in d.flip_map.items()}
     train_loader = val_loader = None
     if train:
-        spec = ClipConfig(train_sampling, True, aug, cfg.seed, flip_map or None, train_choice.holdout)
-        train_loader = _Views(clip_loader(root, train_choice.split, spec, d.batch_size, d.workers, rank, world_size), 1)
+        clips = ClipConfig(train_sampling, True, aug, cfg.seed, flip_map or None, train_choice.holdout)
+        train_loader = _Views(clip_loader(root, train_choice.split, clips, d.batch_size, d.workers, rank, world_size), 1)
         _require_videos(train_loader.loader.dataset, train_choice, root)
     if val_choice:
-        test_spec = ClipConfig(test_sampling, False, aug, cfg.seed, holdout=val_choice.holdout)
-        val_loader = _Views(clip_loader(root, val_choice.split, test_spec, d.batch_size, d.workers, rank, world_size),
+        test_clips = ClipConfig(test_sampling, False, aug, cfg.seed, holdout=val_choice.holdout)
+        val_loader = _Views(clip_loader(root, val_choice.split, test_clips, d.batch_size, d.workers, rank, world_size),
                             test_sampling.views(test=True) * aug.test_crops)
         _require_videos(val_loader.loader.dataset, val_choice, root)
-    return TrainData(train_loader, val_loader, index["classes"], None, input_kind, provenance(index), inputs, DeviceTransform(aug),
+    return TrainData(train_loader, val_loader, index["classes"], None, spec.kind, provenance(index), spec, DeviceTransform(aug),
                      val_choice.description if val_choice else "", split or "val")
 
 

@@ -13,6 +13,7 @@ and declares what it eats (`ModelEntry.input`) and how its input is sampled by d
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -45,9 +46,22 @@ class ModelEntry:
         return next((w for w in self.weights if w.tag == tag), None)
 
     def transforms_for(self, weights: str | None) -> Transforms | None:
-        """The input the model expects when initialised from `weights` (a tag, a path, none)."""
-        record = self.weights_record(weights) if weights else None
+        """The input the model expects when initialised from `weights` (a tag, TAG=PATH, a path, none)."""
+        record = self.parse_weights(weights)[0] if weights else None
         return record.transforms if record else self.transforms
+
+    def parse_weights(self, source: str) -> tuple[Weights | None, str | None]:
+        """(record, local file) of a weights source: TAG (fetched), TAG=PATH (that tag's file, kept locally: the
+        tag's layout and transforms, the file's bytes) or a bare PATH (any layout, the model's own transforms)."""
+        tag, sep, path = source.partition("=")
+        if sep:
+            record = self.weights_record(tag)
+            if record is None:
+                raise VidpipeError(f"{tag} is not a weights tag of {self.name} (its tags: {', '.join(w.tag for w in self.weights) or 'none'}); "
+                                   "TAG=PATH names a tag's file")
+            return record, path
+        record = self.weights_record(source)
+        return (record, None) if record else (None, source)
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -129,11 +143,13 @@ def resolve_state(entry: ModelEntry, source: str, probe: Callable[[dict, dict, L
     local file or folder in whichever of the model's layouts fits `probe(state, file metadata, layout)`,
     the model it is for. A model with `adapt_state(state)` resizes what its own options decide (e.g.
     TimeSformer's time embeddings to its frame count) before the shapes are compared."""
-    record = entry.weights_record(source)
-    if record is not None:
+    record, local = entry.parse_weights(source)
+    if record is not None and local is None:
         state = record.layout.convert(record.fetch())
         state = _adapt(probe(state, {}, record.layout), state)
         return state, record.layout, Loaded(source, record.layout.name, None, transforms=record.transforms.to_dict()), {}
+    if record is not None:
+        return _tag_file(entry, record, Path(local), source, probe)
     path = Path(source)
     if not path.exists():
         tags = ", ".join(w.tag for w in entry.weights) or "none"
@@ -156,7 +172,41 @@ def resolve_state(entry: ModelEntry, source: str, probe: Callable[[dict, dict, L
             loaded = Loaded(source, layout.name, sha256_file(weights_file(path)), str(path.resolve()), transforms=entry.transforms.to_dict() if entry.transforms else {})
             return state, layout, loaded, meta
         problems.append(f"as {layout.name}: {problem}")
+    # the real cause first: keys that do not fit say more than a classifier the file lacks (another family's file lacks both)
+    problems.sort(key=lambda p: "pass num_classes" in p)
     raise VidpipeError(f"{path} does not fit {entry.name} in any layout it knows: {'; '.join(problems)}")
+
+
+def _tag_file(entry: ModelEntry, record: Weights, path: Path, source: str, probe) -> tuple[dict, Layout, Loaded, dict]:
+    """TAG=PATH: the tag's published file, kept locally. Its bytes must be that file's where the publisher
+    says (a sha256 prefix in the record, or in the file's own name, as torchvision and mmaction2 name
+    theirs), and it is read in the tag's layout; the run keeps the tag's transforms."""
+    if not path.is_file():
+        raise VidpipeError(f"{path} not found (model_options.weights={source}: TAG=PATH names a local copy of the tag's file)")
+    digest = sha256_file(weights_file(path))
+    published = record.published_sha256() or _named_sha256(path)
+    if published and not digest.startswith(published):
+        raise VidpipeError(f"{path} is not {entry.name}'s {record.tag} file: its sha256 starts {digest[:len(published)]}, the published one "
+                           f"{published}; pass the file the tag names, or the path alone (the model's own transforms)")
+    raw, meta = read_state(path)
+    try:
+        state = record.layout.convert(raw)
+        model = probe(state, meta, record.layout)
+        state = _adapt(model, state)
+        problem = mismatch(model, state, skip=entry.classifier)
+    except (VidpipeError, KeyError, ValueError) as e:
+        problem = str(e)
+    if problem:
+        raise VidpipeError(f"{path} is not in the {record.layout.name} layout of {entry.name}'s {record.tag} ({problem})")
+    transforms = record.transforms.to_dict()
+    return state, record.layout, Loaded(source, record.layout.name, digest, str(path.resolve()), transforms=transforms), meta
+
+
+def _named_sha256(path: Path) -> str | None:
+    """The sha256 prefix a publisher put in a file's name: torchvision's `resnet50-0676ba61.pth`, mmaction2's
+    `..._20220831-64d69186.pth`."""
+    m = re.search(r"-([0-9a-f]{8,64})\.(?:pth|pt|safetensors)$", path.name)
+    return m.group(1) if m else None
 
 
 def _adapt(model: nn.Module, state: dict) -> dict:
@@ -205,15 +255,32 @@ def load_pretrained(name: str, source: str, num_classes: int | None = None, **op
     spec = _checkpoint_spec(entry, state, meta, options, layout, num_classes)
     model = create_model(name, **spec)
     state = _adapt(model, state)  # again on the real model: what it fills in is no longer the probe's meta tensors
+    own = model.state_dict()  # a classifier adapt_state filled in from the model itself (an image model's was dropped) is not the file's
+    own_head = all(k in state and state[k].data_ptr() == own[k].data_ptr() for k in entry.classifier if k in own)
+    if own_head and num_classes is None:
+        raise VidpipeError(f"{source} holds no classifier for {name} (its own is an image model's, not kept); pass num_classes for a fresh one")
     headless = entry.classifier[0] not in state  # a backbone checkpoint: the classifier num_classes asked for starts fresh
     fit(model, state, f"{source} ({layout.name} layout) for {name}", skip=entry.classifier if headless else ())
-    if headless:
+    if headless or own_head:
+        if own_head and num_classes != spec["num_classes"]:
+            replace_classifier(model, entry.classifier, num_classes)
         loaded.classifier = f"none in the checkpoint: a fresh {num_classes}-class classifier"
     elif num_classes is not None and num_classes != spec["num_classes"]:
         replace_classifier(model, entry.classifier, num_classes)
         loaded.classifier = f"replaced ({spec['num_classes']} -> {num_classes} classes, freshly initialised)"
     model.pretrained = loaded.to_dict()
     return model.eval()
+
+
+def assumed_transforms(name: str, source: str) -> str | None:
+    """For a bare weights PATH of a model that has tags: the one line that says which transforms the run
+    assumes (the model's own) and how to keep a tag's instead; None for a tag or TAG=PATH."""
+    entry = model_entry(name)
+    if not entry.weights or entry.parse_weights(source)[0] is not None:
+        return None
+    tags = ", ".join(f"{w.tag} ({w.transforms.describe()})" for w in entry.weights)
+    return (f"model_options.weights={source} names no tag: the run uses {name}'s own transforms ({entry.transforms.describe()}); "
+            f"if the file is a tag's, pass model_options.weights=TAG={source} to keep that tag's: {tags}")
 
 
 def init_from_pretrained(model: nn.Module, name: str, source: str) -> Loaded:

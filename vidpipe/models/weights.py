@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -92,6 +93,18 @@ class Weights:
     num_classes: int
     classifier: tuple[str, ...] = ("head.weight", "head.bias")  # in vidpipe's keys
     meta: dict = field(default_factory=dict)  # dataset, top1 (with "protocol"), params
+
+    def published_sha256(self) -> str | None:
+        """The sha256 prefix the publisher gives the file, where the record knows it (torchvision's URLs end
+        in it); None where it does not."""
+        kind, _, ref = self.source.partition(":")
+        if kind != "torchvision":
+            return None
+        import torchvision
+
+        enum_name, _, member = ref.partition(".")
+        m = re.search(r"-([0-9a-f]{8,64})\.pth$", torchvision.models.get_weight(f"{enum_name}.{member}").url)
+        return m.group(1) if m else None
 
     def fetch(self) -> dict:
         """The state dict in the source's own keys. Only torchvision sources download (through

@@ -28,23 +28,20 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from vidpipe.data.augment import AugmentConfig, DeviceTransform
+from vidpipe.data.augment import DeviceTransform
 from vidpipe.data.build import normalise_features
 from vidpipe.data.loaders import ClipConfig
-from vidpipe.data.sampling import Sampling, frame_indices
+from vidpipe.data.sampling import frame_indices
 from vidpipe.errors import VidpipeError
 from vidpipe.files import sha256_file
 from vidpipe.io import jpeg, pyav
-from vidpipe.io.decode import ClipSpec, check_usable, decode_clip, fps_indices, uniform_indices
+from vidpipe.io.decode import check_usable, decode_clip, fps_indices, uniform_indices
 from vidpipe.io.ffmpeg import DecodeError, Geometry, probe
-from vidpipe.models import create_model
 from vidpipe.models.backbones import build_backbone
 from vidpipe.predict.frames import FrameReader
 from vidpipe.devices import amp_dtype, resolve_device
 from vidpipe.stores.features import backbone_features
-from vidpipe.train.checkpoint import load_model_weights, read_meta
-from vidpipe.train.config import TrainConfig, from_dict
-from vidpipe.train.evaluate import resolve_checkpoint
+from vidpipe.train.card import LoadedRun, load_run
 from vidpipe.train.scoring import FUSIONS, fuse_views, ranking
 
 
@@ -84,51 +81,46 @@ class Prediction:
 class Predictor:
     """A run's checkpoint with everything that turns a video into its input. Build with `Predictor.load`."""
 
-    def __init__(self, ckpt: Path, meta: dict, device: torch.device, views: int | None = None, crops: int | None = None,
-                 fusion: str = "mean", backbone_weights: str | None = None):
+    def __init__(self, run: LoadedRun, device: torch.device, views: int | None = None, crops: int | None = None,
+                 fusion: str = "mean", backbone_weights: str | None = None, warn=None):
         if fusion not in FUSIONS:
             raise VidpipeError(f"--fusion must be one of {', '.join(FUSIONS)}; got {fusion!r}")
-        if "inputs" not in meta or "kind" not in meta["inputs"]:
-            raise VidpipeError(f"{ckpt} does not record how its inputs were sampled (made by an older vidpipe); retrain it to predict with it")
-        self.ckpt, self.meta, self.device, self.fusion = ckpt, meta, device, fusion
-        self.cfg = from_dict(TrainConfig, meta["config"])
-        self.classes, self.input, self.inputs = meta["classes"], meta["input"], meta["inputs"]
-        prov = meta["provenance"]
-        clip = prov["clip"]
-        self.spec = ClipSpec(clip["frames"], clip["height"], clip["width"], clip.get("fps"), clip.get("max_seconds"))
-        self.jpeg_quality = clip.get("jpeg_quality") if clip.get("codec") == "jpeg" else None
+        card = run.card
+        self.ckpt, self.card, self.device, self.fusion = run.checkpoint, card, device, fusion
+        self.cfg = card.train_config
+        self.classes, self.input = card.classes, card.input.kind
+        self.spec = card.input.clip_spec()  # the store's decode: frames, size, fps
+        self.jpeg_quality = card.input.jpeg_quality
         self.decoder = "pyav" if pyav.pyav_installed() else "ffmpeg"  # the same pixels (tests/io/test_decoders.py)
+        if card.input.decoder == "dali" and warn:  # DALI's resize is not FFmpeg's: said once, not hidden
+            warn(f"{card.model} was trained on a store DALI decoded; predict decodes with FFmpeg ({self.decoder}), whose pixels may "
+                 "differ slightly (DALI and FFmpeg stores agree to 30 dB PSNR or more on VP9, tests/io/test_dali.py)")
         self.amp = amp_dtype(self.cfg.amp, device)
-        self.model = create_model(meta["model"], num_classes=len(self.classes), in_dim=meta["in_dim"], options=self.cfg.model_options)
-        load_model_weights(ckpt, self.model)
-        self.model.to(device).eval()
+        self.model = run.model.to(device).eval()
         if self.input == "clips":
-            if self.inputs.get("sampling") == "tsn" and views not in (None, 1):
-                raise VidpipeError(f"--views applies to dense clips; {meta['model']} samples {self.inputs['test'].split('x')[-1]} TSN segments per video")
-            s = Sampling.parse(self.inputs["test"])
-            self.sampling = s if views is None or s.is_tsn else Sampling(s.clip_len, s.frame_interval, views)
-            crops = crops or self.cfg.data.test_crops
-            aug = AugmentConfig(size=self.inputs["crop"], test_short_side=self.inputs["test_short_side"], test_crop="three" if crops == 3 else "center",
-                                mean=tuple(self.inputs["mean"]), std=tuple(self.inputs["std"]))
+            spec = card.input.with_views(views, int(crops) if crops else None)  # --views on TSN is refused there
+            self.sampling, aug = spec.sampling(train=False), spec.augment_config()
             self.clip_config, self.transform = ClipConfig(self.sampling, train=False, augment=aug), DeviceTransform(aug)
             self.frame_transform = DeviceTransform(dataclasses.replace(aug, test_crop="center"))  # streams: the centre crop
         else:
             if views is not None or crops is not None:
-                raise VidpipeError(f"--views and --crops apply to models that read clips; {meta['model']} reads "
+                raise VidpipeError(f"--views and --crops apply to models that read clips; {card.model} reads "
                                    f"{self.input.replace('_', ' ')}, sampled as it was trained")
-            self.sampling = Sampling.parse(self.inputs["sampling"]) if self.input == "frame_features" else None
+            prov = card.provenance
+            self.sampling = card.input.sampling(train=False)
             self.backbone, self.preprocess = load_backbone(prov, self.cfg.data.path, backbone_weights)
             self.backbone.to(device)
             self.feature_dtype = np.dtype(prov["dtype"])
-            norm = meta.get("feature_norm")
+            norm = card.feature_norm
             self.norm = None if norm is None else (torch.tensor(norm["mean"]), torch.tensor(norm["std"]))
 
     @classmethod
     def load(cls, run_or_ckpt: str | Path, device: str = "auto", views: int | None = None, crops: int | None = None,
-             fusion: str = "mean", backbone_weights: str | None = None) -> "Predictor":
-        """The run's `best` checkpoint (else `last`), or the checkpoint file given."""
-        ckpt = resolve_checkpoint(run_or_ckpt)
-        return cls(ckpt, read_meta(ckpt), resolve_device(device), views, crops, fusion, backbone_weights)
+             fusion: str = "mean", backbone_weights: str | None = None, warn=None) -> "Predictor":
+        """The run's `best` checkpoint (else `last`), or the checkpoint file given. `warn(message)` hears what
+        may differ from training (a store DALI decoded)."""
+        device = resolve_device(device)
+        return cls(load_run(run_or_ckpt, device), device, views, crops, fusion, backbone_weights, warn)
 
     @property
     def views(self) -> int:
@@ -255,7 +247,7 @@ class Predictor:
         if self.input == "clips":
             return self.frame_transform.test(torch.from_numpy(frame[None, None]).to(self.device))[:, :, 0]
         if self.input != "frame_features":
-            raise VidpipeError(f"{self.meta['model']} reads clip token maps; streams need a causal model over frames")
+            raise VidpipeError(f"{self.card.model} reads clip token maps; streams need a causal model over frames")
         return normalise_features(self._features(frame).to(self.device), self.norm)[:, 0]  # (1, 1, D) -> (1, D)
 
     def causal_scores(self, inputs: list[torch.Tensor]) -> np.ndarray:
@@ -265,7 +257,7 @@ class Predictor:
 
     def stream_session(self):
         if not hasattr(self.model, "stream"):
-            raise VidpipeError(f"{self.meta['model']} is not causal, so it cannot stream; use --window, or a causal model "
+            raise VidpipeError(f"{self.card.model} is not causal, so it cannot stream; use --window, or a causal model "
                                "(temporal_retnet, timesformer_retnet)")
         try:
             return self.model.stream()
@@ -276,7 +268,7 @@ class Predictor:
         """Frames per second that space a stream's frames as the model's frames were spaced in training: the
         store's fps for an fps store; for a uniform store, its frames per second of video (T over the
         training videos' mean duration) divided by the stored frames between the model's frames."""
-        clip = self.meta["provenance"]["clip"]
+        clip = self.card.input.clip
         if clip.get("mode") == "fps":
             return float(clip["fps"])
         index = training_store_index(self.cfg.data.path)

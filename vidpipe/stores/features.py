@@ -244,7 +244,7 @@ def _finalize(out: Path, store: Store, cfg: FeatureConfig, plan: dict, model: Ba
         "tokens": {"shape": list(token_shape), "layout": "T,D,h,w" if model.kind == "frame" else "clips,D,t,h,w"} if token_shape else None,
         "clip_len": model.clip_len,
         "source_store": {"path": str(store.root.resolve()), "store_json_sha256": plan["source_store_sha256"],
-                         "clip": store.index["clip"], "dataset": store.index["dataset"]},
+                         "clip": store.index["clip"], "dataset": store.index["dataset"], "decoder": store.index["settings"].get("backend")},
         "classes": store.classes,
         "num_classes": len(store.classes),
         "splits": splits,

@@ -16,7 +16,9 @@ import torch
 
 from vidpipe.errors import VidpipeError
 from vidpipe.files import read_json
-from vidpipe.models import create_model, model_entry
+from vidpipe.models import model_entry
+from vidpipe.train.card import load_run
+from vidpipe.train.rundir import RunDir
 
 COLUMNS = {  # key -> (heading, format); "val_top1" and the split's metrics are fractions in [0, 1]
     "params_m": ("params (M)", "{:.2f}"),
@@ -53,34 +55,31 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _param_split(meta: dict) -> tuple[float | None, float | None]:
-    """(backbone, head) parameters in millions where the model names its backbone (`backbone_prefixes`);
-    built on the meta device from the run's own options: no memory, no weights."""
-    with torch.device("meta"):
-        model = create_model(meta["model"], num_classes=len(meta["classes"]), in_dim=meta["in_dim"],
-                             options=meta["config"].get("model_options", {}))
+def _param_split(model: torch.nn.Module, params: int) -> tuple[float | None, float | None]:
+    """(backbone, head) parameters in millions where the model names its backbone (`backbone_prefixes`)."""
     prefixes = getattr(model, "backbone_prefixes", None)
     if not prefixes:
         return None, None
     backbone = sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefixes))
-    return backbone / 1e6, (meta["params"] - backbone) / 1e6
+    return backbone / 1e6, (params - backbone) / 1e6
 
 
 def read_run(run: Path, split: str) -> dict:
-    config, summary = run / "config.json", run / "summary.json"
-    if not config.is_file() or not summary.is_file():
-        raise VidpipeError(f"{run} is not a finished run (no config.json or summary.json); pass directories made by `vidpipe train`")
-    meta, summ = read_json(config, f"{run} is damaged; train it again"), read_json(summary, f"{run} is damaged; train it again")
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    backbone, head = _param_split(meta)
-    row = {"run": run.name, "path": str(run), "model": meta["model"], "options": _flat({k: meta["config"][k] for k in ("model_options", "data", "optim")}),
-           "provenance": meta["provenance"], "params_m": meta["params"] / 1e6, "backbone_m": backbone, "head_m": head,
+    rundir = RunDir(run)
+    if not rundir.card.is_file() or not rundir.summary.is_file() or not rundir.chosen_checkpoint().is_file():
+        raise VidpipeError(f"{run} is not a finished run (no run card, summary.json or checkpoint); pass directories made by `vidpipe train`")
+    rundir.read_card()  # a damaged card is one line, whatever the checkpoint says
+    loaded = load_run(run, device="meta", weights=False)  # shapes and counts only: no memory, no weights
+    card, summ, history = loaded.card, rundir.read_summary(), rundir.history()
+    backbone, head = _param_split(loaded.model, card.params)
+    row = {"run": run.name, "path": str(run), "model": card.model, "options": _flat({k: card.config[k] for k in ("model_options", "data", "optim")}),
+           "provenance": card.provenance, "params_m": card.params / 1e6, "backbone_m": backbone, "head_m": head,
            "val_top1": summ["best"]["top1"] if summ.get("best") else None,
            "val_from": f"epoch {summ['best']['epoch']} (best on {summ['selection']['split']})" if summ.get("best") else "no val split",
            "epoch_s": sum(r["epoch_seconds"] for r in history) / len(history) if history else None,
            "clips_per_s": sum(r["clips_per_s"] for r in history) / len(history) if history else None,
            "peak_mb": max((r["peak_memory_mb"] for r in history), default=None)}
-    report = run / f"eval-{split}" / "metrics.json"
+    report = rundir.eval_dir(split) / "metrics.json"
     if report.is_file():
         r = read_json(report, f"run `vidpipe eval {run} --split {split}` again")
         row.update({k: r["metrics"][k] for k in SPLIT_METRICS})

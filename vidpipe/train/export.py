@@ -20,11 +20,7 @@ import torch
 
 from vidpipe.errors import VidpipeError
 from vidpipe.files import sha256_file
-from vidpipe.data.build import model_transforms
-from vidpipe.models import create_model
-from vidpipe.train.checkpoint import load_model_weights, read_meta
-from vidpipe.train.config import TrainConfig, from_dict
-from vidpipe.train.evaluate import resolve_checkpoint
+from vidpipe.train.card import load_run
 
 FORMATS = ("onnx", "torchscript")
 
@@ -33,16 +29,12 @@ def export_model(run_or_ckpt: str | Path, fmt: str, out: str | Path, opset: int 
     """Export the checkpoint a run chose (or the checkpoint given) to `out`; returns the sidecar's contents."""
     if fmt not in FORMATS:
         raise VidpipeError(f"--format must be one of {', '.join(FORMATS)}; got '{fmt}'")
-    ckpt = resolve_checkpoint(run_or_ckpt)
-    meta = read_meta(ckpt)
-    if meta["input"] != "clips":
-        raise VidpipeError(f"{meta['model']} reads {meta['input'].replace('_', ' ')} from a feature store; export applies to clip models")
-    cfg = from_dict(TrainConfig, meta["config"])
-    model = create_model(meta["model"], num_classes=len(meta["classes"]), options=cfg.model_options)
-    load_model_weights(ckpt, model)
-    model.eval()
-    inputs = meta["inputs"]
-    frames, size = cfg.data.frames or model_transforms(cfg).frames, inputs["crop"]  # as the run's data pipeline chose them
+    run = load_run(run_or_ckpt)
+    card, model, ckpt = run.card, run.model, run.checkpoint
+    if card.input.kind != "clips":
+        raise VidpipeError(f"{card.model} reads {card.input.kind.replace('_', ' ')} from a feature store; export applies to clip models")
+    spec = card.input
+    frames, size = spec.sampling(train=False).frames_per_view(), spec.crop  # one view, as the run's test inputs are cut
     clip = torch.randn(1, 3, frames, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(clip).numpy()
@@ -62,19 +54,20 @@ def export_model(run_or_ckpt: str | Path, fmt: str, out: str | Path, opset: int 
         raise
     except Exception as e:  # the exporter's own failure: name the model and the format, never half a file
         tmp.unlink(missing_ok=True)
-        raise VidpipeError(f"{meta['model']} could not be exported to {fmt} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise VidpipeError(f"{card.model} could not be exported to {fmt} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     if not diff <= tolerance:
         tmp.unlink(missing_ok=True)
-        raise VidpipeError(f"the {fmt} export of {meta['model']} differs from PyTorch by {diff:.3g} (> {tolerance:g}); nothing was written")
+        raise VidpipeError(f"the {fmt} export of {card.model} differs from PyTorch by {diff:.3g} (> {tolerance:g}); nothing was written")
     os.replace(tmp, out)
     sidecar = {
-        "format": fmt, "file": out.name, "sha256": sha256_file(out), "model": meta["model"],
+        "format": fmt, "file": out.name, "sha256": sha256_file(out), "model": card.model,
         "input": {"name": "clip", "layout": "(B, 3, T, H, W)", "dtype": "float32", "shape": [None, 3, frames, size, size],
-                  "range": "RGB in [0, 1], then (x - mean) / std per channel", "mean": inputs["mean"], "std": inputs["std"],
-                  "sampling": inputs["test"], "test_short_side": inputs["test_short_side"], "crop": size},
-        "output": {"name": "logits", "shape": [None, len(meta["classes"])], "softmax": "not applied"},
-        "classes": meta["classes"],
-        "source": {"checkpoint": str(ckpt.resolve()), "epoch": meta.get("epoch"), "sha256": sha256_file(ckpt)},
+                  "range": "RGB in [0, 1], then (x - mean) / std per channel", "mean": list(spec.augment["mean"]), "std": list(spec.augment["std"]),
+                  "sampling": spec.test, "test_short_side": spec.augment["test_short_side"], "crop": size,
+                  "stored_frames": spec.clip},
+        "output": {"name": "logits", "shape": [None, len(card.classes)], "softmax": "not applied"},
+        "classes": card.classes,
+        "source": {"checkpoint": str(ckpt.resolve()), "epoch": card.epoch, "sha256": sha256_file(ckpt)},
         "check": {"runner": runner, "max_abs_diff": diff, "tolerance": tolerance, "clip": "randn(1, 3, T, S, S), seed 0"},
         "versions": {"torch": torch.__version__},
     }

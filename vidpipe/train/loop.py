@@ -11,7 +11,7 @@ averaged; never the test split), metrics.jsonl, reports, `best` (chosen by val t
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import math
 import os
 import random
@@ -26,13 +26,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from vidpipe.devices import amp_dtype, resolve_device
-from vidpipe.files import disk_full_reported, exclusive_lock, read_json, write_text_atomic
+from vidpipe.files import disk_full_reported
 from vidpipe.errors import VidpipeError
-from vidpipe.models import count_params, create_model, init_from_pretrained, model_entry
+from vidpipe.models import count_params, create_model, init_from_pretrained
+from vidpipe.models.registry import assumed_transforms
+from vidpipe.train.card import RunCard
 from vidpipe.train.checkpoint import load_model_weights, load_trainer, read_meta, rng_state, save_checkpoint, trainer_state
 from vidpipe.train.config import TrainConfig, resolved_settings
 from vidpipe.data.build import build_data
 from vidpipe.train.metrics import plot_confusion, plot_curves, two_figures, write_per_class_csv
+from vidpipe.train.rundir import RunDir
 from vidpipe.train.scoring import evaluate
 
 
@@ -105,24 +108,17 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
     Ctrl-C ends with one VidpipeError that says from which epoch `--resume` carries on."""
     out = Path(out)
     rank, world, device = setup(cfg)
-    lock = contextlib.nullcontext()
-    if rank == 0:
+    run = RunDir(out)
+    with run.lock() if rank == 0 else contextlib.nullcontext():
         try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise VidpipeError(f"cannot write the run directory {out}: {e.strerror or e}; choose another --out") from None
-        lock = exclusive_lock(out / "run.lock", f"another `vidpipe train` is writing {out} (it holds run.lock); "
-                                                f"wait for it to finish or choose another --out")
-    with lock:
-        try:
-            return _train(cfg, out, resume, log, rank, world, device)
+            return _train(cfg, run, resume, log, rank, world, device)
         except KeyboardInterrupt:
-            raise VidpipeError(f"interrupted: {_resume_point(out)}") from None
+            raise VidpipeError(f"interrupted: {_resume_point(run)}") from None
 
 
-def _resume_point(out: Path) -> str:
+def _resume_point(run: RunDir) -> str:
     """Where an interrupted run can carry on, from its last complete checkpoint."""
-    last = out / "checkpoints" / "last.safetensors"
+    out, last = run.root, run.last
     try:
         epoch = read_meta(last)["epoch"] if last.is_file() else 0
     except VidpipeError:
@@ -132,46 +128,36 @@ def _resume_point(out: Path) -> str:
     return f"{out} keeps epoch {epoch}; the same command with --resume carries on from there"
 
 
-def _train(cfg: TrainConfig, out: Path, resume: bool, log, rank: int, world: int, device: torch.device) -> dict:
-    entry = model_entry(cfg.model)
+def _train(cfg: TrainConfig, run: RunDir, resume: bool, log, rank: int, world: int, device: torch.device) -> dict:
+    out = run.root
     data = build_data(cfg, rank, world)
     model = create_model(cfg.model, num_classes=len(data.classes), in_dim=data.in_dim, options=cfg.model_options)
     seed_everything(cfg.seed + rank)  # dropout differs between ranks; the weights do not (DDP broadcasts rank 0's)
     selection = ({"split": data.val_split, "metric": "top1", "rule": "best val top-1"} if data.val is not None
                  else {"split": None, "metric": None, "rule": "last epoch (no validation split: nothing is selected)"})
-    meta = {"model": cfg.model, "config": cfg.to_dict(), "classes": data.classes, "provenance": data.provenance,
-            "input": entry.input, "in_dim": data.in_dim, "params": count_params(model), "feature_norm": data.feature_norm,
-            "world_size": world, "selection": selection, "inputs": data.inputs}
-    ckpt_dir = out / "checkpoints"
-    last_path = ckpt_dir / "last.safetensors"
+    card = RunCard(model=cfg.model, config=cfg.to_dict(), classes=data.classes, input=data.inputs, provenance=data.provenance,
+                   in_dim=data.in_dim, params=count_params(model), world_size=world, selection=selection, feature_norm=data.feature_norm)
+    last_path = run.last
     resume_from = resume and last_path.is_file()
-    if resume:
-        saved = read_json(out / "config.json", "start the run again in a new --out") if (out / "config.json").is_file() else None
-        if saved is None:
-            raise VidpipeError(f"{out} holds no run to resume; start it without --resume")
+    saved = run.check_new_or_resumable(resume)  # a run that stopped before its first checkpoint holds nothing to keep: it starts again
+    if saved is not None:
         if saved.get("world_size", 1) != world:
             raise VidpipeError(f"{out} was trained with {saved.get('world_size', 1)} process(es), this run has {world}; "
                                f"resume it with the same count (torchrun --nproc_per_node {saved.get('world_size', 1)})")
-        if saved["config"] != meta["config"] or saved["classes"] != meta["classes"] or saved["provenance"] != meta["provenance"]:
-            raise VidpipeError(f"--resume with a different config, classes or data than {out}/config.json; use the same settings or a new --out")
-    elif last_path.is_file():
-        raise VidpipeError(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
-    # a run that stopped before its first checkpoint (bad option, kill, full disk) holds nothing to keep: start it again
+        if saved.get("config") != card.config or saved.get("classes") != card.classes or saved.get("provenance") != card.provenance:
+            raise VidpipeError(f"--resume with a different config, classes or data than {run.card}; use the same settings or a new --out")
     weights = getattr(cfg.model_options, "weights", "none")
     if resume_from:  # the run's checkpoint holds the weights: the init file is never read again
-        meta["init"] = saved.get("init")
+        card = dataclasses.replace(card, init=saved.get("init"))
     elif weights != "none":  # a pretrained initialisation, once, through the model's weights record
-        meta["init"] = init_from_pretrained(model, cfg.model, weights).to_dict()
+        card = dataclasses.replace(card, init=init_from_pretrained(model, cfg.model, weights).to_dict())
+        if rank == 0 and (note := assumed_transforms(cfg.model, weights)):
+            log(note)
     model.to(device)
     if dist.is_initialized():
         dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
     if rank == 0:
-        try:
-            with disk_full_reported(out / "config.json"):
-                ckpt_dir.mkdir(parents=True, exist_ok=True)
-                write_text_atomic(out / "config.json", json.dumps(meta, indent=2) + "\n")
-        except OSError as e:
-            raise VidpipeError(f"cannot write the run directory {out}: {e.strerror or e}; choose another --out") from None
+        run.start(card.to_record())
 
     o = cfg.optim
     optimizer = torch.optim.AdamW(param_groups(model, o.weight_decay), lr=o.lr, betas=o.betas)
@@ -186,7 +172,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, rank: int, world: int
         load_model_weights(last_path, model)
         start_epoch, best, history = load_trainer(last_path, optimizer, scheduler, scaler, rank)
         if rank == 0:  # rows of epochs after the checkpoint (a kill between the two writes) are dropped
-            write_text_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            run.rewrite_metrics(history)
         log(f"resumed {out} after epoch {start_epoch}")
     elif resume:
         log(f"{out} has no checkpoint yet: starting it from the beginning")
@@ -268,12 +254,11 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, rank: int, world: int
             improved = val is not None and val["top1"] > best["top1"]
             if improved:
                 best = {"top1": val["top1"], "epoch": epoch + 1}
-            _write_epoch(out, model, cfg, data, {**meta, "epoch": epoch + 1, "metrics": val}, record, cm, improved,
+            _write_epoch(run, model, cfg, data, card.at_epoch(epoch + 1, val), record, cm, improved,
                          trainer_state(optimizer, scheduler, scaler, epoch + 1, best, history, rngs), log)
         summary = {"last": record, "best": best if data.val is not None else None, "selection": selection}
     if rank == 0 and summary:
-        with disk_full_reported(out / "summary.json"):
-            write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        run.write_summary(summary)
     if dist.is_initialized():
         dist.barrier()
     return summary
@@ -285,27 +270,25 @@ def diverged(what: str, epoch: int, step: int, o, last_path: Path) -> str:
             f"or raise optim.warmup_epochs or optim.grad_clip")
 
 
-def _write_epoch(out: Path, model, cfg, data, ckpt_meta: dict, record: dict, cm, improved: bool, trainer: tuple, log) -> None:
+def _write_epoch(run: RunDir, model, cfg, data, card: RunCard, record: dict, cm, improved: bool, trainer: tuple, log) -> None:
     """Rank 0's epoch-end files: best (when val improved) with its reports, then last, metrics.jsonl and the
     curves. Each is atomic or appended whole; a full disk anywhere is one line naming the file, and what
     was already published stays."""
-    ckpt_dir, epoch, val = out / "checkpoints", ckpt_meta["epoch"], record["val"]
+    epoch, val = card.epoch, record["val"]
     _fault_point(epoch, "before-best")
     if improved:
-        save_checkpoint(ckpt_dir / "best.safetensors", model, ckpt_meta)
-        with disk_full_reported(out / "per_class.csv"):
-            write_per_class_csv(cm, data.classes, out / "per_class.csv")
-        with disk_full_reported(out / "confusion.png"):
-            plot_confusion(cm, data.classes, out / "confusion.png", f"{cfg.model}, epoch {epoch}, val top-1 {val['top1']:.3f}")
+        save_checkpoint(run.best, model, card.to_record())
+        with disk_full_reported(run.per_class):
+            write_per_class_csv(cm, data.classes, run.per_class)
+        with disk_full_reported(run.confusion):
+            plot_confusion(cm, data.classes, run.confusion, f"{cfg.model}, epoch {epoch}, val top-1 {val['top1']:.3f}")
     _fault_point(epoch, "before-last")
-    save_checkpoint(ckpt_dir / "last.safetensors", model, ckpt_meta, trainer)
+    save_checkpoint(run.last, model, card.to_record(), trainer)
     _fault_point(epoch, "after-last")
-    with disk_full_reported(out / "metrics.jsonl"):  # the checkpoint of this epoch is already safe
-        with open(out / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+    run.append_metrics(record)  # the checkpoint of this epoch is already safe
     _fault_point(epoch, "after-metrics")
-    with disk_full_reported(out / "curves.png"):
-        plot_curves(out / "metrics.jsonl", out / "curves.png")
+    with disk_full_reported(run.curves):
+        plot_curves(run.metrics, run.curves)
     shown = f"val top-1 {val['top1']:.3f} top-5 {val['top5']:.3f}" if val else "no val"
     log(f"epoch {epoch}/{cfg.optim.epochs}: train loss {record['train_loss']:.3f}, {shown}, "
         f"{two_figures(record['clips_per_s'])} clips/s, data wait {100 * record['data_wait_fraction']:.0f}%")
