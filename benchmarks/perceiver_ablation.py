@@ -80,7 +80,7 @@ def main(work: Path, scale: str, store: Path | None, weights: str | None, epochs
             print(f"{name}: trained before, kept")  # an interrupted ablation picks up where it stopped
         else:
             extra = options + (SCALES[scale]["perceiver"] if model == "r2plus1d_perceiver" else [])
-            extra += [f"model_options.weights={weights}"] if weights else []
+            extra += [f"init={weights}"] if weights else []
             cfg = load_config(None, settings + extra, base={"model": model, "data": {"path": str(store)}})
             train(cfg, run, resume=run.exists(), log=print)
         for fusion in ("mean", "vote"):  # the test split, more clips per video than val used: the vote needs several

@@ -85,7 +85,7 @@ def main(work: Path, family: str, runs: list[str] | None) -> None:
         if runs and name not in runs:
             continue
         run = work / f"run-{name}"
-        extra = options + ([f"model_options.weights={image_model(work, init)}"] if init else [])
+        extra = options + ([f"init={image_model(work, init)}"] if init else [])
         t0 = time.perf_counter()
         cfg = load_config(None, COMMON + extra, base={"model": model, "data": {"path": str(store)}})
         if run.exists():

@@ -245,7 +245,7 @@ def test_a_tags_local_file_keeps_the_tags_transforms(k400_file, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(tagged(x), bare(x), rtol=0, atol=0)  # the same weights either way
     for weights, crop in ((f"K400={k400_file}", 224), (str(k400_file), 112)):  # what a training run's data pipeline is given
-        cfg = load_config(None, [f"model_options.weights={weights}"], base={"model": "tsm_r50", "data": {"path": "unused"}})
+        cfg = load_config(None, [f"init={weights}"], base={"model": "tsm_r50", "data": {"path": "unused"}})
         assert model_transforms(cfg).crop == crop
     assert "names no tag" in assumed_transforms("tsm_r50", str(k400_file)) and assumed_transforms("tsm_r50", f"K400={k400_file}") is None
     named = tmp_path / "tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_kinetics400-rgb_20220831-deadbeef.pth"
@@ -270,7 +270,7 @@ def test_a_run_from_a_tags_local_file_trains_and_predicts_with_its_transforms(k4
     manifest.records = [r for r in manifest.records if r.split == "test"][:2] + [r for r in manifest.records if r.split == "train"][:4]
     extract(manifest, tmp_path / "store", ExtractConfig(frames=8, size=32))
     cfg = load_config(None, ["optim.epochs=1", "data.workers=0", "data.batch_size=4", "data.val_fraction=0", "device=cpu",
-                             f"model_options.weights=K400={k400_file}"], base={"model": "tsm_r50", "data": {"path": str(tmp_path / "store")}})
+                             f"init=K400={k400_file}"], base={"model": "tsm_r50", "data": {"path": str(tmp_path / "store")}})
     train(cfg, tmp_path / "run", log=lambda m: None)
     card = load_run(tmp_path / "run").card
     assert (card.input.augment["size"], card.input.augment["test_short_side"]) == (224, 256) and card.init["source"].startswith("K400=")

@@ -156,3 +156,25 @@ def test_random_backbone_weights_leave_the_callers_rng_alone():
     assert torch.equal(torch.rand(4), expected)  # the caller's stream goes on as if nothing had been built
     second = build_backbone("resnet18", "random")[0]
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))  # still the same weights
+
+
+def test_a_named_torchvision_file_keeps_its_preprocessing_and_its_published_hash(tmp_path, monkeypatch):
+    """cache-features --weights NAME=PATH: a local copy of torchvision's NAME keeps NAME's preprocessing (resnet50
+    V1: resize 256, where the architecture's DEFAULT, V2, resizes to 232) and must have the sha256 torchvision
+    published in the file's name."""
+    from vidpipe.files import sha256_file
+    from vidpipe.models import backbones
+    from vidpipe.models.backbones import resolve_weights
+
+    path = tmp_path / "r50.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    named = tmp_path / "resnet50-0676ba61.pth"  # torchvision's name for IMAGENET1K_V1, but other bytes
+    named.write_bytes(path.read_bytes())
+    with pytest.raises(VidpipeError, match="is not ResNet50_Weights.IMAGENET1K_V1: its sha256 starts .*the published file's 0676ba61"):
+        resolve_weights("resnet50", f"IMAGENET1K_V1={named}")
+    # the real file cannot be fetched here: stand in for it by making its published hash this file's
+    monkeypatch.setattr(backbones, "published_sha256", lambda record: sha256_file(path)[:8])
+    _, info, pre = resolve_weights("resnet50", f"IMAGENET1K_V1={path}")
+    assert pre.resize_size == (256,) and pre.source == "ResNet50_Weights.IMAGENET1K_V1" and info.to_dict()["tag"] == "IMAGENET1K_V1"
+    _, bare, pre = resolve_weights("resnet50", str(path))
+    assert pre.resize_size == (232,) and "tag" not in bare.to_dict()  # a bare file: the DEFAULT's, as before

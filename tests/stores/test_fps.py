@@ -159,12 +159,12 @@ def test_a_protocol_in_real_time_takes_only_a_store_at_that_rate(fps_stores, sto
     m, base = fps_stores
 
     def data(path):
-        cfg = load_config(None, ["model_options.weights=KINETICS400_V1", "data.workers=0", "data.val_fraction=0", "data.crop_size=32"],
+        cfg = load_config(None, ["init=KINETICS400_V1", "data.workers=0", "data.val_fraction=0", "data.crop_size=32"],
                           base={"model": "r2plus1d_18", "data": {"path": str(path)}})
         return build_data(cfg)
 
     built = data(base / "zarr-raw")
-    assert built.inputs["train"] == "16x1x1" and built.inputs["mean"] == [0.43216, 0.394666, 0.37645]
+    assert built.inputs.train == "16x1x1" and list(built.inputs.augment["mean"]) == [0.43216, 0.394666, 0.37645]
     batch = next(iter(built.train))
     assert batch["clips"].shape[1:3] == (1, 16)
     _, uniform = stores
@@ -216,14 +216,14 @@ def test_an_interval_in_source_frames_becomes_the_stores_equivalent(fps_stores, 
     m, base = fps_stores
     rate = sum(n for n, _ in VIDEOS) / sum(n / fps for n, fps in VIDEOS)  # the train split's source frames per second
     built = data(base / "zarr-raw")
-    assert built.inputs["train"] == f"16x{round(4 * F / rate)}x1" == "16x2x1"
+    assert built.inputs.train == f"16x{round(4 * F / rate)}x1" == "16x2x1"
     assert next(iter(built.train))["clips"].shape[1:3] == (1, 16)
     extract(m, tmp_path / "thirty", ExtractConfig(format="zarr", size=48, fps=30, max_seconds=MAX_SECONDS, workers=2))
-    assert data(tmp_path / "thirty").inputs["train"] == f"16x{round(4 * 30 / rate)}x1" == "16x5x1"
+    assert data(tmp_path / "thirty").inputs.train == f"16x{round(4 * 30 / rate)}x1" == "16x5x1"
     _, uniform = stores
     frames = json.loads((uniform / "zarr" / "store.json").read_text())["clip"]["frames"]
-    assert data(uniform / "zarr").inputs["train"] == f"16x{max(1, round(4 * frames / 24))}x1"
-    assert data(uniform / "zarr", "data.frame_interval=3").inputs["train"] == "16x3x1"  # the user's interval is in stored frames
+    assert data(uniform / "zarr").inputs.train == f"16x{max(1, round(4 * frames / 24))}x1"
+    assert data(uniform / "zarr", "data.frame_interval=3").inputs.train == "16x3x1"  # the user's interval is in stored frames
     # a store made before the counts were recorded: one line naming both ways out
     index = json.loads((base / "zarr-raw" / "store.json").read_text())
     del index["splits"]["train"]["source_frames"]

@@ -92,3 +92,17 @@ def test_only_the_card_reads_checkpoint_metadata_and_only_rundir_names_run_files
             namers.append(rel)
     assert readers == [], f"checkpoint metadata read outside the run card: {readers}"
     assert namers == [], f"run folder names spelled outside RunDir: {namers}"
+
+
+def test_the_initialisation_is_the_runs_not_a_model_option():
+    """`init` replaced `model_options.weights` (no model reads a file): the old option is refused with the new
+    name, and a card that recorded it is read with it moved (cards up to version 2)."""
+    from vidpipe.errors import VidpipeError
+    from vidpipe.train.config import upgrade
+
+    with pytest.raises(VidpipeError, match="model_options.weights is now the run's init .*pass init=K400"):
+        load_config(None, ["model_options.weights=K400"], base={"model": "tsm_r50"})
+    assert load_config(None, ["init=K400"], base={"model": "tsm_r50"}).init == "K400"
+    old = {"model": "tsm_r50", "model_options": {"weights": "IMAGENET1K_V1", "dropout": 0.5}, "data": {}}
+    assert upgrade(old) == {"model": "tsm_r50", "model_options": {"dropout": 0.5}, "data": {}, "init": "IMAGENET1K_V1"}
+    assert old["model_options"]["weights"] == "IMAGENET1K_V1"  # the record itself is left as it was

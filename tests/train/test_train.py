@@ -306,7 +306,7 @@ def test_a_run_initialised_from_a_weights_file_evaluates_after_the_file_is_delet
     torch.save(reference.state_dict(), init)
     digest = sha256_file(init)
     cfg = load_config(None, ["optim.epochs=1", "optim.lr=1e-7", "optim.warmup_epochs=0", "data.workers=0", "data.batch_size=8", "data.frames=4",
-                             "data.crop_size=32", "device=cpu", f"model_options.weights={init}"],
+                             "data.crop_size=32", "device=cpu", f"init={init}"],
                       base={"model": "r2plus1d_18", "data": {"path": str(store)}})
     train(cfg, tmp_path / "run", log=lambda m: None)
     saved = json.loads((tmp_path / "run" / "run.json").read_text())

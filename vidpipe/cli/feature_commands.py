@@ -17,7 +17,9 @@ def _backbones():
 @cli.command("cache-features")
 @click.option("--store", required=True, type=click.Path(file_okay=False), help="A clip store from `vidpipe extract`.")
 @click.option("--backbone", type=ui.LazyChoice(_backbones), default="resnet50", help="Frozen torchvision backbone.")
-@click.option("--weights", default="DEFAULT", help="torchvision weights name (IMAGENET1K_V2, KINETICS400_V1, DEFAULT), a .pth/.safetensors PATH, or random.")
+@click.option("--weights", default="DEFAULT",
+              help="torchvision weights name (IMAGENET1K_V2, KINETICS400_V1, DEFAULT), NAME=PATH (a local copy of that file), "
+                   "a .pth/.safetensors PATH, or random.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Feature store directory.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, help="Videos per forward pass.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where the backbone runs.")

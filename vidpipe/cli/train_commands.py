@@ -53,7 +53,7 @@ def models_cmd(name, classes, in_dim):
                  f"{params(e)} parameters for {classes} classes; checkpoint layouts: {', '.join(lay.name for lay in e.layouts)}")
     ui.table(f"{e.name} options (model_options.NAME=VALUE)", ["option", "type", "default"], _options(e.config), justify_right_from=3)
     if e.weights:
-        ui.table(f"{e.name} weights (model_options.weights=TAG, or load_pretrained('{e.name}', TAG))",
+        ui.table(f"{e.name} weights (init=TAG or init=TAG=PATH in training, or load_pretrained('{e.name}', TAG))",
                  ["tag", "source", "transforms", "classes", "reported"],
                  [[w.tag, w.source, w.transforms.describe(), w.num_classes, _reported(w.meta)] for w in e.weights],
                  justify_right_from=5)

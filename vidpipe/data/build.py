@@ -231,7 +231,7 @@ def feature_statistics(dataset, seed: int = 0, token_videos: int = 1024) -> dict
 def model_transforms(cfg) -> Transforms | None:
     """The input the run's model expects: its weights record's transforms when initialised from a tag,
     else the model's own defaults (None: feature models that read the store's token maps whole)."""
-    return model_entry(cfg.model).transforms_for(getattr(cfg.model_options, "weights", None))
+    return model_entry(cfg.model).transforms_for(None if cfg.init == "none" else cfg.init)
 
 
 def input_spec(cfg, index: dict, root) -> InputSpec:

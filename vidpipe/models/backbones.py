@@ -1,10 +1,11 @@
 """Frozen torchvision backbones for the feature cache: weights, their preprocessing, forward_features.
 
 Weights come from (a) a torchvision weights name (`IMAGENET1K_V2`, `KINETICS400_V1`, `DEFAULT`),
-fetched through torchvision's own cache/download mechanism; (b) a local `.pth` / `.safetensors` state
-dict of the same architecture; or (c) `random` (seeded init, for offline demos and tests, and marked as
-such). Preprocessing (resize, crop, mean/std) always comes from a torchvision weights record: the named
-one, or the architecture's DEFAULT for (b) and (c).
+fetched through torchvision's own cache/download mechanism; (b) `NAME=PATH`, a local copy of that file
+(checked against the sha256 prefix torchvision publishes in its file name); (c) a local `.pth` /
+`.safetensors` state dict of the same architecture; or (d) `random` (seeded init, for offline demos and
+tests, and marked as such). Preprocessing (resize, crop, mean/std) always comes from a torchvision
+weights record: the named one for (a) and (b), the architecture's DEFAULT for (c) and (d).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 
 from vidpipe.errors import VidpipeError
 from vidpipe.files import sha256_file
-from vidpipe.models.weights import fit, read_state
+from vidpipe.models.weights import fit, published_prefix, read_state
 
 BACKBONES = {
     # name -> (kind, pooled feature width, frames per clip the weights expect (clip backbones))
@@ -50,9 +51,13 @@ class WeightsInfo:
     sha256: str | None
     random: bool
     path: str | None = None  # where a local file was read from (find it again by this path and its sha256)
+    tag: str | None = None  # TAG=PATH: the torchvision weights the local file is (its preprocessing is theirs)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["tag"] is None:  # stores made before tags kept their weights' identity
+            d.pop("tag")
+        return d
 
 
 def _weights_enum(arch: str):
@@ -67,6 +72,20 @@ def preprocess_of(record) -> Preprocess:
     return Preprocess(tuple(int(v) for v in resize), tuple(int(v) for v in crop), tuple(t.mean), tuple(t.std), f"{type(record).__name__}.{record.name}")
 
 
+def published_sha256(record) -> str | None:
+    """The sha256 prefix torchvision publishes in a weights file's name (`resnet50-0676ba61.pth`)."""
+    return published_prefix(record.url)
+
+
+def _record(arch: str, enum, name: str, given: str):
+    try:
+        return enum[name] if name != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        names = ", ".join(["DEFAULT", *(w.name for w in enum)])
+        raise VidpipeError(f"{arch} has no torchvision weights '{name}' (--weights {given}); choose one of {names}, TAG=PATH (a local copy "
+                           "of that file), a .pth/.safetensors PATH, or random") from None
+
+
 def resolve_weights(arch: str, weights: str) -> tuple[dict | None, WeightsInfo, Preprocess]:
     """(state dict or None for random, provenance, preprocessing) of `cache-features --weights`."""
     if arch not in BACKBONES:
@@ -74,17 +93,20 @@ def resolve_weights(arch: str, weights: str) -> tuple[dict | None, WeightsInfo, 
     enum = _weights_enum(arch)
     if weights == "random":
         return None, WeightsInfo("random", "random", None, True), preprocess_of(enum.DEFAULT)
-    path = Path(weights)
-    if path.suffix in (".pth", ".pt", ".safetensors") or path.exists():
+    tag, sep, local = weights.partition("=")
+    record = _record(arch, enum, tag, weights) if sep else None
+    path = Path(local if sep else weights)
+    if sep or path.suffix in (".pth", ".pt", ".safetensors") or path.exists():
         if not path.is_file():
             raise VidpipeError(f"weights file {path} not found")
-        info = WeightsInfo(f"file:{path.name}", "file", sha256_file(path), False, str(path.resolve()))
-        return read_state(path)[0], info, preprocess_of(enum.DEFAULT)
-    try:
-        record = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
-    except KeyError:
-        names = ", ".join(["DEFAULT", *(w.name for w in enum)])
-        raise VidpipeError(f"{arch} has no torchvision weights '{weights}' (--weights {weights}); choose one of {names}, a .pth/.safetensors PATH, or random") from None
+        digest = sha256_file(path)
+        published = published_sha256(record) if record is not None else None
+        if published and not digest.startswith(published):  # torchvision names its files by their sha256
+            raise VidpipeError(f"{path} is not {type(record).__name__}.{record.name}: its sha256 starts {digest[:len(published)]}, the "
+                               f"published file's {published}; pass that file, or the path alone")
+        info = WeightsInfo(f"file:{path.name}", "file", digest, False, str(path.resolve()), tag if sep else None)
+        return read_state(path)[0], info, preprocess_of(record if record is not None else enum.DEFAULT)
+    record = _record(arch, enum, weights, weights)
     try:
         state = record.get_state_dict(progress=False, check_hash=True)
     except Exception as e:  # offline: URLError / OSError / RuntimeError from the download

@@ -1,7 +1,7 @@
 """R(2+1)D-18 on clips (torchvision `r2plus1d_18`), with a classifier for the dataset's classes.
 
 Tran et al., "A Closer Look at Spatiotemporal Convolutions for Action Recognition" (CVPR 2018).
-Built with random initialisation; `model_options.weights=KINETICS400_V1` (or a local torchvision state
+Built with random initialisation; a run's `init=KINETICS400_V1` (or a local torchvision state
 dict) initialises a training run from Kinetics-400 through the weights record below.
 Input (B, 3, T, H, W), e.g. 16 x 112 x 112 -> (B, 512, T/8, H/16, W/16) before the pooled classifier.
 """
@@ -22,7 +22,6 @@ from vidpipe.typed import check_layers
 
 @dataclass
 class R2Plus1DConfig:
-    weights: str = "none"  # initialisation of a training run: none | KINETICS400_V1 | PATH (any layout below)
     dropout: float = 0.5
 
     def __post_init__(self):

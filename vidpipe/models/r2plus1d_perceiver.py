@@ -6,7 +6,7 @@ the 8 BasicBlocks, layer1.0 ... layer4.1; k = 8 is the whole network) against ho
 to add. Token maps at 16 x 112 x 112: k = 4 -> 128 x 8 x 28 x 28, k = 6 -> 256 x 4 x 14 x 14, k = 7 or 8 ->
 512 x 2 x 7 x 7.
 
-`weights=KINETICS400_V1` (or a torchvision `r2plus1d_18` state dict) initialises the CNN; the blocks past k
+a run's `init=KINETICS400_V1` (or a torchvision `r2plus1d_18` state dict) initialises the CNN; the blocks past k
 and Kinetics' classifier are not used, and the Perceiver starts from its own initialisation. Every parameter
 exists when the model is built, so the optimizer sees all of them (the study's code made its cross-attention
 on the first forward, after its optimizer).
@@ -32,7 +32,6 @@ BLOCK_CHANNELS = (64, 64, 128, 128, 256, 256, 512, 512)  # output channels of Ba
 
 @dataclass
 class R2Plus1DPerceiverConfig(PerceiverConfig):
-    weights: str = "none"  # CNN initialisation: none | KINETICS400_V1 | PATH (torchvision r2plus1d_18, or a vidpipe run)
     cnn_blocks: int = 8  # the stem and the first k BasicBlocks (4..8)
 
     def __post_init__(self):

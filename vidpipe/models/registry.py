@@ -13,7 +13,6 @@ and declares what it eats (`ModelEntry.input`) and how its input is sampled by d
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,7 +22,8 @@ from torch import nn
 
 from vidpipe.errors import VidpipeError
 from vidpipe.files import sha256_file
-from vidpipe.models.weights import VIDPIPE_LAYOUT, Layout, Transforms, Weights, fit, mismatch, read_state, replace_classifier, weights_file
+from vidpipe.models.weights import (VIDPIPE_LAYOUT, Layout, Transforms, Weights, fit, mismatch, published_prefix, read_state,
+                                    replace_classifier, weights_file)
 from vidpipe.typed import from_dict
 
 INPUTS = {"frame_features": "frame features (B,T,D)", "clip_tokens": "clip tokens (B,C,D,t,h,w)", "clips": "clips (B,3,T,H,W)"}
@@ -182,9 +182,9 @@ def _tag_file(entry: ModelEntry, record: Weights, path: Path, source: str, probe
     says (a sha256 prefix in the record, or in the file's own name, as torchvision and mmaction2 name
     theirs), and it is read in the tag's layout; the run keeps the tag's transforms."""
     if not path.is_file():
-        raise VidpipeError(f"{path} not found (model_options.weights={source}: TAG=PATH names a local copy of the tag's file)")
+        raise VidpipeError(f"{path} not found (init={source}: TAG=PATH names a local copy of the tag's file)")
     digest = sha256_file(weights_file(path))
-    published = record.published_sha256() or _named_sha256(path)
+    published = record.published_sha256() or published_prefix(path.name)
     if published and not digest.startswith(published):
         raise VidpipeError(f"{path} is not {entry.name}'s {record.tag} file: its sha256 starts {digest[:len(published)]}, the published one "
                            f"{published}; pass the file the tag names, or the path alone (the model's own transforms)")
@@ -202,13 +202,6 @@ def _tag_file(entry: ModelEntry, record: Weights, path: Path, source: str, probe
     return state, record.layout, Loaded(source, record.layout.name, digest, str(path.resolve()), transforms=transforms), meta
 
 
-def _named_sha256(path: Path) -> str | None:
-    """The sha256 prefix a publisher put in a file's name: torchvision's `resnet50-0676ba61.pth`, mmaction2's
-    `..._20220831-64d69186.pth`."""
-    m = re.search(r"-([0-9a-f]{8,64})\.(?:pth|pt|safetensors)$", path.name)
-    return m.group(1) if m else None
-
-
 def _adapt(model: nn.Module, state: dict) -> dict:
     """`state` resized or completed by the model's `adapt_state`, where it has one."""
     return model.adapt_state(state) if hasattr(model, "adapt_state") else state
@@ -224,7 +217,8 @@ def _checkpoint_spec(entry: ModelEntry, state: dict, meta: dict, options: dict, 
     if "model" in meta:  # a vidpipe checkpoint knows its model, options and input width
         if meta["model"] != entry.name:
             raise VidpipeError(f"that checkpoint is a {meta['model']} checkpoint, not {entry.name}; load it with that name")
-        options = {**meta["config"].get("model_options", {}), **options}
+        recorded = {k: v for k, v in meta["config"].get("model_options", {}).items() if k != "weights"}  # older runs kept their init there
+        options = {**recorded, **options}
         in_dim = meta.get("in_dim")
     if entry.input != "clips" and in_dim is None:
         raise VidpipeError(f"{entry.name} reads {INPUTS[entry.input]}: load a vidpipe checkpoint of it (it records the feature width)")
@@ -279,8 +273,8 @@ def assumed_transforms(name: str, source: str) -> str | None:
     if not entry.weights or entry.parse_weights(source)[0] is not None:
         return None
     tags = ", ".join(f"{w.tag} ({w.transforms.describe()})" for w in entry.weights)
-    return (f"model_options.weights={source} names no tag: the run uses {name}'s own transforms ({entry.transforms.describe()}); "
-            f"if the file is a tag's, pass model_options.weights=TAG={source} to keep that tag's: {tags}")
+    return (f"init={source} names no tag: the run uses {name}'s own transforms ({entry.transforms.describe()}); "
+            f"if the file is a tag's, pass init=TAG={source} to keep that tag's: {tags}")
 
 
 def init_from_pretrained(model: nn.Module, name: str, source: str) -> Loaded:

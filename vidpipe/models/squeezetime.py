@@ -45,7 +45,6 @@ class SqueezeTimeConfig:
     frames: int = 16  # T: the stem reads 3T channels, so every clip has exactly T frames
     pos_dim: tuple[int, int, int, int] = (56, 28, 14, 7)  # each stage's position-embedding side (224 input; others resize)
     dropout: float = 0.5
-    weights: str = "none"  # a training run's initialisation: none | a tag (`vidpipe models squeezetime`) | PATH
 
     def __post_init__(self):
         check(self.frames >= 1, f"model_options.frames must be at least 1; got {self.frames}")

@@ -58,7 +58,6 @@ class TimeSformerConfig:
     fused_attention: bool = True  # torch's scaled_dot_product_attention; False: explicit softmax(q k^T) v, as HF computes it
     dropout: float = 0.0  # before the classifier
     drop_path: float = 0.0  # stochastic depth, rising linearly to this in the last block
-    weights: str = "none"  # initialisation of a training run: none | IMAGENET1K_V1 | PATH (any layout below)
 
     def __post_init__(self):
         check(self.preset in PRESETS, f"model_options.preset must be one of {', '.join(PRESETS)}; got '{self.preset}'")

@@ -39,7 +39,6 @@ class TINConfig:
     segments: int = 8  # the T every clip must have (OffsetNet's Linear layers are T x T)
     shift_div: int = 4  # 1/shift_div of the channels are interlaced
     dropout: float = 0.5
-    weights: str = "none"  # none | IMAGENET1K_V1 | a tag (`vidpipe models tin_r50`) | PATH (TIN, or TSM/TSN: the interlace starts fresh)
 
     def __post_init__(self):
         check(self.segments >= 1, f"model_options.segments must be at least 1; got {self.segments}")

@@ -34,7 +34,6 @@ class TSMConfig:
     shift_div: int = 8  # 1/shift_div of the channels move forward in time, 1/shift_div backward
     is_shift: bool = True  # False: TSN (no shift), the order-blind baseline
     dropout: float = 0.5  # before the classifier (mmaction2's TSMHead)
-    weights: str = "none"  # a training run's initialisation: none | IMAGENET1K_V1 | a tag (`vidpipe models tsm_r50`) | PATH
 
     def __post_init__(self):
         check(self.shift_div >= 2, f"model_options.shift_div must be at least 2 (two channel folds are shifted); got {self.shift_div}")

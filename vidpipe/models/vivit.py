@@ -58,7 +58,6 @@ class ViViTConfig:
     dropout: float = 0.0  # before the classifier
     drop_path: float = 0.0  # stochastic depth, rising linearly to this over each encoder's blocks
     fused_attention: bool = True  # torch's scaled_dot_product_attention; False: explicit softmax(q k^T) v
-    weights: str = "none"  # a training run's initialisation: none | a tag (`vidpipe models vivit_fe`) | PATH (an image ViT or a ViViT)
 
     def __post_init__(self):
         check(self.preset in PRESETS, f"model_options.preset must be one of {', '.join(PRESETS)}; got '{self.preset}'")

@@ -84,9 +84,16 @@ class Layout:
 VIDPIPE_LAYOUT = Layout("vidpipe", lambda state: dict(state), "vidpipe's own keys (a run checkpoint or save_file(model.state_dict()))")
 
 
+def published_prefix(name: str) -> str | None:
+    """The sha256 prefix a publisher puts in a weights file's name or URL: torchvision's `resnet50-0676ba61.pth`,
+    mmaction2's `..._20220831-64d69186.pth`."""
+    m = re.search(r"-([0-9a-f]{8,64})\.(?:pth|pt|safetensors)$", name)
+    return m.group(1) if m else None
+
+
 @dataclass(frozen=True)
 class Weights:
-    tag: str  # what users type: model_options.weights=KINETICS400_V1, load_pretrained(name, "KINETICS400_V1")
+    tag: str  # what users type: init=KINETICS400_V1, load_pretrained(name, "KINETICS400_V1")
     source: str  # "torchvision:R2Plus1D_18_Weights.KINETICS400_V1", "hf:<repo id>", "mmaction2:<url>", "official:<url>"
     layout: Layout
     transforms: Transforms
@@ -103,8 +110,7 @@ class Weights:
         import torchvision
 
         enum_name, _, member = ref.partition(".")
-        m = re.search(r"-([0-9a-f]{8,64})\.pth$", torchvision.models.get_weight(f"{enum_name}.{member}").url)
-        return m.group(1) if m else None
+        return published_prefix(torchvision.models.get_weight(f"{enum_name}.{member}").url)
 
     def fetch(self) -> dict:
         """The state dict in the source's own keys. Only torchvision sources download (through
@@ -119,7 +125,7 @@ class Weights:
                 return record.get_state_dict(progress=False, check_hash=True)
             except Exception as e:  # offline: URLError / OSError / RuntimeError from the download
                 raise VidpipeError(f"could not fetch {ref} ({type(e).__name__}); this machine may be offline: download {record.url}, "
-                                   "then pass model_options.weights=PATH (training) or its path to load_pretrained") from None
+                                   "then pass init=PATH (training) or its path to load_pretrained") from None
         raise VidpipeError(f"weights {self.tag} come from {self.source}; download them and pass the local file or folder instead of the tag")
 
 

@@ -335,6 +335,8 @@ def load_backbone(prov: dict, data_path: str, override: str | None = None):
         recorded = (index.get("weights") or {}).get("path")
         tried = [p for p in (override, recorded) if p]
         name = next((p for p in tried if Path(p).is_file() and sha256_file(p) == w["sha256"]), None)
+        if name is not None and w.get("tag"):  # TAG=PATH: the tag's preprocessing, as the features were made
+            name = f"{w['tag']}={name}"
         if name is None:
             where = f" (not at {', '.join(tried)}, or with another sha256)" if tried else ""
             raise VidpipeError(f"this run's features come from {arch} weights {w['id'].removeprefix('file:')} (sha256 {w['sha256'][:16]}...){where}; "

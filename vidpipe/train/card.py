@@ -3,9 +3,9 @@ place that reads it back (`load_run`, used by eval, predict, export and compare)
 
 A card holds the model and its resolved config, the classes, the `InputSpec` (how inputs are cut from a
 store), the data's provenance, the training split's feature statistics, the initialisation and how the
-checkpoint was chosen. It is written into every checkpoint's metadata and into RUN/run.json. Cards of
-version 1 (checkpoints written before the card, vidpipe at ea7e36e) are read too: their `inputs` record
-becomes an InputSpec (`InputSpec.from_v1`).
+checkpoint was chosen. It is written into every checkpoint's metadata and into RUN/run.json. Older cards
+are read too: version 1 (checkpoints written before the card, vidpipe at ea7e36e) has its `inputs` record
+made an InputSpec (`InputSpec.from_v1`); versions 1 and 2 have `model_options.weights` moved to `init`.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from vidpipe.data.inputs import InputSpec
 from vidpipe.errors import VidpipeError
 from vidpipe.models import create_model
 from vidpipe.train.checkpoint import load_model_weights, read_meta
-from vidpipe.train.config import TrainConfig
+from vidpipe.train.config import TrainConfig, upgrade
 from vidpipe.train.rundir import RunDir
 from vidpipe.typed import from_dict
 
-CARD_VERSION = 2
+CARD_VERSION = 3  # 3: the initialisation is the config's `init`, not `model_options.weights`
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,8 @@ class RunCard:
         else:
             spec = InputSpec.from_dict(record["inputs"])
         fields = {f.name for f in dataclasses.fields(cls)} - {"input", "version"}
-        return cls(input=spec, version=CARD_VERSION, **{k: v for k, v in record.items() if k in fields})
+        values = {k: v for k, v in record.items() if k in fields}
+        return cls(input=spec, version=CARD_VERSION, **{**values, "config": upgrade(record["config"])})
 
 
 @dataclass

@@ -77,6 +77,9 @@ class OptimConfig:
 class TrainConfig:
     model: str = "resnet_temporal_vit"
     model_options: Any = field(default_factory=dict)  # the model's *Config, typed when the config is made
+    # the run's pretrained initialisation, applied once when it starts (the builder never reads a file):
+    # none | TAG | TAG=PATH (a tag's file kept locally) | PATH; `vidpipe models NAME` lists the tags
+    init: str = "none"
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
@@ -87,6 +90,8 @@ class TrainConfig:
     def __post_init__(self):
         from vidpipe.models import make_config
 
+        if isinstance(self.model_options, dict) and "weights" in self.model_options:
+            raise VidpipeError(f"model_options.weights is now the run's init (the model reads no file): pass init={self.model_options['weights']}")
         self.model_options = make_config(self.model, self.model_options)  # unknown keys and wrong types fail here
         most = getattr(self.model_options, "max_frames", None)
         check(most is None or self.data.frames is None or self.data.frames <= most,
@@ -100,6 +105,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def upgrade(raw: dict) -> dict:
+    """A run config as recorded by an older vidpipe, as today's reads it: `model_options.weights` was the
+    initialisation before `init` was the run's (run cards up to version 2)."""
+    raw = json.loads(json.dumps(raw))
+    options = raw.get("model_options") or {}
+    if "weights" in options:
+        raw.setdefault("init", options.pop("weights"))
+    return raw
 
 
 def resolved_settings(cfg: TrainConfig) -> str:

@@ -32,7 +32,7 @@ from vidpipe.models import count_params, create_model, init_from_pretrained
 from vidpipe.models.registry import assumed_transforms
 from vidpipe.train.card import RunCard
 from vidpipe.train.checkpoint import load_model_weights, load_trainer, read_meta, rng_state, save_checkpoint, trainer_state
-from vidpipe.train.config import TrainConfig, resolved_settings
+from vidpipe.train.config import TrainConfig, resolved_settings, upgrade
 from vidpipe.data.build import build_data
 from vidpipe.train.metrics import plot_confusion, plot_curves, two_figures, write_per_class_csv
 from vidpipe.train.rundir import RunDir
@@ -144,9 +144,9 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, log, rank: int, world: i
         if saved.get("world_size", 1) != world:
             raise VidpipeError(f"{out} was trained with {saved.get('world_size', 1)} process(es), this run has {world}; "
                                f"resume it with the same count (torchrun --nproc_per_node {saved.get('world_size', 1)})")
-        if saved.get("config") != card.config or saved.get("classes") != card.classes or saved.get("provenance") != card.provenance:
+        if upgrade(saved.get("config") or {}) != card.config or saved.get("classes") != card.classes or saved.get("provenance") != card.provenance:
             raise VidpipeError(f"--resume with a different config, classes or data than {run.card}; use the same settings or a new --out")
-    weights = getattr(cfg.model_options, "weights", "none")
+    weights = cfg.init
     if resume_from:  # the run's checkpoint holds the weights: the init file is never read again
         card = dataclasses.replace(card, init=saved.get("init"))
     elif weights != "none":  # a pretrained initialisation, once, through the model's weights record
