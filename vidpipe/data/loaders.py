@@ -42,7 +42,7 @@ from vidpipe.io import jpeg
 from vidpipe.data.augment import AugmentConfig, train_params
 from vidpipe.datasets.manifest import hash_fraction
 from vidpipe.data.sampling import Sampling, view_indices
-from vidpipe.stores.clips import IndexMismatch, Store, damaged_chunk, index_problem, zarr_lengths
+from vidpipe.stores.clips import IndexMismatch, Store, damaged_chunk, zarr_lengths
 from vidpipe.stores.shards import damaged_shard, index_shard
 
 
@@ -186,7 +186,7 @@ class WebDatasetClips(IterableDataset):
         self.shard_counts = {u: f.get("count") for u, f in zip(self.urls, store.index["splits"][split]["files"])}
         listed = store.index["splits"][split]["count"]
         if None not in self.shard_counts.values() and sum(self.shard_counts.values()) != listed:
-            raise index_problem(store.root / "store.json", f"split {split}: its shards hold {sum(self.shard_counts.values())} samples, "
+            raise IndexMismatch(store.root / "store.json", f"split {split}: its shards hold {sum(self.shard_counts.values())} samples, "
                                                            f"its count says {listed}")
         ids = store.ids(split) if spec.holdout is not None else None
         self.count = store.index["splits"][split]["count"] if ids is None else sum(map(spec.keeps, ids))
@@ -276,7 +276,7 @@ class WebDatasetClips(IterableDataset):
             label = -1
         t_ok = shape[0] == self.max_frames if self.uniform else 1 <= shape[0] <= self.max_frames
         if len(shape) != 4 or not t_ok or tuple(shape[1:]) != tuple(self.frame_shape) or not 0 <= label < self.num_classes:
-            raise index_problem(self.index_path, f"{sample['__url__']}: sample {sample['__key__']!r} has frames {tuple(shape)} and label "
+            raise IndexMismatch(self.index_path, f"{sample['__url__']}: sample {sample['__key__']!r} has frames {tuple(shape)} and label "
                                                  f"{label}, store.json says {(self.max_frames, *self.frame_shape)} and {self.num_classes} classes")
         return label
 

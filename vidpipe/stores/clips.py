@@ -58,16 +58,12 @@ class IndexMismatch(VidpipeError):
         self.problem = problem
 
 
-def index_problem(path: Path, problem: str) -> IndexMismatch:
-    return IndexMismatch(path, problem)
-
-
 def check_index(path: Path, index: dict) -> None:
     """The shape of a clip store's store.json, before anything trusts it: positive sizes, a class list,
     per split a count and files (path, bytes, sha256)."""
     def need(ok, problem):
         if not ok:
-            raise index_problem(path, problem)
+            raise IndexMismatch(path, problem)
 
     clip, splits, classes = index.get("clip"), index.get("splits"), index.get("classes")
     need(index.get("format") in ("webdataset", "zarr"), f"format {index.get('format')!r}")
@@ -159,7 +155,7 @@ class Store:
         t, h, w, c = self.clip_shape
         ok_t = shape[0] == t if self.mode == "uniform" else 1 <= shape[0] <= t
         if len(shape) != 4 or not ok_t or tuple(shape[1:]) != (h, w, c) or not 0 <= label < len(self.classes):
-            raise index_problem(self.root / "store.json", f"{split}/{vid}: frames {tuple(shape)} and label {label}, "
+            raise IndexMismatch(self.root / "store.json", f"{split}/{vid}: frames {tuple(shape)} and label {label}, "
                                                           f"store.json says {self.clip_shape} and {len(self.classes)} classes")
 
     def ids(self, split: str) -> list[str]:
@@ -190,13 +186,13 @@ class Store:
                             frames = jpeg.decode(frames)
                         self.check_sample(split, meta["id"], frames.shape, s["cls"])
                         if frames.dtype != np.uint8:
-                            raise index_problem(self.root / "store.json", f"{split}/{meta['id']}: frames of {frames.dtype}")
+                            raise IndexMismatch(self.root / "store.json", f"{split}/{meta['id']}: frames of {frames.dtype}")
                         n += 1
                         self._check_count(split, n)
                         yield meta["id"], frames, s["cls"], meta
                 except (tarfile.TarError, OSError, ValueError) as e:
                     raise damaged_shard(shard, e) from None
-                if entry.get("count", in_shard) != in_shard:  # recorded since vidpipe 0.1 stores of this release
+                if entry.get("count", in_shard) != in_shard:  # stores made since per-shard counts were recorded
                     raise damaged_shard(shard, ValueError(f"{in_shard} samples, store.json says {entry['count']}"))
         else:
             import zarr
@@ -216,11 +212,11 @@ class Store:
                 self._check_count(split, n)
                 yield meta["id"], video, int(labels[i]), meta
         if n != expected:
-            raise index_problem(self.root / "store.json", f"read {n} samples, store.json says {expected}")
+            raise IndexMismatch(self.root / "store.json", f"read {n} samples, store.json says {expected}")
 
     def _check_count(self, split: str, n: int) -> None:
         if n > self.index["splits"][split]["count"]:
-            raise index_problem(self.root / "store.json", f"split {split} holds more samples than the {self.index['splits'][split]['count']} it lists")
+            raise IndexMismatch(self.root / "store.json", f"split {split} holds more samples than the {self.index['splits'][split]['count']} it lists")
 
     def zarr_group(self, split: str):
         """A split's zarr group, checked against store.json: rows, count of valid videos, frame shape."""
@@ -237,7 +233,7 @@ class Store:
         t, h, w, c = self.clip_shape
         want = (t,) if self.codec == "jpeg" else (t, h, w, c)
         if len(sizes) != 1 or tuple(rows[1:]) != want or int(valid.sum()) != self.index["splits"][split]["count"]:
-            raise index_problem(self.root / "store.json", f"{split}.zarr holds {rows} frames and {int(valid.sum())} valid videos, "
+            raise IndexMismatch(self.root / "store.json", f"{split}.zarr holds {rows} frames and {int(valid.sum())} valid videos, "
                                                           f"store.json says {self.index['splits'][split]['count']} of {want}")
         return group
 

@@ -28,7 +28,7 @@ from vidpipe.files import COMPONENT, inside, is_no_space, read_json, sha256_file
 from vidpipe.devices import amp_dtype, resolve_device
 from vidpipe.errors import VidpipeError, no_space
 from vidpipe.models.backbones import Backbone, Preprocess, build_backbone
-from vidpipe.stores.clips import Store, index_problem, verify_files
+from vidpipe.stores.clips import IndexMismatch, Store, verify_files
 from vidpipe.stores.writers import file_entry
 
 FEATURE_FORMAT = "vidpipe-features"
@@ -305,7 +305,7 @@ class FeatureStore:
         empty = int(sum(1 for i in ids if not i))
         bad_labels = int(((labels < 0) | (labels >= len(self.index["classes"]))).sum())
         if len(ids) != n or len(labels) != n or tuple(shape) != (n, *self.index["features"]["shape"]) or empty or bad_labels:
-            raise index_problem(self.root / "store.json", f"{split}: {len(ids)} rows of features {tuple(shape)}, {empty} rows no sample "
+            raise IndexMismatch(self.root / "store.json", f"{split}: {len(ids)} rows of features {tuple(shape)}, {empty} rows no sample "
                                                           f"produced, {bad_labels} labels outside the {len(self.index['classes'])} classes; "
                                                           f"store.json says {n} rows of {tuple(self.index['features']['shape'])}")
         return group
@@ -330,7 +330,7 @@ class FeatureStore:
 def _check_index(path: Path, index: dict) -> None:
     def need(ok, problem):
         if not ok:
-            raise index_problem(path, problem)
+            raise IndexMismatch(path, problem)
 
     need(isinstance(index.get("classes"), list) and all(isinstance(c, str) for c in index["classes"]), "no class list")
     shape = (index.get("features") or {}).get("shape")
