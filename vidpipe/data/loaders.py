@@ -193,8 +193,7 @@ class WebDatasetClips(IterableDataset):
         self.spec, self.shuffle_buffer, self.epoch = spec, shuffle_buffer, SharedEpoch()
         self.rank, self.world_size, self.resampled = rank, world_size, resampled
         self.frame_shape = store.clip_shape[1:]  # (H, W, 3): JPEG members do not carry it
-        self.max_frames, self.uniform, self.num_classes = store.clip_shape[0], store.mode == "uniform", len(store.classes)
-        self.index_path = store.root / "store.json"
+        self.store, self.split = store, split  # every sample is checked against store.json by the store's own rule
         self.handler = handler or skip_bad_sample
 
     def set_epoch(self, epoch: int) -> None:
@@ -274,10 +273,7 @@ class WebDatasetClips(IterableDataset):
             label = int(sample["cls"].decode("ascii"))
         except (ValueError, UnicodeDecodeError):
             label = -1
-        t_ok = shape[0] == self.max_frames if self.uniform else 1 <= shape[0] <= self.max_frames
-        if len(shape) != 4 or not t_ok or tuple(shape[1:]) != tuple(self.frame_shape) or not 0 <= label < self.num_classes:
-            raise IndexMismatch(self.index_path, f"{sample['__url__']}: sample {sample['__key__']!r} has frames {tuple(shape)} and label "
-                                                 f"{label}, store.json says {(self.max_frames, *self.frame_shape)} and {self.num_classes} classes")
+        self.store.check_sample(self.split, sample["meta"]["id"], shape, label)
         return label
 
     def _item(self, sample: dict) -> dict:
