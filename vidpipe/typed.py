@@ -121,3 +121,20 @@ def from_dict(cls, data: dict, where: str = ""):
     return cls(**kwargs)
 
 
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Each key whose value differs between two records, as 'key old -> new' (nested dicts by dotted keys,
+    long values cut short): what a refusal to resume or to mix names."""
+    def short(v) -> str:
+        text = json.dumps(v) if not isinstance(v, str) else v
+        return text if len(text) <= 24 else text[:16] + "..."
+
+    out = []
+    for key in list(old) + [k for k in new if k not in old]:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} {short(a)} -> {short(b)}")
+    return out

@@ -270,7 +270,7 @@ ROWS = {
     "train over a finished run": Row(lambda w, t: _train(w, t, out=w["run"]), "already holds a run; pass --resume",
                                      kept=lambda w, t: [w["run"]]),
     "train r2plus1d KINETICS400_V1 offline": Row(lambda w, t: _train(w, t, "init=KINETICS400_V1", model="r2plus1d_18",
-                                                                     data="store_fps"), "pass init=PATH", setup=_offline),
+                                                                     data="store_fps"), "init=KINETICS400_V1=PATH (train)", setup=_offline),
     "train r2plus1d KINETICS400_V1 on a uniform store": Row(lambda w, t: _train(w, t, "init=KINETICS400_V1", model="r2plus1d_18",
                                                                                 data="store"), "--fps 15", kept=lambda w, t: [w["store"]]),
     "train onto a full disk": Row(lambda w, t: _train(w, t, "optim.epochs=1"), "no space left on the device", setup=_full_disk_checkpoint),

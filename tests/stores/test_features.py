@@ -132,7 +132,7 @@ def test_offline_named_weights_name_the_fix(monkeypatch, clip_store, tmp_path):
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     res = CliRunner().invoke(cli, ["cache-features", "--store", str(clip_store), "--backbone", "resnet18", "--weights", "IMAGENET1K_V1", "--out", str(tmp_path / "x")])
-    assert res.exit_code == 1 and "--weights PATH" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 1 and "--weights IMAGENET1K_V1=PATH" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "x").exists()  # nothing half-written
 
 
@@ -163,8 +163,8 @@ def test_a_named_torchvision_file_keeps_its_preprocessing_and_its_published_hash
     V1: resize 256, where the architecture's DEFAULT, V2, resizes to 232) and must have the sha256 torchvision
     published in the file's name."""
     from vidpipe.files import sha256_file
-    from vidpipe.models import backbones
     from vidpipe.models.backbones import resolve_weights
+    from vidpipe.models.weights import Weights
 
     path = tmp_path / "r50.pth"
     torch.save(torchvision.models.resnet50().state_dict(), path)
@@ -173,8 +173,37 @@ def test_a_named_torchvision_file_keeps_its_preprocessing_and_its_published_hash
     with pytest.raises(VidpipeError, match="is not ResNet50_Weights.IMAGENET1K_V1: its sha256 starts .*the published file's 0676ba61"):
         resolve_weights("resnet50", f"IMAGENET1K_V1={named}")
     # the real file cannot be fetched here: stand in for it by making its published hash this file's
-    monkeypatch.setattr(backbones, "published_sha256", lambda record: sha256_file(path)[:8])
+    monkeypatch.setattr(Weights, "published_sha256", lambda record: sha256_file(path)[:8])
     _, info, pre = resolve_weights("resnet50", f"IMAGENET1K_V1={path}")
-    assert pre.resize_size == (256,) and pre.source == "ResNet50_Weights.IMAGENET1K_V1" and info.to_dict()["tag"] == "IMAGENET1K_V1"
+    assert pre.resize_size == (256,) and pre.source == "ResNet50_Weights.IMAGENET1K_V1" and info["tag"] == "IMAGENET1K_V1"
     _, bare, pre = resolve_weights("resnet50", str(path))
-    assert pre.resize_size == (232,) and "tag" not in bare.to_dict()  # a bare file: the DEFAULT's, as before
+    assert pre.resize_size == (232,) and "tag" not in bare  # a bare file: the DEFAULT's, as before
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "r2plus1d_18"])
+def test_backbone_weights_are_weights_records_with_torchvision_preprocessing(arch):
+    """Every torchvision weights of a backbone is a vidpipe Weights record; the preprocessing the feature
+    store records from it is torchvision's own transforms(), field by field."""
+    from vidpipe.models.backbones import Preprocess, backbone_weights
+
+    enum = torchvision.models.get_model_weights(arch)
+    records = backbone_weights(arch)
+    assert [w.tag for w in records] == [enum.DEFAULT.name] + [w.name for w in enum if w is not enum.DEFAULT]
+    for record in records:
+        tv = enum[record.tag].transforms()
+        pre = Preprocess.of(record)
+        assert list(pre.resize_size) == list(tv.resize_size) and pre.crop_size == (tv.crop_size[0], tv.crop_size[-1])
+        assert pre.mean == tuple(tv.mean) and pre.std == tuple(tv.std)
+        assert pre.source == f"{type(enum[record.tag]).__name__}.{record.tag}" and record.num_classes == len(enum[record.tag].meta["categories"])
+        assert record.published_sha256() and enum[record.tag].url.endswith(f"-{record.published_sha256()}.pth")
+
+
+def test_offline_backbone_weights_say_how_to_pass_the_file(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    from vidpipe.models.backbones import resolve_weights
+
+    with pytest.raises(VidpipeError, match=r"could not fetch R2Plus1D_18_Weights.KINETICS400_V1 .*download https://.*KINETICS400_V1=PATH"):
+        resolve_weights("r2plus1d_18", "DEFAULT")

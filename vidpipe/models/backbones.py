@@ -1,15 +1,18 @@
 """Frozen torchvision backbones for the feature cache: weights, their preprocessing, forward_features.
 
-Weights come from (a) a torchvision weights name (`IMAGENET1K_V2`, `KINETICS400_V1`, `DEFAULT`),
-fetched through torchvision's own cache/download mechanism; (b) `NAME=PATH`, a local copy of that file
-(checked against the sha256 prefix torchvision publishes in its file name); (c) a local `.pth` /
-`.safetensors` state dict of the same architecture; or (d) `random` (seeded init, for offline demos and
-tests, and marked as such). Preprocessing (resize, crop, mean/std) always comes from a torchvision
-weights record: the named one for (a) and (b), the architecture's DEFAULT for (c) and (d).
+A backbone's weights are `Weights` records like every model's (`backbone_weights(arch)`, one per
+torchvision weights enum member, tag = its name), so they are fetched, checked and described the same
+way. `cache-features --weights` takes (a) a tag (`IMAGENET1K_V2`, `KINETICS400_V1`, `DEFAULT`),
+fetched through torchvision's cache; (b) `TAG=PATH`, a local copy of that file (checked against the
+sha256 prefix torchvision publishes in its file name); (c) a local `.pth` / `.safetensors` state dict
+of the same architecture; or (d) `random` (seeded init, for offline demos and tests, and marked as such).
+Preprocessing (resize, crop, mean/std) always comes from a record's transforms: the tag's for (a) and
+(b), the architecture's DEFAULT for (c) and (d).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from torch import nn
 
 from vidpipe.errors import VidpipeError
 from vidpipe.files import sha256_file
-from vidpipe.models.weights import fit, published_prefix, read_state
+from vidpipe.models.weights import Layout, Transforms, Weights, fit, read_state
 
 BACKBONES = {
     # name -> (kind, pooled feature width, frames per clip the weights expect (clip backbones))
@@ -28,11 +31,12 @@ BACKBONES = {
     "r2plus1d_18": ("clip", 512, 16),
 }
 RANDOM_SEED = 0
+TORCHVISION_LAYOUT = Layout("torchvision", lambda state: dict(state), "torchvision's own keys")
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """What the weights were trained on: resize, centre crop, mean/std (from the torchvision record)."""
+    """What the weights were trained on, as a feature store records it: resize, centre crop, mean/std."""
 
     resize_size: tuple[int, ...]  # (short side,) for images; (h, w) for torchvision's video transforms
     crop_size: tuple[int, int]
@@ -40,81 +44,72 @@ class Preprocess:
     std: tuple[float, float, float]
     source: str  # which weights record they come from
 
+    @classmethod
+    def of(cls, weights: Weights) -> "Preprocess":
+        t = weights.transforms
+        return cls(t.resize or (t.short_side,), (t.crop, t.crop), tuple(t.mean), tuple(t.std), weights.source.partition(":")[2])
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class WeightsInfo:
-    id: str  # "torchvision:ResNet50_Weights.IMAGENET1K_V2", "file:<name>", "random"
-    source: str  # torchvision | file | random
-    sha256: str | None
-    random: bool
-    path: str | None = None  # where a local file was read from (find it again by this path and its sha256)
-    tag: str | None = None  # TAG=PATH: the torchvision weights the local file is (its preprocessing is theirs)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        if d["tag"] is None:  # stores made before tags kept their weights' identity
-            d.pop("tag")
-        return d
-
-
-def _weights_enum(arch: str):
-    return torchvision.models.get_model_weights(arch)
+@functools.cache
+def backbone_weights(arch: str) -> tuple[Weights, ...]:
+    """torchvision's weights for `arch` as vidpipe `Weights` records, the enum's DEFAULT first."""
+    enum = torchvision.models.get_model_weights(arch)
+    kind, _, clip_len = BACKBONES[arch]
+    records = []
+    for w in sorted(enum, key=lambda w: w is not enum.DEFAULT):
+        t = w.transforms()
+        resize = [int(v) for v in (t.resize_size if isinstance(t.resize_size, (list, tuple)) else [t.resize_size])]
+        crop = t.crop_size if isinstance(t.crop_size, (list, tuple)) else [t.crop_size]
+        transforms = Transforms("tsn" if kind == "frame" else "dense", frames=clip_len or 1, short_side=resize[0], crop=int(crop[-1]),
+                                mean=tuple(t.mean), std=tuple(t.std), resize=tuple(resize) if len(resize) == 2 else None)
+        records.append(Weights(w.name, f"torchvision:{type(w).__name__}.{w.name}", TORCHVISION_LAYOUT, transforms,
+                               len(w.meta["categories"]), ("fc.weight", "fc.bias"), {"url": w.url}))
+    return tuple(records)
 
 
-def preprocess_of(record) -> Preprocess:
-    t = record.transforms()
-    resize = t.resize_size if isinstance(t.resize_size, (list, tuple)) else [t.resize_size]
-    crop = t.crop_size if isinstance(t.crop_size, (list, tuple)) else [t.crop_size]
-    crop = (crop[0], crop[-1])
-    return Preprocess(tuple(int(v) for v in resize), tuple(int(v) for v in crop), tuple(t.mean), tuple(t.std), f"{type(record).__name__}.{record.name}")
+def _weights_record(arch: str, tag: str, given: str) -> Weights:
+    records = backbone_weights(arch)
+    record = records[0] if tag == "DEFAULT" else next((w for w in records if w.tag == tag), None)
+    if record is None:
+        names = ", ".join(["DEFAULT", *(w.tag for w in records)])
+        raise VidpipeError(f"{arch} has no torchvision weights '{tag}' (--weights {given}); choose one of {names}, TAG=PATH (a local copy "
+                           "of that file), a .pth/.safetensors PATH, or random")
+    return record
 
 
-def published_sha256(record) -> str | None:
-    """The sha256 prefix torchvision publishes in a weights file's name (`resnet50-0676ba61.pth`)."""
-    return published_prefix(record.url)
+def provenance(record: Weights | None, path: Path | None = None, tagged: bool = False) -> dict:
+    """The `weights` entry of a feature store: what identifies the weights (and where a file was read)."""
+    if path is not None:
+        entry = {"id": f"file:{path.name}", "source": "file", "sha256": sha256_file(path), "random": False, "path": str(path.resolve())}
+        return {**entry, "tag": record.tag} if tagged else entry
+    if record is None:
+        return {"id": "random", "source": "random", "sha256": None, "random": True, "path": None}
+    return {"id": record.source, "source": "torchvision", "sha256": None, "random": False, "path": None}
 
 
-def _record(arch: str, enum, name: str, given: str):
-    try:
-        return enum[name] if name != "DEFAULT" else enum.DEFAULT
-    except KeyError:
-        names = ", ".join(["DEFAULT", *(w.name for w in enum)])
-        raise VidpipeError(f"{arch} has no torchvision weights '{name}' (--weights {given}); choose one of {names}, TAG=PATH (a local copy "
-                           "of that file), a .pth/.safetensors PATH, or random") from None
-
-
-def resolve_weights(arch: str, weights: str) -> tuple[dict | None, WeightsInfo, Preprocess]:
+def resolve_weights(arch: str, weights: str) -> tuple[dict | None, dict, Preprocess]:
     """(state dict or None for random, provenance, preprocessing) of `cache-features --weights`."""
     if arch not in BACKBONES:
         raise VidpipeError(f"unknown backbone '{arch}'; choose one of {', '.join(BACKBONES)}")
-    enum = _weights_enum(arch)
     if weights == "random":
-        return None, WeightsInfo("random", "random", None, True), preprocess_of(enum.DEFAULT)
+        return None, provenance(None), Preprocess.of(backbone_weights(arch)[0])
     tag, sep, local = weights.partition("=")
-    record = _record(arch, enum, tag, weights) if sep else None
+    record = _weights_record(arch, tag, weights) if sep else None
     path = Path(local if sep else weights)
     if sep or path.suffix in (".pth", ".pt", ".safetensors") or path.exists():
         if not path.is_file():
             raise VidpipeError(f"weights file {path} not found")
-        digest = sha256_file(path)
-        published = published_sha256(record) if record is not None else None
-        if published and not digest.startswith(published):  # torchvision names its files by their sha256
-            raise VidpipeError(f"{path} is not {type(record).__name__}.{record.name}: its sha256 starts {digest[:len(published)]}, the "
+        info = provenance(record, path, tagged=bool(sep))
+        published = record.published_sha256() if record is not None else None
+        if published and not info["sha256"].startswith(published):  # torchvision names its files by their sha256
+            raise VidpipeError(f"{path} is not {record.source.partition(':')[2]}: its sha256 starts {info['sha256'][:len(published)]}, the "
                                f"published file's {published}; pass that file, or the path alone")
-        info = WeightsInfo(f"file:{path.name}", "file", digest, False, str(path.resolve()), tag if sep else None)
-        return read_state(path)[0], info, preprocess_of(record if record is not None else enum.DEFAULT)
-    record = _record(arch, enum, weights, weights)
-    try:
-        state = record.get_state_dict(progress=False, check_hash=True)
-    except Exception as e:  # offline: URLError / OSError / RuntimeError from the download
-        raise VidpipeError(
-            f"could not fetch {type(record).__name__}.{record.name} ({type(e).__name__}); this machine may be offline: "
-            f"pass --weights PATH to a local .pth/.safetensors state dict (or --weights random for a demo)"
-        ) from None
-    return state, WeightsInfo(f"torchvision:{type(record).__name__}.{record.name}", "torchvision", None, False), preprocess_of(record)
+        return read_state(path)[0], info, Preprocess.of(record if record is not None else backbone_weights(arch)[0])
+    record = _weights_record(arch, weights, weights)
+    return record.fetch(), provenance(record), Preprocess.of(record)
 
 
 class Backbone(nn.Module):
@@ -149,6 +144,6 @@ class Backbone(nn.Module):
         return pooled, tokens
 
 
-def build_backbone(arch: str, weights: str) -> tuple[Backbone, WeightsInfo, Preprocess]:
+def build_backbone(arch: str, weights: str) -> tuple[Backbone, dict, Preprocess]:
     state, info, pre = resolve_weights(arch, weights)
     return Backbone(arch, state), info, pre

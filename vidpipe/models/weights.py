@@ -47,6 +47,8 @@ class Transforms:
     # dense: "stored" counts `interval` in the store's frames; "source" counts each video's native frames (mmaction2's
     # frame_interval on decoded videos), converted to the store's frames from its counts (data.build.stored_interval)
     interval_unit: str = "stored"
+    # an exact (height, width) resize instead of the short side, as torchvision's video presets do (128 x 171)
+    resize: tuple[int, int] | None = None
 
     def __post_init__(self):
         if self.sampling not in SAMPLINGS:
@@ -62,7 +64,10 @@ class Transforms:
         return f"{self.sampling} {when}, {self.short_side}->{self.crop}, {norm} mean/std"
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["resize"] is None:  # records made before exact resizes keep their form
+            d.pop("resize")
+        return d
 
 
 def _short(values) -> str:
@@ -125,7 +130,8 @@ class Weights:
                 return record.get_state_dict(progress=False, check_hash=True)
             except Exception as e:  # offline: URLError / OSError / RuntimeError from the download
                 raise VidpipeError(f"could not fetch {ref} ({type(e).__name__}); this machine may be offline: download {record.url}, "
-                                   "then pass init=PATH (training) or its path to load_pretrained") from None
+                                   f"then pass --weights {self.tag}=PATH (cache-features), init={self.tag}=PATH (train) or "
+                                   f"'{self.tag}=PATH' to load_pretrained") from None
         raise VidpipeError(f"weights {self.tag} come from {self.source}; download them and pass the local file or folder instead of the tag")
 
 

@@ -29,6 +29,7 @@ from vidpipe.devices import amp_dtype, resolve_device
 from vidpipe.errors import VidpipeError, no_space
 from vidpipe.models.backbones import Backbone, Preprocess, build_backbone
 from vidpipe.stores.clips import IndexMismatch, Store, verify_files
+from vidpipe.stores.plan import settle_plan
 from vidpipe.stores.writers import file_entry
 
 FEATURE_FORMAT = "vidpipe-features"
@@ -109,7 +110,7 @@ def weights_identity(weights: dict) -> dict:
 
 
 def _plan(store: Store, cfg: FeatureConfig, info, pre) -> dict:
-    plan = {"backbone": cfg.backbone, "weights": info.to_dict(), "preprocess": pre.to_dict(), "tokens": cfg.tokens,
+    plan = {"backbone": cfg.backbone, "weights": info, "preprocess": pre.to_dict(), "tokens": cfg.tokens,
             "dtype": cfg.dtype, "source_store_sha256": sha256_file(store.root / "store.json")}
     return json.loads(json.dumps(plan))  # the form it has once written: tuples become lists
 
@@ -125,19 +126,10 @@ def cache_features(store_path: str | Path, out: str | Path, cfg: FeatureConfig |
     model, info, pre = build_backbone(cfg.backbone, cfg.weights)
     plan = _plan(store, cfg, info, pre)
     control = out / "_cache"
-    if (control / "plan.json").is_file():
-        try:
-            existing = read_json(control / "plan.json", f"pass --overwrite to start {out} again")
-        except VidpipeError:  # a damaged plan (written before plans were atomic): only --overwrite starts again
-            if not overwrite:
-                raise
-            existing = None
-        if existing != plan:
-            if not overwrite:
-                diffs = [k for k in plan if not isinstance(existing, dict) or existing.get(k) != plan[k]]
-                raise VidpipeError(f"{out} holds features made differently ({', '.join(diffs)} differ); pass --overwrite to replace them or choose another --out")
-            remove_feature_store(out)
-    elif out.exists() and any(out.iterdir()):
+    state = settle_plan(control / "plan.json", plan, out, "features", overwrite)
+    if state == "replace":
+        remove_feature_store(out)
+    elif state == "none" and out.exists() and any(out.iterdir()):
         raise VidpipeError(f"{out} exists and is not a vidpipe feature store; choose an empty or new --out")
     try:
         (control / "parts").mkdir(parents=True, exist_ok=True)
