@@ -230,3 +230,52 @@ def test_every_adapter_has_a_card():
     for name in ADAPTERS:
         card = cards.load_card(name)
         assert card["name"] == name and "layout" in card and "extract" in card
+
+
+# ---------------------------------------------------------------- frame-folder datasets
+def _frames(folder, n, name="{:05d}.jpg"):
+    for i in range(1, n + 1):
+        touch(folder / name.format(i))
+
+
+def test_sthv1_official_layout(tmp_path):
+    """something-something-v1-*.csv ('id;label', classes in labels.csv's line order, as mmaction2 parses them)
+    and one folder of 00001.jpg... per id in 20bn-something-something-v1/."""
+    root = tmp_path / "sthv1"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "something-something-v1-labels.csv").write_text(
+        "Holding something\nTurning something upside down\nPretending to pick something up\n")
+    (root / "annotations" / "something-something-v1-train.csv").write_text("100218;Turning something upside down\n1;Holding something\n")
+    (root / "annotations" / "something-something-v1-validation.csv").write_text("9223;Pretending to pick something up\n777;Holding something\n")
+    for vid, n in (("100218", 37), ("1", 12), ("9223", 48)):
+        _frames(root / "20bn-something-something-v1" / vid, n)
+    m = build_manifest("sthv1", root)
+    assert m.classes == ["Holding something", "Turning something upside down", "Pretending to pick something up"]
+    assert {r.id: (r.label, r.split, r.path) for r in m.records} == {
+        "1": (0, "train", "20bn-something-something-v1/1"), "100218": (1, "train", "20bn-something-something-v1/100218"),
+        "9223": (2, "val", "20bn-something-something-v1/9223")}
+    assert [x["id"] for x in m.missing] == ["777"] and m.frame_fps == 12.0
+    assert Manifest.loads(m.dumps()).frame_fps == 12.0  # the rate travels with the manifest
+    (root / "annotations" / "something-something-v1-train.csv").write_text("5;Juggling something\n")
+    with pytest.raises(VidpipeError, match="train.csv:1 .*'id;label'"):
+        build_manifest("sthv1", root)
+
+
+def test_rawframes_lists_in_mmaction2_format(tmp_path):
+    root = tmp_path / "rf"
+    (root / "rawframes" / "a").mkdir(parents=True)
+    (root / "k400_train_list_rawframes.txt").write_text("a/v1 30 1\na/v2 31 0\nb/gone 10 2\n")
+    (root / "k400_val_list_rawframes.txt").write_text("a/v3 20 2\n")
+    for vid in ("a/v1", "a/v2", "a/v3"):
+        _frames(root / "rawframes" / vid, 3, "img_{:05d}.jpg")
+    m = build_manifest("rawframes", root, frame_fps=25)
+    assert m.classes == ["class_0", "class_1", "class_2"] and m.frame_fps == 25
+    assert {r.id: (r.label, r.split) for r in m.records} == {"a/v1": (1, "train"), "a/v2": (0, "train"), "a/v3": (2, "val")}
+    assert [x["id"] for x in m.missing] == ["b/gone"]
+    (root / "classes.txt").write_text("abseiling\narchery\nbaking\n")
+    assert build_manifest("rawframes", root).classes == ["abseiling", "archery", "baking"]
+    (root / "k400_val_list_rawframes.txt").write_text("a/v3 20 2 4\n")  # a multi-label line
+    with pytest.raises(VidpipeError, match="val_list_rawframes.txt:1 .*one label"):
+        build_manifest("rawframes", root)
+    with pytest.raises(VidpipeError, match="--frame-fps applies to sthv1, rawframes, not hmdb51"):
+        build_manifest("hmdb51", root, frame_fps=12)

@@ -33,13 +33,14 @@ def datasets_cmd(verbose):
 @click.option("--dataset", required=True, type=click.Choice(list(adapters.ADAPTERS)), help="Dataset adapter.")
 @click.option("--root", required=True, type=click.Path(), help="Dataset root in its official layout.")
 @click.option("--split", type=click.IntRange(1, 3), default=None, help="Official split number (HMDB51, UCF101: 1-3; default 1).")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, help="`folder` only: fraction of ids hashed into val.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=None, help="`folder` only: fraction of ids hashed into val [0.2].")
+@click.option("--frame-fps", type=click.FloatRange(0, 1000, min_open=True), default=None,
+              help="Frame-folder datasets: the rate the frames were extracted at [sthv1: 12, rawframes: 30].")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Manifest file to write (JSONL).")
 @click.option("--per-class", is_flag=True, help="Print the count of every class, not just the totals.")
-def manifest_cmd(dataset, root, split, val_fraction, output, per_class):
+def manifest_cmd(dataset, root, split, val_fraction, frame_fps, output, per_class):
     """Write a manifest (one JSON line per video) and print counts per split and class."""
-    options = {"val_fraction": val_fraction} if dataset == "folder" else {}
-    m = adapters.build_manifest(dataset, root, split, **options)
+    m = adapters.build_manifest(dataset, root, split, val_fraction=val_fraction, frame_fps=frame_fps)
     m.write(output)
     counts = m.counts()
     splits = list(counts)

@@ -21,6 +21,8 @@ from vidpipe.stores.clips import Store
 @click.option("--dataset", type=click.Choice(list(adapters.ADAPTERS)), help="Dataset adapter (with --root).")
 @click.option("--root", type=click.Path(), help="Dataset root in its official layout.")
 @click.option("--split", type=int, default=None, help="Official split number (HMDB51, UCF101).")
+@click.option("--frame-fps", type=click.FloatRange(0, 1000, min_open=True), default=None,
+              help="Frame-folder datasets (with --root): the rate the frames were extracted at [sthv1: 12, rawframes: 30].")
 @click.option("--manifest", "manifest_path", type=click.Path(), help="A manifest from `vidpipe manifest`, instead of --dataset/--root.")
 @click.option("--out", type=click.Path(file_okay=False), help="Store directory.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="webdataset", help="Store format.")
@@ -43,7 +45,7 @@ from vidpipe.stores.clips import Store
 @click.option("--allow-outside-root", is_flag=True, help="Let --manifest paths be absolute or lead out of its root with `..` (refused by default).")
 @click.option("--allow-stills", is_flag=True, help="Store a still image (or cover art) as a video of one repeated frame instead of failing it.")
 @click.option("--finalize", "finalize_store", type=click.Path(file_okay=False), help="Only merge the parts of STORE into store.json.")
-def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, fps, max_seconds, size, backend, workers, shard_size, frame_codec, jpeg_quality,
+def extract_cmd(dataset, root, split, frame_fps, manifest_path, out, fmt, frames, fps, max_seconds, size, backend, workers, shard_size, frame_codec, jpeg_quality,
                 max_failures, num_shards, shard_id, overwrite, allow_outside_root, allow_stills, finalize_store):
     """Decode every video once into a WebDataset or zarr store."""
     if finalize_store:
@@ -55,7 +57,7 @@ def extract_cmd(dataset, root, split, manifest_path, out, fmt, frames, fps, max_
     if manifest_path:
         manifest = Manifest.read(manifest_path, allow_outside_root=allow_outside_root)
     elif dataset and root:
-        manifest = adapters.build_manifest(dataset, root, split)
+        manifest = adapters.build_manifest(dataset, root, split, frame_fps=frame_fps)
     else:
         raise VidpipeError("give --dataset and --root, or --manifest")
     if fps is not None and frames is not None:

@@ -93,19 +93,48 @@ class TrainCommand(click.Command):
 
 
 @cli.command("train", cls=TrainCommand, context_settings={"ignore_unknown_options": True})
-@click.option("--model", required=True, help="A registered model (see `vidpipe models`).")
+@click.option("--model", help="A registered model (see `vidpipe models`) [default: the recipe's or config's].")
 @click.option("--data", "data_path", required=True, type=click.Path(file_okay=False), help="Feature store or clip store.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML or YAML run config.")
+@click.option("--recipe", help="Start from a recipe (`vidpipe recipes`): its model, init and schedule; overrides go on top.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved settings and whether the store and init fit the recipe; train nothing.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
 @click.argument("overrides", nargs=-1)
-def train_cmd(model, data_path, out, config_path, resume, overrides):
+def train_cmd(model, data_path, out, config_path, recipe, dry_run, resume, overrides):
     """Train a model. Extra arguments are dotted overrides: optim.lr=3e-4 data.frames=16 model_options.depth=4"""
-    from vidpipe.train.config import load_config
+    from vidpipe.errors import VidpipeError
+    from vidpipe.train.config import load_config, resolved_settings
     from vidpipe.train.loop import train
     from vidpipe.train.metrics import two_figures
+    from vidpipe.train.recipes import check_run, load_recipe, recipe_path
 
-    cfg = load_config(config_path, list(overrides), flags={"model": ("--model", model), "data.path": ("--data", data_path)}, log=ui.warn)
+    if recipe and config_path:
+        raise VidpipeError("--recipe and --config both give the run's settings; pass one (a recipe is a config file too)")
+    if recipe:
+        config_path = recipe_path(recipe)
+    if not (model or config_path):
+        raise VidpipeError("pass --model NAME, --recipe NAME or --config FILE")
+    if not (out or dry_run):
+        raise VidpipeError("--out RUN is required (or --dry-run)")
+    flags = {"data.path": ("--data", data_path), **({"model": ("--model", model)} if model else {})}
+    cfg = load_config(config_path, list(overrides), flags=flags, log=ui.warn)
+    if cfg.recipe:
+        checks = check_run(load_recipe(config_path), cfg)
+        failing = [c for c in checks if not c.ok]
+        if dry_run:
+            ui.out.print(f"recipe {cfg.recipe['name']}: {cfg.recipe['title']}\nresolved: {resolved_settings(cfg)}")
+            ui.table(f"checks against {data_path}", ["", "check", "detail"],
+                     [["ok" if c.ok else "NO", c.what, c.detail] for c in checks], justify_right_from=3)
+            if failing:
+                raise VidpipeError(f"{len(failing)} check(s) fail; first: {failing[0].detail}")
+            return
+        if failing:
+            raise VidpipeError(f"recipe {cfg.recipe['name']}: {failing[0].detail}")
+    elif dry_run:
+        ui.out.print(f"resolved: {resolved_settings(cfg)}")
+        return
+    model = cfg.model
     summary = train(cfg, out, resume=resume, log=lambda m: ui.console.print(m))
     if summary:
         last, best = summary["last"], summary["best"]
@@ -161,6 +190,8 @@ def compare_cmd(runs, split, sort, markdown, png, json_out, force):
     ui.table(f"{len(cells)} runs, sorted by {sort}", heads, cells, justify_right_from=2 + len(result["differing"]))
     for r in result["rows"]:
         ui.out.print(f"{r['run']}: val top-1 from {r['val_from']}; {split} figures from {r['from']}")
+        if "published_as" in r:
+            ui.out.print(f"{r['run']}: published {r['published_as']}")
     if result["marked"]:
         ui.warn(f"* trained on other data than {result['rows'][0]['run']}: figures are not comparable")
     if markdown:
@@ -189,3 +220,36 @@ def export_cmd(run_or_checkpoint, fmt, out, opset):
              [[f"{i['layout']} = (B, 3, {i['shape'][2]}, {i['shape'][3]}, {i['shape'][4]})", f"{i['mean']} / {i['std']}", i["sampling"],
                len(s["classes"]), f"{s['check']['max_abs_diff']:.2e}", s["check"]["runner"]]], justify_right_from=3)
     ui.out.print(f"wrote {out} and {out}.json")
+
+
+@cli.command("recipes")
+@click.argument("name", required=False)
+def recipes_cmd(name):
+    """List the recipes (the seed systems' experiments), or show one: its source, store, init, schedule and published result."""
+    from vidpipe.train.recipes import list_recipes, load_recipe
+
+    if name is None:
+        rows = []
+        for n in list_recipes():
+            r = load_recipe(n)
+            rows.append([n, r.model, r.store.describe(), r.weights_needed(), "-" if r.published.top1 is None else f"{r.published.top1:g}"])
+        ui.table("recipes: `vidpipe recipes NAME` shows one (the exact commands); `vidpipe train --recipe NAME --data STORE --out RUN` runs it",
+                 ["recipe", "model", "store it needs", "weights", "published top-1 (%)"], rows, justify_right_from=4)
+        return
+    r = load_recipe(name)
+    p = r.published
+    ui.out.print(f"[bold]{r.name}[/bold]: {r.title}\nsource: {r.source}\n"
+                 f"published: {p.describe()}; protocol: {p.protocol}" + "".join(f"; {k} {v}" for k, v in p.extra.items() if k != "table"))
+    if r.notes:
+        ui.out.print(f"notes: {r.notes}")
+    ui.out.print(f"1. store: {r.store.extract_command()}")
+    step = 2
+    if r.store.backbone:
+        ui.out.print(f"2. features: {r.store.cache_command()}")
+        step = 3
+    data = "FEATURES" if r.store.backbone else "STORE"
+    ui.out.print(f"{step}. train: vidpipe train --recipe {r.name} --data {data} --out RUN  (init {r.init}; `--dry-run` checks first)")
+    ui.out.print(f"\n{r.path.read_text().split('[recipe]')[0].strip()}", markup=False, highlight=False)
+    if "table" in p.extra:
+        rows = p.extra["table"]
+        ui.table("published per-epoch table", list(rows[0]), [list(row.values()) for row in rows], justify_right_from=0)

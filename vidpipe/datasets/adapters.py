@@ -9,6 +9,7 @@ a missing root or annotation file is a VidpipeError that names what was expected
 from __future__ import annotations
 
 import csv
+import inspect
 import re
 from pathlib import Path
 
@@ -44,18 +45,20 @@ def _index_videos(root: Path) -> dict[str, Path]:
     return {p.stem: p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()}
 
 
-def _finish(dataset, root, classes, rows, split_id=None, missing=()) -> Manifest:
-    """rows: (id, path, label_name, split) with path absolute; drops files that do not exist."""
+def _finish(dataset, root, classes, rows, split_id=None, missing=(), frame_fps=None) -> Manifest:
+    """rows: (id, path, label_name, split) with path absolute; drops files that do not exist (frame_fps:
+    the paths are frame folders at that rate)."""
     index = {c: i for i, c in enumerate(classes)}
     records, missing = [], list(missing)
     for vid, path, label_name, split in rows:
-        if not Path(path).is_file():
+        if not (Path(path).is_dir() if frame_fps else Path(path).is_file()):
             missing.append({"id": vid, "path": str(Path(path).relative_to(root)), "split": split})
             continue
         rel = str(Path(path).relative_to(root))
         records.append(Record(id=vid, path=rel, label=index[label_name], label_name=label_name, split=split))
     records.sort(key=lambda r: (r.split, r.id))
-    return Manifest(dataset=dataset, root=str(root), classes=list(classes), records=records, split_id=split_id, missing=missing)
+    return Manifest(dataset=dataset, root=str(root), classes=list(classes), records=records, split_id=split_id, missing=missing,
+                    frame_fps=frame_fps)
 
 
 def hmdb51(root, split=None) -> Manifest:
@@ -176,6 +179,87 @@ def sthv2(root, split=None) -> Manifest:
     return _finish("sthv2", root, classes, rows, missing=missing)
 
 
+def _annotation_dir(root: Path) -> Path:
+    return root / "annotations" if (root / "annotations").is_dir() else root
+
+
+def _frames_dir(root: Path, names: tuple[str, ...]) -> Path:
+    """Where a frame-folder dataset keeps its per-video folders: the first of `names` below root, else root."""
+    return next((root / n for n in names if (root / n).is_dir()), root)
+
+
+STHV1_FPS = 12.0  # Something-Something V1's frames were extracted at 12 fps
+
+
+def sthv1(root, split=None, frame_fps: float = STHV1_FPS) -> Manifest:
+    """something-something-v1-{labels,train,validation}.csv + one folder of 00001.jpg... per video id (12 fps).
+
+    Classes are labels.csv's lines in file order (what mmaction2's parser and the TSM/TIN lists use); each
+    split line is `id;label name`. Frame folders: <root>/20bn-something-something-v1/<id>/ (the official
+    archive), <root>/rawframes/<id>/ (mmaction2's), or <root>/<id>/.
+    """
+    root = _require_dir(Path(root).resolve(), "sthv1 root")
+    ann = _annotation_dir(root)
+    labels = _require_file(ann / "something-something-v1-labels.csv", "sthv1 labels")
+    classes = [line.strip() for line in labels.read_text().splitlines() if line.strip()]
+    frames = _frames_dir(root, ("20bn-something-something-v1", "rawframes"))
+    rows, missing = [], []
+    for split_name, fname in (("train", "something-something-v1-train.csv"), ("val", "something-something-v1-validation.csv")):
+        path = _require_file(ann / fname, f"sthv1 {split_name} list")
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            vid, sep, name = line.strip().partition(";")
+            if not sep or name not in classes:
+                raise VidpipeError(f"sthv1: {fname}:{n} is {line.strip()!r}; expected 'id;label' with a label of {labels.name}")
+            if (frames / vid).is_dir():
+                rows.append((vid, frames / vid, name, split_name))
+            else:
+                missing.append({"id": vid, "path": str((frames / vid).relative_to(root)), "split": split_name})
+    return _finish("sthv1", root, classes, rows, missing=missing, frame_fps=frame_fps)
+
+
+def rawframes(root, split=None, frame_fps: float = 30.0) -> Manifest:
+    """mmaction2 rawframes: list files `<frame_dir> <total_frames> <label>` (`*train_list_rawframes.txt`,
+    `*val_list_rawframes.txt`, in root or root/annotations), frame folders relative to root (or
+    root/rawframes); class names from classes.txt (one per line) if present, else class_<label>."""
+    root = _require_dir(Path(root).resolve(), "rawframes root")
+    ann = _annotation_dir(root)
+    lists = {}
+    for split_name, pattern in (("train", "*train_list_rawframes.txt"), ("val", "*val_list_rawframes.txt"), ("test", "*test_list_rawframes.txt")):
+        found = sorted(ann.glob(pattern))
+        if len(found) > 1:
+            raise VidpipeError(f"rawframes: several {pattern} in {ann} ({', '.join(p.name for p in found)}); keep one per split")
+        if found:
+            lists[split_name] = found[0]
+    if "train" not in lists:
+        raise VidpipeError(f"rawframes: expected a list file named <dataset>_train_list_rawframes.txt in {ann} (mmaction2's format)")
+    entries = []
+    for split_name, path in lists.items():
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+                raise VidpipeError(f"rawframes: {path.name}:{n} is {line.strip()!r}; expected '<frame_dir> <total_frames> <label>' (one label)")
+            entries.append((parts[0], int(parts[2]), split_name))
+    names_file = ann / "classes.txt"
+    if names_file.is_file():
+        classes = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+    else:
+        classes = [f"class_{i}" for i in range(max(label for _, label, _ in entries) + 1)]
+    base = _frames_dir(root, ("rawframes",))
+    rows, missing = [], []
+    for frame_dir, label, split_name in entries:
+        if label >= len(classes):
+            raise VidpipeError(f"rawframes: label {label} of {frame_dir} is beyond the {len(classes)} classes of {names_file.name}")
+        if (base / frame_dir).is_dir():
+            rows.append((frame_dir, base / frame_dir, classes[label], split_name))
+        else:
+            missing.append({"id": frame_dir, "path": str((base / frame_dir).relative_to(root)), "split": split_name})
+    return _finish("rawframes", root, classes, rows, missing=missing, frame_fps=frame_fps)
+
+
 MSR_ACTIVITIES = [
     "drink", "eat", "read book", "call cellphone", "write on a paper", "use laptop", "use vacuum cleaner",
     "cheer up", "sit still", "toss paper", "play game", "lie down on sofa", "walk", "play guitar", "stand up", "sit down",
@@ -235,15 +319,28 @@ ADAPTERS = {
     "kinetics400": kinetics400,
     "kinetics600": kinetics600,
     "sthv2": sthv2,
+    "sthv1": sthv1,
+    "rawframes": rawframes,
     "msr_daily_activity3d": msr_daily_activity3d,
     "folder": folder,
     "synthetic": synthetic,
 }
 
 
+FLAGS = {"val_fraction": "--val-fraction", "frame_fps": "--frame-fps"}  # adapter options and the flags that set them
+
+
 def build_manifest(dataset: str, root, split: int | None = None, **options) -> Manifest:
+    """The manifest of `dataset` at `root`. `options` set to None are left at the adapter's default; one
+    the adapter does not take (e.g. frame_fps for a dataset of video files) is refused in one line."""
     if dataset not in ADAPTERS:
         raise VidpipeError(f"unknown dataset '{dataset}'; choose one of: {', '.join(ADAPTERS)} (see `vidpipe datasets`)")
     if not Path(root).exists():
         raise VidpipeError(f"dataset root {root} does not exist; pass --root pointing at the {dataset} folder")
+    options = {k: v for k, v in options.items() if v is not None}
+    takes = inspect.signature(ADAPTERS[dataset]).parameters
+    for key in options:
+        if key not in takes:
+            users = ", ".join(name for name, fn in ADAPTERS.items() if key in inspect.signature(fn).parameters)
+            raise VidpipeError(f"{FLAGS.get(key, key)} applies to {users}, not {dataset}")
     return ADAPTERS[dataset](root, split, **options)

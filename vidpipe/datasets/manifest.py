@@ -49,11 +49,17 @@ class Manifest:
     records: list[Record]
     split_id: int | None = None  # official split number where a dataset has several (HMDB51, UCF101)
     missing: list[dict] = field(default_factory=list)  # listed by the annotations but not on disk
+    # a record whose path is a folder of numbered images (Something-Something V1, mmaction2 rawframes) is a video
+    # at this frame rate; None: every record is a video file
+    frame_fps: float | None = None
 
     allow_outside_root: bool = field(default=False, repr=False, compare=False)  # not written: a reader's choice
 
     def __post_init__(self):
         check_classes(self.classes, "manifest")
+        if self.frame_fps is not None and (isinstance(self.frame_fps, bool) or not isinstance(self.frame_fps, (int, float))
+                                           or not 0 < self.frame_fps <= 1000):
+            raise VidpipeError(f"manifest frame_fps must be a frame rate in (0, 1000]; got {self.frame_fps!r}")
         for r in self.records:
             check_record(r, self.classes, self.allow_outside_root, f"manifest record {r.id!r}")
         ids = Counter(r.id for r in self.records)
@@ -86,6 +92,7 @@ class Manifest:
             "classes": self.classes,
             "num_videos": len(self.records),
             "missing": self.missing,
+            **({"frame_fps": self.frame_fps} if self.frame_fps is not None else {}),  # manifests of video files keep their form
         }
 
     def dumps(self) -> str:
@@ -120,6 +127,7 @@ class Manifest:
             records=records,
             split_id=header.get("split_id"),
             missing=header.get("missing", []),
+            frame_fps=header.get("frame_fps"),
             allow_outside_root=allow_outside_root,
         )
 

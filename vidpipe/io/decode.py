@@ -6,6 +6,8 @@ fps mode: the video resampled to a constant F frames per second, T = its duratio
 centred window of max_seconds): stored frame k is the source frame on screen at window start + k / F.
 Geometry: resize to cover H x W keeping the display aspect (pixel aspect and rotation applied),
 then centre-crop. Mean/std normalisation is not applied: stores hold plain RGB.
+A video may also be a folder of numbered images at a stated rate (`io.frames`): it is sampled and
+resized the same way, each chosen image decoded by FFmpeg.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vidpipe.io import ffmpeg, pyav
+from vidpipe.io import ffmpeg, frames as frame_folders, pyav
 from vidpipe.io.ffmpeg import TRUNCATION_SLACK, DecodeError, Geometry, VideoInfo, count_decodable_frames, looks_short, probe
 
 
@@ -82,6 +84,11 @@ def decode_clip(path, spec: ClipSpec, threads: int = 1, info: VideoInfo | None =
 
     Raises DecodeError with the reason when the video cannot be used.
     """
+    if frame_folders.is_frame_folder(path):
+        if info is None:
+            raise ValueError("a frame folder is probed with its frame rate first: io.frames.probe(path, fps)")
+        check_usable(info, allow_stills)
+        return _decode_clip(path, spec, threads, info, frame_folders.decode_frames, "frames")
     info = info or probe(path)
     check_usable(info, allow_stills)
     if decoder == "pyav":

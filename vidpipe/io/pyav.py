@@ -51,7 +51,7 @@ def decode_frames(path, indices, geometry: Geometry, threads: int = 1, stream: i
             stream.thread_count = threads
             if threads > 1:
                 stream.thread_type = "AUTO"
-            graph = _filter_graph(stream, geometry)
+            graph = filter_graph(stream, geometry)
             for n, frame in enumerate(container.decode(stream)):
                 if n == indices[got]:
                     graph.push(frame)
@@ -64,7 +64,7 @@ def decode_frames(path, indices, geometry: Geometry, threads: int = 1, stream: i
     return out[:got]
 
 
-def _filter_graph(stream, geometry: Geometry):
+def filter_graph(stream, geometry: Geometry):
     """buffer -> scale (area, to display pixels) -> setsar -> crop -> rgb24 -> sink: ffmpeg's -vf chain."""
     import av.filter
 

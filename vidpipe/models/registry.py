@@ -181,8 +181,8 @@ def _tag_file(entry: ModelEntry, record: Weights, path: Path, source: str, probe
     """TAG=PATH: the tag's published file, kept locally. Its bytes must be that file's where the publisher
     says (a sha256 prefix in the record, or in the file's own name, as torchvision and mmaction2 name
     theirs), and it is read in the tag's layout; the run keeps the tag's transforms."""
-    if not path.is_file():
-        raise VidpipeError(f"{path} not found (init={source}: TAG=PATH names a local copy of the tag's file)")
+    if not path.exists():  # a file, or a Hugging Face checkpoint folder
+        raise VidpipeError(f"{path} not found (init={source}: TAG=PATH names a local copy of the tag's file or folder)")
     digest = sha256_file(weights_file(path))
     published = record.published_sha256() or published_prefix(path.name)
     if published and not digest.startswith(published):

@@ -31,7 +31,7 @@ from torch import nn
 from vidpipe.errors import VidpipeError
 from vidpipe.models.registry import register_model
 from vidpipe.models.retnet import MultiScaleRetention
-from vidpipe.models.timesformer import (HF, IMAGENET1K_V1, OFFICIAL, SCRATCH_TRANSFORMS, TORCHVISION_VIT, Block, TimeSformer,
+from vidpipe.models.timesformer import (HF, IMAGENET1K_V1, K400, OFFICIAL, SCRATCH_TRANSFORMS, TORCHVISION_VIT, Block, TimeSformer,
                                         TimeSformerConfig, shape_options)
 from vidpipe.models.weights import Layout, Weights
 from vidpipe.typed import check
@@ -196,11 +196,15 @@ VIDPIPE_TIMESFORMER = Layout("vidpipe TimeSformer", to_hybrid, "a vidpipe `times
 LAYOUTS = (VIDPIPE_TIMESFORMER, _from_timesformer(HF), _from_timesformer(OFFICIAL), _from_timesformer(TORCHVISION_VIT))
 IMAGENET1K_V1_HYBRID = Weights(IMAGENET1K_V1.tag, IMAGENET1K_V1.source, LAYOUTS[-1], IMAGENET1K_V1.transforms, IMAGENET1K_V1.num_classes,
                                meta=IMAGENET1K_V1.meta)
+# the Kinetics-400 TimeSformer, read into the hybrid (its temporal q, k, v and output become retention's): the TimesNet recipes' init
+K400_HYBRID = Weights(K400.tag, K400.source, LAYOUTS[1], K400.transforms, K400.num_classes,
+                      meta={"dataset": "Kinetics-400 (a TimeSformer checkpoint; retention's gate and norm start fresh)",
+                            "protocol": K400.meta["protocol"]})
 
 
 @register_model("timesformer_retnet", TimeSformerRetNetConfig, "clips",
                 "TimeSformer with RetNet retention over time (causal, streamable; loads TimeSformer checkpoints)",
                 transforms=SCRATCH_TRANSFORMS,
-                weights=(IMAGENET1K_V1_HYBRID,), layouts=LAYOUTS)
+                weights=(K400_HYBRID, IMAGENET1K_V1_HYBRID), layouts=LAYOUTS)
 def timesformer_retnet(cfg: TimeSformerRetNetConfig, *, num_classes: int, in_dim: None = None) -> TimeSformerRetNet:
     return TimeSformerRetNet(cfg, num_classes)

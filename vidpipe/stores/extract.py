@@ -29,7 +29,7 @@ from pathlib import Path
 from vidpipe.datasets.manifest import Manifest
 from vidpipe.errors import VidpipeError, no_space
 from vidpipe.files import COMPONENT, exclusive_lock, is_no_space, read_json
-from vidpipe.io import dali, jpeg, pyav
+from vidpipe.io import dali, frames as frame_folders, jpeg, pyav
 from vidpipe.io.decode import ClipSpec, check_usable, decode_clip
 from vidpipe.io.ffmpeg import DecodeError, probe_many
 from vidpipe.stores.finalize import finalize
@@ -193,12 +193,14 @@ def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, 
     it rejects, are decoded by ffmpeg with the reason recorded in meta["rerouted"].
     """
     paths = [manifest.abspath(record) for _, _, record in jobs]
-    infos = [_usable(info, allow_stills) for info in probe_many(paths)]  # one failure policy, whichever decoder runs
+    infos = [_usable(info, allow_stills) for info in _probe(paths, manifest.frame_fps)]  # one failure policy, whichever decoder runs
     done, reroute = {}, {}
     if backend == "dali":
         gpu = dali.gpu_present()
         for k, info in enumerate(infos):
-            if not isinstance(info, DecodeError):
+            if not isinstance(info, DecodeError) and frame_folders.is_frame_folder(paths[k]):
+                reroute[k] = "a frame folder: its images are decoded by FFmpeg"
+            elif not isinstance(info, DecodeError):
                 reason = dali.route(info, gpu)
                 if reason:
                     reroute[k] = reason
@@ -224,8 +226,31 @@ def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, 
         if k in reroute:  # DALI could not take it: decoded by ffmpeg
             meta = {**meta, "rerouted": reroute[k]}
         out.append((job, clip, {"id": record.id, "label": record.label, "label_name": record.label_name, "path": record.path,
-                                "source_bytes": os.path.getsize(paths[k]), **meta}))
+                                "source_bytes": _source_bytes(paths[k]), **meta}))
     return out
+
+
+def _probe(paths: list[Path], frame_fps: float | None) -> list:
+    """probe_many for video files (one ffmpeg process), io.frames.probe for frame folders."""
+    folders = {k for k, p in enumerate(paths) if frame_folders.is_frame_folder(p)}
+    files = iter(probe_many([p for k, p in enumerate(paths) if k not in folders]))
+    out = []
+    for k, p in enumerate(paths):
+        if k not in folders:
+            out.append(next(files))
+        elif frame_fps is None:
+            out.append(DecodeError("a folder, not a video file (a manifest of frame folders states their frame_fps)"))
+        else:
+            try:
+                out.append(frame_folders.probe(p, frame_fps))
+            except DecodeError as e:
+                out.append(e)
+    return out
+
+
+def _source_bytes(path: Path) -> int:
+    """A video file's size, or the sum of a frame folder's images."""
+    return sum(f.stat().st_size for f in frame_folders.frame_files(path)) if path.is_dir() else os.path.getsize(path)
 
 
 def _usable(info, allow_stills: bool = False):

@@ -26,6 +26,7 @@ COLUMNS = {  # key -> (heading, format); "val_top1" and the split's metrics are 
     "head_m": ("head (M)", "{:.2f}"),
     "val_top1": ("val top-1", "{:.3f}"),
     "top1": ("top-1", "{:.3f}"),
+    "published": ("published top-1 (%)", "{:.2f}"),  # runs made from a recipe: the source's figure, in its own protocol
     "top5": ("top-5", "{:.3f}"),
     "mean_class_acc": ("mean-class", "{:.3f}"),
     "macro_f1": ("macro-F1", "{:.3f}"),
@@ -79,6 +80,11 @@ def read_run(run: Path, split: str) -> dict:
            "epoch_s": sum(r["epoch_seconds"] for r in history) / len(history) if history else None,
            "clips_per_s": sum(r["clips_per_s"] for r in history) / len(history) if history else None,
            "peak_mb": max((r["peak_memory_mb"] for r in history), default=None)}
+    recipe = card.config.get("recipe") or {}
+    if recipe:
+        published = recipe.get("published", {})
+        row.update(recipe=recipe["name"], published=published.get("top1"),
+                   published_as=f"{recipe['name']}: {published.get('metric')}, {published.get('protocol')} ({recipe.get('source')})")
     report = rundir.eval_dir(split) / "metrics.json"
     if report.is_file():
         r = read_json(report, f"run `vidpipe eval {run} --split {split}` again")
@@ -118,11 +124,12 @@ def table_rows(result: dict, sources: bool = True) -> tuple[list[str], list[list
     """Headings and cells of the comparison (the terminal table and the Markdown share them); `sources`
     adds where each figure comes from (the checkpoint val chose, the evaluated split)."""
     split = result["split"]
-    heads = ["run", "model", *result["differing"], *[_heading(k, split) for k in COLUMNS]]
+    columns = [k for k in COLUMNS if k != "published" or any("recipe" in r for r in result["rows"])]  # published: recipe runs only
+    heads = ["run", "model", *result["differing"], *[_heading(k, split) for k in columns]]
     heads += ["val from", f"{split} from"] if sources else []
     cells = []
     for r in result["rows"]:
-        values = [COLUMNS[k][1].format(r[k]) if r.get(k) is not None else "-" for k in COLUMNS]
+        values = [COLUMNS[k][1].format(r[k]) if r.get(k) is not None else "-" for k in columns]
         cells.append([_label(r), r["model"], *[_short(r["differs"][k]) for k in result["differing"]], *values]
                      + ([r["val_from"], r["from"]] if sources else []))
     return heads, cells
@@ -138,6 +145,7 @@ def to_markdown(result: dict) -> str:
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
     if result["marked"]:
         lines.append(f"\n\\* trained on other data than {result['rows'][0]['run']} (compared with --force)")
+    lines += [f"\npublished ({r['run']}): {r['published_as']}" for r in result["rows"] if "published_as" in r]
     return "\n".join(lines) + "\n"
 
 

@@ -86,6 +86,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 where supported, else fp16 with a scaler, on GPU; off on CPU) | off | bf16 | fp16
     deterministic: bool = False
+    # the recipe the settings come from (name, source, published figure), from a recipe file's [recipe] table
+    recipe: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from vidpipe.models import make_config
@@ -122,6 +124,8 @@ def resolved_settings(cfg: TrainConfig) -> str:
     the run to print what it will really do (file, flags and overrides resolved)."""
     def flat(d, prefix=""):
         for k, v in d.items():
+            if k == "recipe":
+                continue  # said on its own line
             if isinstance(v, dict) and v and k != "flip_map":
                 yield from flat(v, f"{prefix}{k}.")
             else:
@@ -155,8 +159,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
     a different value in the file is said through `log`."""
     tree: dict = json.loads(json.dumps(base or {}))
     if path:
+        from vidpipe.train.recipes import load_recipe, split_recipe
+
         path = Path(path)
-        loaded = read_config_file(path)
+        header, loaded = split_recipe(read_config_file(path), path)
+        if header is not None:  # a recipe: its run config, and the run records which recipe it is
+            loaded["recipe"] = load_recipe(path).record()
         for key, (flag, value) in (flags or {}).items():
             node = loaded
             for part in key.split("."):
