@@ -197,3 +197,18 @@ def test_batches_come_from_torchs_default_collate(stores):
     assert batch["clips"].dtype == torch.uint8 and batch["flips"].dtype == torch.bool and batch["labels"].dtype == torch.int64
     for key in ("clips", "labels", "boxes", "flips"):
         assert torch.equal(batch[key], expected[key])
+
+
+def test_numpy_collate_is_default_collate(tmp_path):
+    """The main-process collate gives default_collate's batch: the same keys, tensors, dtypes and lists."""
+    from torch.utils.data import default_collate
+
+    from vidpipe.data.loaders import numpy_collate
+
+    rng = np.random.default_rng(0)
+    items = [{"clips": rng.integers(0, 255, (2, 4, 8, 8, 3), dtype=np.uint8), "labels": i, "ids": f"v{i}",
+              "boxes": rng.integers(0, 9, 4), "flips": bool(i % 2)} for i in range(3)]
+    a, b = numpy_collate(items), default_collate(items)
+    assert a.keys() == b.keys() and a["ids"] == b["ids"]
+    for key in ("clips", "labels", "boxes", "flips"):
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key

@@ -102,3 +102,36 @@ def test_options_are_checked_in_one_line():
         create_model("timesformer_retnet", num_classes=2, options={**TINY, "cls_mode": "last"})
     with pytest.raises(VidpipeError, match="use divided"):
         create_model("timesformer_retnet", num_classes=2, options={**TINY, "attention": "space_only"})
+
+
+def _saved_bytes(model, x) -> int:
+    """Bytes of the tensors autograd keeps for backward during one training forward (deduplicated by storage)."""
+    seen = {}
+
+    def pack(t):
+        seen[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x).sum()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("form", ["parallel", "chunkwise"])
+def test_recomputing_the_temporal_update_changes_no_output_or_gradient_and_saves_less(dtype, atol, form):
+    """recompute_time (the default) against the model keeping every activation: the same logits and every
+    parameter's gradient, with drop-path on (its RNG replayed in backward), and fewer bytes saved for backward."""
+    kept, recomputed = (_model(retention_form=form, chunk=3, drop_path=0.2, recompute_time=r).to(dtype).train() for r in (False, True))
+    recomputed.load_state_dict(kept.state_dict())
+    x = torch.randn(2, 3, 7, 32, 32, dtype=dtype)
+    outs = []
+    for model in (kept, recomputed):
+        torch.manual_seed(5)  # the same drop-path draws in both
+        logits = model(x)
+        logits.square().sum().backward()
+        outs.append((logits.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=0, atol=atol)
+    for name, grad in outs[0][1].items():
+        torch.testing.assert_close(outs[1][1][name], grad, rtol=0, atol=atol, msg=name)
+    assert _saved_bytes(recomputed, x) < 0.8 * _saved_bytes(kept, x)

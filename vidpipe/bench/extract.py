@@ -36,6 +36,7 @@ BENCH_SETS = {
                       "H.264 mp4 340x256, 250 frames at 25 fps (10 s) like Kinetics' resized clips: store modes and codecs"),
 }
 JPEG, FPS15, PROCESS = dict(frame_codec="jpeg"), dict(fps=15.0, max_seconds=10.0), dict(backend="ffmpeg")
+JPEG444 = dict(frame_codec="jpeg", jpeg_subsampling="444")  # full-resolution chroma (every JPEG store before the choice)
 # (row label, extract settings) per set; rows decode with the default backend (PyAV on a CPU machine) unless
 # they name one; the DALI row needs DALI and a GPU
 RUNS = {
@@ -48,6 +49,7 @@ RUNS = {
                       ("webdataset, 15 fps", dict(format="webdataset", **FPS15)),
                       ("webdataset, 15 fps, ffmpeg process", dict(format="webdataset", **FPS15, **PROCESS)),
                       ("webdataset, 15 fps, jpeg", dict(format="webdataset", **FPS15, **JPEG)),
+                      ("webdataset, 15 fps, jpeg 4:4:4", dict(format="webdataset", **FPS15, **JPEG444)),
                       ("zarr, 15 fps", dict(format="zarr", **FPS15)), ("zarr, 15 fps, jpeg", dict(format="zarr", **FPS15, **JPEG))],
     "720p-h264": [("webdataset", dict(format="webdataset", backend="ffmpeg")), ("webdataset, DALI", dict(format="webdataset", backend="dali"))],
 }
@@ -140,9 +142,29 @@ def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers:
                 **({"fraction_of_pyav_ceiling": row["pyav_ceiling_s"] / report.seconds} if "pyav_ceiling_s" in row else {}),
                 "store_bytes": store_bytes, "bytes_per_video": store_bytes / len(paths),
                 "of_source_bytes": store_bytes / source_bytes,
+                "kb_per_video_second": store_bytes / 1000 / sum(s["source_seconds"] for s in report.summary["splits"].values()),
             }
+            raw = label.replace(", jpeg 4:4:4", "").replace(", jpeg", "")
+            if settings.get("frame_codec") == "jpeg" and raw in row["runs"]:  # the JPEG frames against the same store's raw frames
+                row["runs"][label]["psnr_db_vs_raw"] = psnr_between(work / f"{name}-{raw.replace(', ', '-')}", out)
         results["rows"].append(row)
     return results
+
+
+def psnr_between(raw_store: Path, jpeg_store: Path) -> float:
+    """PSNR (dB) of every stored frame of one store against the same frame of another (the MSE over all of them)."""
+    import numpy as np
+
+    from vidpipe.stores.clips import Store
+
+    raw, coded = Store.open(raw_store), Store.open(jpeg_store)
+    total, count = 0.0, 0
+    for split in raw.splits:
+        frames = {vid: clip for vid, clip, _, _ in raw.samples(split)}
+        for vid, clip, _, _ in coded.samples(split):
+            total += float(np.sum((clip.astype(np.float64) - frames[vid]) ** 2))
+            count += clip.size
+    return 10 * np.log10(255**2 / max(total / count, 1e-12))
 
 
 def table_rows(results: dict) -> list[list]:
@@ -160,10 +182,12 @@ def table_rows(results: dict) -> list[list]:
             if "skipped" in x:
                 rows.append([r["set"], f"extract -> {label}", r["videos"], "-", "-", "-", "-", f"skipped ({x['skipped']})"])
                 continue
+            quality = f", {x['psnr_db_vs_raw']:.1f} dB" if "psnr_db_vs_raw" in x else ""
             rows.append([r["set"], f"extract -> {label}", r["videos"], f"{x['videos_per_s']:.1f}", f"{x['frames_per_s']:.0f}",
                          f"{x['fraction_of_ceiling']:.0%}" + (f" / {x['fraction_of_pyav_ceiling']:.0%}" if pyav_ceiling else ""),
                          f"{x['store_bytes'] / 2**20:.1f} MB",
-                         f"{x['bytes_per_video'] / 1024:.0f} KB ({x['of_source_bytes']:.2f}x source)"])
+                         f"{x['bytes_per_video'] / 1024:.0f} KB ({x['of_source_bytes']:.2f}x source, "
+                         f"{x['kb_per_video_second']:.0f} KB/s of video{quality})"])
     return rows
 
 

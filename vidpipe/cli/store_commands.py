@@ -38,6 +38,8 @@ from vidpipe.stores.clips import Store
 @click.option("--shard-size", default="256MB", help="Bytes of frames per shard file (JPEG frames: estimated at a tenth of raw).")
 @click.option("--frame-codec", type=click.Choice(FRAME_CODECS), default="raw", help="raw uint8 frames, or one JPEG per frame (about 10x smaller).")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=90, show_default=True, help="JPEG quality with --frame-codec jpeg.")
+@click.option("--jpeg-subsampling", type=click.Choice(["auto", "444", "422", "420"]), default="auto", show_default=True,
+              help="JPEG chroma with --frame-codec jpeg: auto keeps each source's (4:2:0 for nearly every video file).")
 @click.option("--max-failures", type=click.FloatRange(0, 1), default=0.05, help="Fraction of failed videos above which the exit status is non-zero.")
 @click.option("--num-shards", type=click.IntRange(min=1), default=None, help="Split the work into this many parts (several machines) [default: $WORLD_SIZE or 1].")
 @click.option("--shard-id", type=click.IntRange(min=0), default=None, help="Which part this process extracts [default: $RANK or 0].")
@@ -46,7 +48,7 @@ from vidpipe.stores.clips import Store
 @click.option("--allow-stills", is_flag=True, help="Store a still image (or cover art) as a video of one repeated frame instead of failing it.")
 @click.option("--finalize", "finalize_store", type=click.Path(file_okay=False), help="Only merge the parts of STORE into store.json.")
 def extract_cmd(dataset, root, split, frame_fps, manifest_path, out, fmt, frames, fps, max_seconds, size, backend, workers, shard_size, frame_codec, jpeg_quality,
-                max_failures, num_shards, shard_id, overwrite, allow_outside_root, allow_stills, finalize_store):
+                jpeg_subsampling, max_failures, num_shards, shard_id, overwrite, allow_outside_root, allow_stills, finalize_store):
     """Decode every video once into a WebDataset or zarr store."""
     if finalize_store:
         index = finalize(finalize_store)
@@ -66,7 +68,7 @@ def extract_cmd(dataset, root, split, frame_fps, manifest_path, out, fmt, frames
     cfg = ExtractConfig(
         frames=frames if frames is not None else defaults.get("frames", 32), size=size if size is not None else defaults.get("size", 128),
         format=fmt, backend=backend,
-        shard_size=shard_size, workers=workers, max_failures=max_failures, frame_codec=frame_codec, jpeg_quality=jpeg_quality,
+        shard_size=shard_size, workers=workers, max_failures=max_failures, frame_codec=frame_codec, jpeg_quality=jpeg_quality, jpeg_subsampling=jpeg_subsampling,
         fps=fps, max_seconds=max_seconds, allow_stills=allow_stills,
     )
     num_shards = num_shards or int(os.environ.get("WORLD_SIZE", 1))

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, default_collate, get_worker_info
 
 from vidpipe.errors import VidpipeError
 from vidpipe.io import jpeg
@@ -388,7 +388,10 @@ class EpochLoader:
     """
 
     def __init__(self, dataset, loader_kwargs: dict, sampler=None, batches_per_epoch: int | None = None, collate_fn=None):
-        # collate_fn None: torch's default_collate, which stacks each batch straight into shared memory in a worker
+        # collate_fn None: in workers, torch's default_collate, which stacks each batch straight into shared memory;
+        # in the main process (num_workers=0), numpy_collate, the same batch without torch's intra-op threads
+        if collate_fn is None and loader_kwargs["num_workers"] == 0:
+            collate_fn = numpy_collate
         self.dataset, self.sampler, self.kwargs, self.batches_per_epoch = dataset, sampler, loader_kwargs, batches_per_epoch
         self.loader = DataLoader(dataset, sampler=sampler, collate_fn=collate_fn, worker_init_fn=_ignore_interrupts,
                                  persistent_workers=loader_kwargs["num_workers"] > 0,
@@ -411,6 +414,25 @@ class EpochLoader:
         if self.batches_per_epoch is not None:
             return itertools.islice(self.loader, self.batches_per_epoch)
         return rebatch(self.loader, self.kwargs["batch_size"]) if self._rebatch else iter(self.loader)
+
+
+def numpy_collate(items: list[dict]):
+    """default_collate's batch (the same tensors, dtypes and lists) stacked by numpy: in the main process,
+    torch.stack of uint8 clips runs on torch's intra-op threads, which a busy training step (or another
+    process) holds, and was measured at most of a workers=0 epoch; a numpy copy needs no thread pool."""
+    if not items or not isinstance(items[0], dict) or not all(isinstance(v, (np.ndarray, np.generic, bool, int, float, str))
+                                                               for v in items[0].values()):
+        return default_collate(items)
+    out = {}
+    for key, first in items[0].items():
+        values = [item[key] for item in items]
+        if isinstance(first, np.ndarray):
+            out[key] = torch.from_numpy(np.stack(values))
+        elif isinstance(first, str):
+            out[key] = values
+        else:
+            out[key] = default_collate(values)
+    return out
 
 
 def _ignore_interrupts(worker_id: int) -> None:

@@ -85,6 +85,7 @@ class VideoInfo:
     packets_end: float | None = None
     stream: int = 0  # the container's index of this video stream (a thumbnail or cover art may come first)
     still: str | None = None  # why this "video" is a still picture (an image file, cover art), if it is one
+    pix_fmt: str | None = None  # the decoder's pixel format (yuv420p, yuvj444p, rgb24, ...) where the probe says it
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -158,6 +159,7 @@ def _parse_input(err: str, k: int) -> VideoInfo:
     fps = re.search(r"([\d.]+) (?:fps|tbr)", video_line)
     rot = re.search(r"rotation of (-?[\d.]+) degrees", header[stream.start():])
     dur = _DURATION.search(header)
+    pix = re.search(r", ([a-z][a-z0-9_]*)(?:\([^)]*\))?, \d{1,5}x\d{1,5}\b", video_line)  # "yuv420p(progressive, left), 320x240"
     return VideoInfo(
         codec=stream.group(2),
         width=int(stream.group(3)),
@@ -170,6 +172,7 @@ def _parse_input(err: str, k: int) -> VideoInfo:
         damage=_demuxer_damage(err, k),
         stream=int(stream.group(1)),
         still=picture(stream),
+        pix_fmt=pix.group(1) if pix else None,
     )
 
 

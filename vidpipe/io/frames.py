@@ -80,7 +80,7 @@ def probe(path: str | Path, fps: float) -> VideoInfo:
         sar = stream.codec_context.sample_aspect_ratio  # JPEG's pixel density says it, where it is not square
         return VideoInfo(codec=stream.codec_context.name, width=frame.width, height=frame.height,
                          sar=float(sar) if sar else 1.0, rotation=0, fps=float(fps), num_frames=len(files),
-                         duration=len(files) / float(fps))
+                         duration=len(files) / float(fps), pix_fmt=stream.codec_context.pix_fmt)
     finally:
         container.close()
 

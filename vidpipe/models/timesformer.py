@@ -94,6 +94,11 @@ class Block(nn.Module):
 
     per_frame_cls = False  # True: one CLS token per frame (a causal variant), else one for the video
 
+    def time_update(self, patches: torch.Tensor, t: int) -> torch.Tensor:  # (B, N*T, D) patch-major -> the temporal residual
+        b, nt, d = patches.shape
+        mixed = drop_path(self.mix_time(self.temporal_norm1(patches.reshape(b * (nt // t), t, d))), self.drop_path, self.training)
+        return self.temporal_fc(mixed.reshape(b, nt, d))
+
     def video_cls(self, cls_per_frame: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, 1, D)
         return cls_per_frame.mean(1, keepdim=True)
 
@@ -106,8 +111,7 @@ class Block(nn.Module):
         b, nt, d = patches.shape
         n = nt // t
         # time: each patch position over the T frames, the CLS left out
-        mixed = drop_path(self.mix_time(self.temporal_norm1(patches.reshape(b * n, t, d))), self.drop_path, self.training)
-        patches = patches + self.temporal_fc(mixed.reshape(b, nt, d))
+        patches = patches + self.time_update(patches, t)
         # space: each frame's N patches with its copy of the CLS; the copies' outputs pooled back by video_cls
         frames = patches.reshape(b, n, t, d).transpose(1, 2).reshape(b * t, n, d)
         s = self.attn(self.norm1(torch.cat([cls.expand(b, t, d).reshape(b * t, 1, d), frames], 1)))

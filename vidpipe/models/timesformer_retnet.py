@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from vidpipe.errors import VidpipeError
 from vidpipe.models.registry import register_model
@@ -45,6 +46,9 @@ class TimeSformerRetNetConfig(TimeSformerConfig):
     cls_mode: str = "causal"  # causal: running-mean video CLS (streamable); mean: TimeSformer's mean over all frames
     retention_form: str = "parallel"  # training form: parallel, or chunkwise (memory linear in T)
     chunk: int = 8  # frames per chunk in the chunkwise form
+    # training saves only each block's input to its temporal update (norm, q/k/v/g, retention, GroupNorm, gate, output)
+    # and recomputes the rest in backward, as memory-efficient attention does: the same outputs and gradients
+    recompute_time: bool = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -58,9 +62,17 @@ class RetentionBlock(Block):
     def __init__(self, cfg: TimeSformerRetNetConfig, drop_path_rate: float):
         super().__init__(cfg, drop_path_rate)
         self.per_frame_cls, self.form, self.chunk = cfg.cls_mode == "causal", cfg.retention_form, cfg.chunk
+        self.recompute = cfg.recompute_time
 
     def make_temporal_mixer(self, cfg: TimeSformerConfig) -> nn.Module:
         return MultiScaleRetention(cfg.dim, cfg.heads)
+
+    def time_update(self, patches: torch.Tensor, t: int) -> torch.Tensor:
+        """TimeSformer's temporal update; while training with recompute_time, under activation checkpointing
+        (torch.utils.checkpoint: only `patches` is kept for backward, the RNG of drop-path replayed)."""
+        if self.recompute and self.training and torch.is_grad_enabled():
+            return checkpoint(super().time_update, patches, t, use_reentrant=False)
+        return super().time_update(patches, t)
 
     def mix_time(self, x: torch.Tensor) -> torch.Tensor:  # (B*N, T, D) -> (B*N, T, D)
         if self.form == "chunkwise":

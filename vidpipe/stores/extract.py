@@ -54,14 +54,21 @@ def _part_lock(store: Path, part: tuple[int, int]):
         yield
 
 
-def _resume_decoder(store: Path, cfg: ExtractConfig) -> ExtractConfig:
-    """--backend auto on a store begun with another decoder that auto may pick (a store made before PyAV
-    was the default, say) carries on with that decoder, so every video of a store is decoded alike."""
-    if cfg.backend != "auto" or not plan_file(store).is_file():
+def _resume_settings(store: Path, cfg: ExtractConfig) -> ExtractConfig:
+    """Defaults that carry on as a store was begun, so every video of a store is made alike:
+    --backend auto on a store begun with another decoder that auto may pick (a store made before PyAV was the
+    default, say) keeps that decoder; --jpeg-subsampling auto on a JPEG store made before the choice existed
+    keeps its 4:4:4."""
+    if not plan_file(store).is_file() or (cfg.backend != "auto" and cfg.jpeg_subsampling != "auto"):
         return cfg
-    began = (read_json(plan_file(store), f"pass --overwrite to extract {store} again").get("settings") or {}).get("backend")
-    usable = began == "ffmpeg" or (began == "pyav" and pyav.pyav_installed()) or (began == "dali" and cfg.fps is None and dali.dali_installed())
-    return dataclasses.replace(cfg, backend=began) if usable else cfg
+    began = read_json(plan_file(store), f"pass --overwrite to extract {store} again").get("settings") or {}
+    backend = began.get("backend")
+    if cfg.backend == "auto" and (backend == "ffmpeg" or (backend == "pyav" and pyav.pyav_installed())
+                                  or (backend == "dali" and cfg.fps is None and dali.dali_installed())):
+        cfg = dataclasses.replace(cfg, backend=backend)
+    if cfg.jpeg_subsampling == "auto" and began.get("frame_codec") == "jpeg" and "jpeg_subsampling" not in began:
+        cfg = dataclasses.replace(cfg, jpeg_subsampling="444")
+    return cfg
 
 
 def _prepare_store(store: Path, manifest: Manifest, cfg: ExtractConfig, overwrite: bool) -> ExtractPlan:
@@ -186,8 +193,18 @@ def _dali_decoder(spec: ClipSpec) -> dali.DaliDecoder:
     return _thread_state.dali
 
 
+def _encode_jpeg(clip, meta: dict, info, cfg: ExtractConfig) -> tuple:
+    """(JPEG frames, meta) of a decoded clip, chroma as --jpeg-subsampling says (auto: the source's). A store
+    other than 4:4:4 records each video's choice in its meta."""
+    if clip is None:
+        return None, meta
+    subsampling = jpeg.subsampling_of(info.pix_fmt) if cfg.jpeg_subsampling == "auto" else cfg.jpeg_subsampling
+    meta = meta if cfg.jpeg_subsampling == "444" else {**meta, "jpeg_subsampling": subsampling}
+    return jpeg.encode(clip, cfg.jpeg_quality, subsampling), meta
+
+
 def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, backend: str, allow_stills: bool = False) -> list:
-    """[(job, clip or None, meta or failure)] for consecutive jobs; one ffmpeg process probes them all.
+    """[(job, clip or None, meta or failure, probe)] for consecutive jobs; one ffmpeg process probes them all.
 
     With the DALI backend, the files DALI can decode here go to it as one batch; the others, and any
     it rejects, are decoded by ffmpeg with the reason recorded in meta["rerouted"].
@@ -221,12 +238,12 @@ def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, 
             clip, meta = done[k] if k in done else decode_clip(paths[k], spec, threads, info, "pyav" if backend == "pyav" else "ffmpeg",
                                                                allow_stills)
         except DecodeError as e:
-            out.append((job, None, {"id": record.id, "path": record.path, "split": record.split, "reason": str(e)}))
+            out.append((job, None, {"id": record.id, "path": record.path, "split": record.split, "reason": str(e)}, info))
             continue
         if k in reroute:  # DALI could not take it: decoded by ffmpeg
             meta = {**meta, "rerouted": reroute[k]}
         out.append((job, clip, {"id": record.id, "label": record.label, "label_name": record.label_name, "path": record.path,
-                                "source_bytes": _source_bytes(paths[k]), **meta}))
+                                "source_bytes": _source_bytes(paths[k]), **meta}, info))
     return out
 
 
@@ -294,7 +311,7 @@ def extract(
         raise VidpipeError(f"{store} exists and is not a vidpipe store; choose an empty or new --out")  # before the lock adds a file
     with store_lock(store):
         if not overwrite:
-            cfg = _resume_decoder(store, cfg)
+            cfg = _resume_settings(store, cfg)
         plan = _prepare_store(store, manifest, cfg, overwrite)
     with _part_lock(store, part):
         return _extract_part(manifest, store, plan, cfg, part, progress)
@@ -318,12 +335,12 @@ def _extract_part(manifest: Manifest, store: Path, plan: ExtractPlan, cfg: Extra
         def decode(chunk):  # in the decode threads: JPEG encoding runs in parallel too
             done = _decode_chunk(manifest, chunk, spec, threads, backend, cfg.allow_stills)
             if cfg.frame_codec == "jpeg":
-                done = [(job, None if clip is None else jpeg.encode(clip, cfg.jpeg_quality), meta) for job, clip, meta in done]
+                done = [(job, *_encode_jpeg(clip, meta, info, cfg), info) for job, clip, meta, info in done]
             return done
         pool = ThreadPoolExecutor(cfg.workers)
         writer, failures, metas = None, [], []
         try:
-            for (unit, pos, record), clip, meta in _ordered_chunks(pool, decode, jobs, CHUNK, ahead=2 * cfg.workers):
+            for (unit, pos, record), clip, meta, _ in _ordered_chunks(pool, decode, jobs, CHUNK, ahead=2 * cfg.workers):
                 if writer is None:
                     writer = WebDatasetShard(store, unit) if cfg.format == "webdataset" else ZarrShard(store, unit, spec, cfg.frame_codec)
                 if clip is None:

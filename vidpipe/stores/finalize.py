@@ -71,6 +71,7 @@ def _finalize(store: Path) -> dict:
         "clip": {"frames": spec.frames, "height": spec.height, "width": spec.width, "channels": 3,
                  "layout": "THWC", "dtype": "uint8", "normalized": False, "codec": cfg.frame_codec,
                  **({"jpeg_quality": cfg.jpeg_quality} if cfg.frame_codec == "jpeg" else {}),
+                 **({"jpeg_subsampling": cfg.jpeg_subsampling} if cfg.frame_codec == "jpeg" and cfg.jpeg_subsampling != "444" else {}),
                  "mode": "fps" if cfg.fps else "uniform",
                  **({"fps": cfg.fps, "max_seconds": cfg.max_seconds} if cfg.fps else {})},
         "sampling": (f"every video resampled to {cfg.fps} fps (stored frame k: the source frame on screen at window start + k / fps), "

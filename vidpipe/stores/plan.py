@@ -24,6 +24,7 @@ from vidpipe.errors import VidpipeError
 from vidpipe.files import inside, read_json, write_text_atomic
 from vidpipe.io import dali, pyav
 from vidpipe.io.decode import ClipSpec
+from vidpipe.io.jpeg import SUBSAMPLINGS
 from vidpipe.stores.writers import Unit
 from vidpipe.typed import differences
 
@@ -66,6 +67,7 @@ class ExtractConfig:
     max_failures: float = 0.05  # fraction of videos that may fail before the exit status says so
     frame_codec: str = "raw"  # raw: uncompressed uint8 frames (zstd in zarr); jpeg: one JPEG per frame
     jpeg_quality: int = 90
+    jpeg_subsampling: str = "auto"  # JPEG chroma: auto (the source's: 420 for 4:2:0 videos), 444, 422 or 420
     fps: float | None = None  # fps mode: every video resampled to this constant rate (T varies per video)
     max_seconds: float | None = None  # fps mode: longer videos keep a centred window this long (default 10)
     allow_stills: bool = False  # store a still picture (an image file, cover art) as one repeated frame
@@ -86,6 +88,8 @@ class ExtractConfig:
             raise VidpipeError(f"--frame-codec must be one of {', '.join(FRAME_CODECS)}; got '{self.frame_codec}'")
         if not 1 <= self.jpeg_quality <= 100:
             raise VidpipeError(f"--jpeg-quality must be in [1, 100]; got {self.jpeg_quality}")
+        if self.jpeg_subsampling not in SUBSAMPLINGS:
+            raise VidpipeError(f"--jpeg-subsampling must be one of {', '.join(SUBSAMPLINGS)}; got '{self.jpeg_subsampling}'")
         if self.fps is not None:
             self.fps = float(self.fps)
             if not 0 < self.fps <= 120:
@@ -110,6 +114,8 @@ class ExtractConfig:
         d.pop("workers")
         d.pop("max_failures")
         d["backend"] = resolve_backend(self.backend, self.fps)
+        if self.frame_codec == "raw" or self.jpeg_subsampling == "444":  # stores made before the choice were 444
+            d.pop("jpeg_subsampling")
         if self.frame_codec == "raw":  # stores made before JPEG frames keep their identity
             d.pop("frame_codec")
             d.pop("jpeg_quality")
@@ -161,7 +167,8 @@ class ExtractPlan:
 
     @property
     def config(self) -> ExtractConfig:
-        return ExtractConfig(**self.settings)
+        """The settings as a config; a JPEG store whose settings name no subsampling is 4:4:4 (identity leaves it out)."""
+        return ExtractConfig(**{"jpeg_subsampling": "444", **self.settings})
 
     def identity(self) -> dict:
         """What a rerun must match (the whole plan.json of stores made before plans kept their constants)."""
