@@ -1,0 +1,56 @@
+"""README tables made from committed benchmark JSON (no figure typed by hand).
+
+Usage: .venv/bin/python benchmarks/tables.py stores|hybrid   (prints the Markdown table)
+"""
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+STORE_ROWS = [  # README label -> the run's label in stores.json
+    ("uniform 32 frames, raw, webdataset", "webdataset"),
+    ("same, an ffmpeg process per video (`--backend ffmpeg`)", "webdataset, ffmpeg process"),
+    ("uniform 32 frames, JPEG q90, webdataset", "webdataset, jpeg"),
+    ("15 fps, 10 s, raw, webdataset", "webdataset, 15 fps"),
+    ("same, an ffmpeg process per video", "webdataset, 15 fps, ffmpeg process"),
+    ("15 fps, 10 s, raw, zarr (zstd)", "zarr, 15 fps"),
+    ("15 fps, 10 s, JPEG q90, webdataset", "webdataset, 15 fps, jpeg"),
+    ("same, 4:4:4 chroma (`--jpeg-subsampling 444`)", "webdataset, 15 fps, jpeg 4:4:4"),
+    ("15 fps, 10 s, JPEG q90, zarr", "zarr, 15 fps, jpeg"),
+]
+
+
+def stores() -> str:
+    row = next(r for r in json.loads((RESULTS / "stores.json").read_text())["rows"] if r["set"] == "kinetics-like")
+    lines = ["| store | bytes per video | vs source | KB per s of video | PSNR vs raw | extraction videos/s | of the ffmpeg / PyAV ceiling |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+             f"| source files | {row['source_bytes'] / row['videos'] / 1024:,.0f} KB | 1x | "
+             f"{row['source_bytes'] / 1000 / (row['videos'] * 10):,.0f} | | | |"]
+    for label, key in STORE_ROWS:
+        x = row["runs"][key]
+        psnr = f"{x['psnr_db_vs_raw']:.1f} dB" if "psnr_db_vs_raw" in x else ""
+        lines.append(f"| {label} | {x['bytes_per_video'] / 1024:,.0f} KB | {x['of_source_bytes']:.2f}x | {x['kb_per_video_second']:,.0f} | {psnr} | "
+                     f"{x['videos_per_s']:.1f} | {x['fraction_of_ceiling']:.0%} / {x['fraction_of_pyav_ceiling']:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def hybrid() -> str:
+    data = json.loads((RESULTS / "hybrid-memory.json").read_text())
+    names = {"timesformer": "TimeSformer (fused attention)", "timesformer-math": "TimeSformer (explicit softmax, as HF)",
+             "timesformer_retnet": "hybrid, parallel, recompute_time (default)", "timesformer_retnet-chunkwise": "hybrid, chunkwise (8), recompute_time",
+             "timesformer_retnet-kept": "hybrid, parallel, every activation kept"}
+    base = {r["frames"]: r for r in data["rows"] if r["variant"] == "timesformer"}
+    lines = ["| model | T | activations MB | x TimeSformer | peak MB | x TimeSformer | train step s | x TimeSformer |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in data["rows"]:
+        b = base[r["frames"]]
+        lines.append(f"| {names.get(r['variant'], r['variant'])} | {r['frames']} | {r['activation_mb']:,.0f} | {r['activation_mb'] / b['activation_mb']:.3f} | "
+                     f"{r['peak_mb']:,.0f} | {r['peak_mb'] / b['peak_mb']:.2f} | {r['train_step_s']:.2f} | {r['train_step_s'] / b['train_step_s']:.2f} |")
+    exps = data["summary"]["exponents"]
+    lines.append("\nActivation growth in T (fitted exponent): " + ", ".join(f"{names.get(k, k)} {v['activation_memory']:.2f}" for k, v in exps.items()))
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print({"stores": stores, "hybrid": hybrid}[sys.argv[1]](), end="")
