@@ -61,7 +61,7 @@ def test_jpeg_stores_keep_the_sources_chroma_and_old_stores_stay_444(synth_h264,
     raw = {vid: clip for vid, clip, _, _ in stores["raw"].samples("train")}
     for vid, clip, _, _ in stores["auto"].samples("train"):
         mse = np.mean((clip.astype(float) - raw[vid]) ** 2)
-        assert 10 * np.log10(255**2 / max(mse, 1e-9)) > 30
+        assert 10 * np.log10(255**2 / max(mse, 1e-9)) >= 31  # 4:2:0 at q90 on 48-row noisy frames: 32.1 dB at worst when measured
     # a 4:4:4 store begun (part 0) then resumed with the default: 4:4:4 to the end, the bytes of one run
     extract(m, tmp_path / "resumed", ExtractConfig(**small, frame_codec="jpeg", jpeg_subsampling="444"), part=(0, 2))
     assert extract(m, tmp_path / "resumed", ExtractConfig(**small, frame_codec="jpeg"), part=(1, 2)).finalized

@@ -91,6 +91,7 @@ class Predictor:
         self.classes, self.input = card.classes, card.input.kind
         self.spec = card.input.clip_spec()  # the store's decode: frames, size, fps
         self.jpeg_quality = card.input.jpeg_quality
+        self.jpeg_subsampling = card.input.clip.get("jpeg_subsampling", "444")  # stores before the choice: 4:4:4
         self.decoder = "pyav" if pyav.pyav_installed() else "ffmpeg"  # the same pixels (tests/io/test_decoders.py)
         if card.input.decoder == "dali" and warn:  # DALI's resize is not FFmpeg's: said once, not hidden
             warn(f"{card.model} was trained on a store DALI decoded; predict decodes with FFmpeg ({self.decoder}), whose pixels may "
@@ -131,12 +132,17 @@ class Predictor:
     # ------------------------------------------------------------------ frames -> scores
     def decode(self, path: str | Path) -> tuple[np.ndarray, dict]:
         """A video as its store holds it: (T, H, W, 3) uint8 and the decode's metadata. Raises DecodeError."""
-        clip, meta = decode_clip(path, self.spec, decoder=self.decoder)
-        return self.as_stored(clip), meta
+        info = probe(path)
+        clip, meta = decode_clip(path, self.spec, info=info, decoder=self.decoder)
+        return self.as_stored(clip, info.pix_fmt), meta
 
-    def as_stored(self, frames: np.ndarray) -> np.ndarray:
-        """The frame codec's round trip (JPEG stores), so the model sees the pixels training saw."""
-        return frames if self.jpeg_quality is None else jpeg.decode(jpeg.encode(frames, self.jpeg_quality))
+    def as_stored(self, frames: np.ndarray, pix_fmt: str | None = None) -> np.ndarray:
+        """The frame codec's round trip (JPEG stores), so the model sees the pixels training saw: the store's
+        quality and chroma subsampling (auto: as extraction chose it from the source's pixel format)."""
+        if self.jpeg_quality is None:
+            return frames
+        subsampling = jpeg.subsampling_of(pix_fmt) if self.jpeg_subsampling == "auto" else self.jpeg_subsampling
+        return jpeg.decode(jpeg.encode(frames, self.jpeg_quality, subsampling))
 
     def _features(self, frames: np.ndarray) -> torch.Tensor:
         """Stored frames (T, H, W, 3) -> the backbone's output as the feature store holds it: (1, T, D)
@@ -232,7 +238,7 @@ class Predictor:
                     got[k] = frame
             while pending and max(pending[0][0][2]) <= k:  # windows finish in start order
                 (start, end, indices), got = pending.pop(0)
-                frames = self.as_stored(np.stack([got[i] for i in indices]))
+                frames = self.as_stored(np.stack([got[i] for i in indices]), info.pix_fmt)
                 decode_ms = 1000 * (time.perf_counter() - t0)
                 yield self.fused(str(path), frames, decode_ms=decode_ms, start=start, end=end)
                 t0 = time.perf_counter()
@@ -240,10 +246,10 @@ class Predictor:
             yield Prediction(str(path), start=start, end=end, error=f"the video ends at frame {k + 1}, before this window's frame {max(indices) + 1}")
 
     # ------------------------------------------------------------------ streams
-    def frame_input(self, frame: np.ndarray) -> torch.Tensor:
-        """One frame (H, W, 3) as decoded -> what the model's stream takes: a normalised centre crop
-        (1, 3, S, S), or the frame's standardised features (1, D)."""
-        frame = self.as_stored(frame[None])
+    def frame_input(self, frame: np.ndarray, pix_fmt: str | None = None) -> torch.Tensor:
+        """One frame (H, W, 3) as decoded (from a source of `pix_fmt`, where known) -> what the model's stream
+        takes: a normalised centre crop (1, 3, S, S), or the frame's standardised features (1, D)."""
+        frame = self.as_stored(frame[None], pix_fmt)
         if self.input == "clips":
             return self.frame_transform.test(torch.from_numpy(frame[None, None]).to(self.device))[:, :, 0]
         if self.input != "frame_features":
@@ -287,14 +293,14 @@ class Predictor:
         `inputs`, when given, collects every frame's model input (the tests' reference)."""
         session = self.stream_session()
         rate = rate or self.default_stream_rate()
-        geometry, stream = None, None
+        geometry, stream, pix_fmt = None, None, None
         if source != "-" and not raw and Path(source).is_file():  # a file: the store's exact geometry, its moving stream
             info, geometry = self._probe(source)
-            stream = info.stream
+            stream, pix_fmt = info.stream, info.pix_fmt
         t0 = time.perf_counter()
         for k, frame in FrameReader(source, self.spec.height, self.spec.width, rate=rate, geometry=geometry, raw=raw, stream=stream):
             t1 = time.perf_counter()
-            x = self.frame_input(frame)
+            x = self.frame_input(frame, pix_fmt)
             if inputs is not None:
                 inputs.append(x)
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
