@@ -87,3 +87,21 @@ def test_a_damaged_plan_is_one_line_and_overwrite_starts_again(synth_h264, tmp_p
     with pytest.raises(VidpipeError, match="plan.json is damaged.*pass --overwrite"):
         run(False)
     assert run(True).summary is not None
+
+
+@pytest.mark.parametrize("damage, message", [(lambda p: p.update(per_shard=0), "no usable per_shard"),
+                                             (lambda p: p["constants"].update(extra=1), "no usable per_shard"),
+                                             (lambda p: p["settings"].update(bogus=1), "settings this vidpipe does not know")])
+def test_a_plan_json_that_does_not_hold_a_plan_is_one_line(synth_h264, tmp_path, damage, message):
+    """plan.json is the store's own file, so untrusted: odd values stop finalize with one line, not a traceback."""
+    from vidpipe.stores.extract import finalize
+
+    m = build_manifest("synthetic", synth_h264)
+    out = tmp_path / "store"
+    extract(m, out, ExtractConfig(**SETTINGS), part=(0, 2))
+    plan_file = out / "_extract" / "plan.json"
+    plan = json.loads(plan_file.read_text())
+    damage(plan)
+    plan_file.write_text(json.dumps(plan))
+    with pytest.raises(VidpipeError, match=message):
+        finalize(out)

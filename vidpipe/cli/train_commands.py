@@ -239,7 +239,7 @@ def recipes_cmd(name):
     r = load_recipe(name)
     p = r.published
     ui.out.print(f"[bold]{r.name}[/bold]: {r.title}\nsource: {r.source}\n"
-                 f"published: {p.describe()}; protocol: {p.protocol}" + "".join(f"; {k} {v}" for k, v in p.extra.items() if k != "table"))
+                 f"published: {p.describe()}; protocol: {p.protocol}" + "".join(f"; {k} {v}" for k, v in p.extra.items()))
     if r.notes:
         ui.out.print(f"notes: {r.notes}")
     ui.out.print(f"1. store: {r.store.extract_command()}")
@@ -250,6 +250,3 @@ def recipes_cmd(name):
     data = "FEATURES" if r.store.backbone else "STORE"
     ui.out.print(f"{step}. train: vidpipe train --recipe {r.name} --data {data} --out RUN  (init {r.init}; `--dry-run` checks first)")
     ui.out.print(f"\n{r.path.read_text().split('[recipe]')[0].strip()}", markup=False, highlight=False)
-    if "table" in p.extra:
-        rows = p.extra["table"]
-        ui.table("published per-epoch table", list(rows[0]), [list(row.values()) for row in rows], justify_right_from=0)

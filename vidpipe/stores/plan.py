@@ -168,7 +168,7 @@ class ExtractPlan:
     @property
     def config(self) -> ExtractConfig:
         """The settings as a config; a JPEG store whose settings name no subsampling is 4:4:4 (identity leaves it out)."""
-        return ExtractConfig(**{"jpeg_subsampling": "444", **self.settings})
+        return _recorded_config({"jpeg_subsampling": "444", **self.settings})
 
     def identity(self) -> dict:
         """What a rerun must match (the whole plan.json of stores made before plans kept their constants)."""
@@ -196,15 +196,33 @@ class ExtractPlan:
         """A plan.json read back. One from before plans kept their constants is cut again with the constants
         of its time (`LEGACY_CONSTANTS`), from the manifest it was made for."""
         if not isinstance(data, dict) or not isinstance(data.get("settings"), dict) or not isinstance(data.get("manifest_sha256"), str):
-            raise VidpipeError("_extract/plan.json is not an extraction plan; extract the store again with --overwrite")
+            raise VidpipeError(f"_extract/plan.json is not an extraction plan; {_REDO}")
         common = dict(settings=data["settings"], manifest_sha256=data["manifest_sha256"], store_format=data.get("vidpipe_store", 1))
         if "per_shard" in data:
-            return cls(per_shard=data["per_shard"], splits=data["splits"], **data["constants"], **common)
+            per_shard, splits, constants = data["per_shard"], data.get("splits"), data.get("constants")
+            count = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+            if not (count(per_shard) and per_shard >= 1 and isinstance(splits, dict) and all(count(n) and n >= 0 for n in splits.values())
+                    and isinstance(constants, dict) and set(constants) == set(LEGACY_CONSTANTS)
+                    and all(isinstance(v, (int, float)) and v >= 0 for v in constants.values())):
+                raise VidpipeError(f"_extract/plan.json holds no usable per_shard, splits and constants; {_REDO}")
+            return cls(per_shard=per_shard, splits=splits, **constants, **common)
         if manifest is None:
             raise ValueError("a plan without its constants is cut from its manifest")
-        cfg = ExtractConfig(**data["settings"])
+        cfg = _recorded_config(data["settings"])
         splits = {s: len(manifest.split_records(s)) for s in manifest.splits}
         return cls(per_shard=per_shard_count(cfg, splits, **LEGACY_CONSTANTS), splits=splits, **LEGACY_CONSTANTS, **common)
+
+
+_REDO = "extract the store again with --overwrite"
+
+
+def _recorded_config(settings: dict) -> ExtractConfig:
+    """The ExtractConfig of settings a plan recorded (untrusted: a store's own file); settings this vidpipe
+    does not know, or values it refuses, are one line."""
+    try:
+        return ExtractConfig(**settings)
+    except TypeError as e:
+        raise VidpipeError(f"_extract/plan.json records settings this vidpipe does not know ({e}); {_REDO}") from None
 
 
 def per_shard_count(cfg: ExtractConfig, splits: dict, sample_overhead: int, jpeg_size_estimate: float) -> int:

@@ -119,6 +119,15 @@ def upgrade(raw: dict) -> dict:
     return raw
 
 
+def as_today(recorded: dict) -> dict:
+    """A recorded run config as today's vidpipe resolves it: fields added since (e.g. `recipe`, a model option
+    such as `recompute_time`) at their defaults, so only a real difference refuses a resume."""
+    try:
+        return from_dict(TrainConfig, upgrade(recorded)).to_dict()
+    except VidpipeError:
+        return upgrade(recorded)  # not a config today's vidpipe reads: compared as recorded, and so refused
+
+
 def resolved_settings(cfg: TrainConfig) -> str:
     """'model=tsn_mean data.path=F optim.lr=0.01 ...': every setting that differs from its default, for
     the run to print what it will really do (file, flags and overrides resolved)."""
@@ -159,12 +168,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
     a different value in the file is said through `log`."""
     tree: dict = json.loads(json.dumps(base or {}))
     if path:
-        from vidpipe.train.recipes import load_recipe, split_recipe
+        from vidpipe.train.recipes import recipe_from, split_recipe
 
         path = Path(path)
         header, loaded = split_recipe(read_config_file(path), path)
         if header is not None:  # a recipe: its run config, and the run records which recipe it is
-            loaded["recipe"] = load_recipe(path).record()
+            loaded["recipe"] = recipe_from(header, dict(loaded), path).record()
         for key, (flag, value) in (flags or {}).items():
             node = loaded
             for part in key.split("."):

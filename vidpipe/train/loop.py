@@ -32,21 +32,11 @@ from vidpipe.models import count_params, create_model, init_from_pretrained
 from vidpipe.models.registry import assumed_transforms
 from vidpipe.train.card import RunCard
 from vidpipe.train.checkpoint import load_model_weights, load_trainer, read_meta, rng_state, save_checkpoint, trainer_state
-from vidpipe.train.config import TrainConfig, resolved_settings, upgrade
+from vidpipe.train.config import TrainConfig, as_today, resolved_settings
 from vidpipe.data.build import build_data
 from vidpipe.train.metrics import plot_confusion, plot_curves, two_figures, write_per_class_csv
 from vidpipe.train.rundir import RunDir
-from vidpipe.typed import from_dict
 from vidpipe.train.scoring import evaluate
-
-
-def _as_today(recorded: dict) -> dict:
-    """A recorded run config as today's vidpipe resolves it: fields added since (e.g. `recipe`, a model option
-    such as `recompute_time`) at their defaults, so only a real difference refuses a resume."""
-    try:
-        return from_dict(TrainConfig, upgrade(recorded)).to_dict()
-    except VidpipeError:
-        return upgrade(recorded)  # not a config today's vidpipe reads: compared as recorded, and so refused
 
 
 def setup(cfg: TrainConfig) -> tuple[int, int, torch.device]:
@@ -154,7 +144,7 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, log, rank: int, world: i
         if saved.get("world_size", 1) != world:
             raise VidpipeError(f"{out} was trained with {saved.get('world_size', 1)} process(es), this run has {world}; "
                                f"resume it with the same count (torchrun --nproc_per_node {saved.get('world_size', 1)})")
-        if _as_today(saved.get("config") or {}) != card.config or saved.get("classes") != card.classes or saved.get("provenance") != card.provenance:
+        if as_today(saved.get("config") or {}) != card.config or saved.get("classes") != card.classes or saved.get("provenance") != card.provenance:
             raise VidpipeError(f"--resume with a different config, classes or data than {run.card}; use the same settings or a new --out")
     weights = cfg.init
     if resume_from:  # the run's checkpoint holds the weights: the init file is never read again

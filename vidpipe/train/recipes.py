@@ -136,6 +136,11 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     header, config = split_recipe(read_config_file(path), path)
     if header is None:
         raise VidpipeError(f"{path} is a run config without a [recipe] table; pass it with --config")
+    return recipe_from(header, config, path)
+
+
+def recipe_from(header: dict, config: dict, path: Path) -> Recipe:
+    """The Recipe of a config file already read: its [recipe] table and its run config."""
     try:
         store = from_dict(StoreNeed, header["store"])
         published = from_dict(Published, header["published"])
