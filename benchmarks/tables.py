@@ -1,6 +1,6 @@
 """README tables made from committed benchmark JSON (no figure typed by hand).
 
-Usage: .venv/bin/python benchmarks/tables.py stores|hybrid   (prints the Markdown table)
+Usage: .venv/bin/python benchmarks/tables.py stores|hybrid|loader|peers   (prints the Markdown table)
 """
 
 import json
@@ -52,5 +52,46 @@ def hybrid() -> str:
     return "\n".join(lines) + "\n"
 
 
+LOADER_ROWS = [  # README label -> the row's path in loader.json
+    ("decode every epoch, PyAV in-process (vidpipe's own decode path)", "decode every epoch (PyAV, in-process)"),
+    ("decode every epoch, an ffmpeg process per video", "decode every epoch (an ffmpeg process per video)"),
+    ("webdataset, raw frames", "webdataset raw store"),
+    ("zarr, raw frames (zstd, a chunk per frame)", "zarr raw store"),
+    ("webdataset, JPEG q90", "webdataset jpeg store"),
+    ("zarr, JPEG q90", "zarr jpeg store"),
+]
+
+
+def _percent(row: dict, key: str) -> str:
+    return f"{row[key]:.0%}" if key in row else ""
+
+
+def loader() -> str:
+    tsn = json.loads((RESULTS / "loader.json").read_text())
+    dense = {r["path"]: r for r in json.loads((RESULTS / "loader-dense.json").read_text())["rows"]}
+    rows = {r["path"]: r for r in tsn["rows"]}
+    lines = ["| loader | bytes per video | TSN 1x1x8 clips/s | vs decode | of the read limit | of the JPEG decode limit | dense 16x1 clips/s | vs decode |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for label, path in LOADER_ROWS:
+        r, d = rows[path], dense[path]
+        size = f"{r['stored_bytes_per_video'] / 1024:,.0f} KB" if "stored_bytes_per_video" in r else "(source)"
+        lines.append(f"| {label} | {size} | {r['clips_per_s']:,.0f} | {r['x_decode']:.1f}x | {_percent(r, 'of_read_limit')} | "
+                     f"{_percent(r, 'of_jpeg_decode_limit')} | {d['clips_per_s']:,.0f} | {d['x_decode']:.1f}x |")
+    for name, limit in tsn["limits"].items():
+        if "clips_per_s" in limit:
+            lines.append(f"| limit: {limit['what']} | | {limit['clips_per_s']:,.0f} | {limit['clips_per_s'] / tsn['decode_clips_per_s']:.0f}x | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def peers() -> str:
+    data = json.loads((RESULTS / "peers.json").read_text())
+    lines = ["| contender | clips/s (median) | x vidpipe WebDataset raw |", "| --- | ---: | ---: |"]
+    for r in data["rows"]:
+        lines.append(f"| {r['contender']} | {r['clips_per_s']:,.0f} | {r['x_vidpipe_webdataset_raw']:.2f} |")
+    for name, why in data["skipped"].items():
+        lines.append(f"| {name} | skipped: {why} | |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    print({"stores": stores, "hybrid": hybrid}[sys.argv[1]](), end="")
+    print({"stores": stores, "hybrid": hybrid, "loader": loader, "peers": peers}[sys.argv[1]](), end="")

@@ -63,9 +63,13 @@ def test_bench_loader_smoke(synth_h264, tmp_path):
     paths = [r["path"] for r in results["rows"]]
     assert paths[:2] == ["decode every epoch (PyAV, in-process)", "decode every epoch (an ffmpeg process per video)"]
     assert "webdataset raw store" in paths and "zarr raw store" in paths
-    assert all(r["clips_per_s"] > 0 for r in results["rows"]) and len(loader_rows(results)) == 6
+    assert all(r["clips_per_s"] > 0 for r in results["rows"]) and len(loader_rows(results)) == 6 + 2  # and the two limits
     assert max(r["x_decode"] for r in results["rows"][:2]) == 1.0  # against the faster decode path
-    assert all("of_ceiling" in r for r in results["rows"] if r["path"].endswith(" store"))
+    assert all("of_ceiling" in r and "of_read_limit" in r for r in results["rows"] if r["path"].endswith(" store"))
+    read = results["limits"]["read"]  # only the 4 sampled frames of each of the 8 clips were read
+    _, h, w, c = stores[0].clip_shape
+    assert read["mb_per_s"] * read["seconds"] * 2**20 == pytest.approx(8 * 4 * h * w * c)
+    assert results["limits"]["jpeg_decode"] == {"skipped": "needs a WebDataset JPEG store among --store"}
 
 
 def test_bench_features_smoke(synth_h264, tmp_path):
@@ -111,7 +115,7 @@ def test_bench_loader_data_wait(synth_h264, tmp_path):
     for w in waits:
         assert w["steps"] == 2 and 0 < w["wait_fraction"] < 1 and w["compute_s"] > 0
         assert abs(w["step_s"] * 2 - (w["wait_s"] + w["compute_s"])) < 1e-9
-    assert table_columns(results)[-1] == "data wait (r2plus1d_18 step)" and len(table_rows(results)[0]) == 7
+    assert table_columns(results)[-1] == "data wait (r2plus1d_18 step)" and len(table_rows(results)[0]) == len(table_columns(results))
 
 
 def test_bench_loader_refuses_a_feature_model(synth_h264, tmp_path):

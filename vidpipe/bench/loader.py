@@ -6,8 +6,13 @@ All rows serve the same videos with the same temporal sampling and the same draw
    time a clip is used, with FFmpeg in-process (PyAV) and as a process per video; vidpipe's own
    decode paths, which decode only up to the last frame needed and convert only the frames kept, so
    these rows are generous. Every `x decode` figure is against the faster of the two;
-2. each store given (WebDataset or zarr, raw or JPEG frames) through `clip_loader`;
-3. the ceiling: a raw sequential read of each store's files, in clips/s at that store's bytes per clip.
+2. each store given (WebDataset or zarr, raw or JPEG frames) through `clip_loader`, every loader started
+   first and then timed in `rounds` interleaved rounds of `clips` clips (the median is reported);
+3. the ceiling: a raw sequential read of each store's files, in clips/s at that store's bytes per clip;
+4. the physical limits every loader row is given as a fraction of, measured in the same run on the same
+   clips: a page-cache read (`pread`) of only the raw frames the clips need (from a WebDataset raw store),
+   and a simplejpeg decode of only the JPEG frames they need (from a WebDataset JPEG store) in as many
+   processes as the loaders have workers. Both read nothing but what the sampling picks.
 
 With `train_model`, each loader (the faster decode path and every store) also feeds that model's
 training steps (device transform, forward, backward, SGD) and the data-wait fraction is measured: the
@@ -16,10 +21,16 @@ share of wall time the step loop spends blocked on the next batch.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import json
+import multiprocessing
 import os
+import statistics
 import time
 from pathlib import Path
+
+import numpy as np
 
 from torch.utils.data import DataLoader, Dataset
 
@@ -113,7 +124,7 @@ def raw_read(store: Store, split: str) -> tuple[float, int]:
 
 def bench_loader(manifest: Manifest, stores: list[Store], cfg: ClipConfig, split: str = "train", workers: int = 2,
                  batch_size: int = 8, clips: int = 400, decode_clips: int = 64, train_model: str | None = None,
-                 train_steps: int = 8, device: str = "cpu") -> dict:
+                 train_steps: int = 8, device: str = "cpu", rounds: int = 3) -> dict:
     first = stores[0]
     t, h, w, _ = first.clip_shape
     results = {"split": split, "workers": workers, "batch_size": batch_size, "sampling": cfg.sampling.name,
@@ -127,13 +138,27 @@ def bench_loader(manifest: Manifest, stores: list[Store], cfg: ClipConfig, split
         results["rows"].append({"path": f"decode every epoch ({label})", "decoder": decoder, "clips": n, "seconds": seconds,
                                 "clips_per_s": n / seconds, "mb_per_s": nbytes / seconds / 2**20})
 
+    # every store's loader is started first, then timed in interleaved rounds (the machine's load drifts)
+    streams = []
     for store in stores:
         loader = clip_loader(store, split, cfg, batch_size=batch_size, workers=workers)
-        next(iter(loader))  # open files and start workers outside the timed part
-        seconds, n, nbytes = _time_batches(_endless(loader), clips)
+        batches = _endless(loader)
+        next(batches)  # open files and start workers outside the timed part
+        streams.append(batches)
+    rates = [[] for _ in stores]
+    for _ in range(rounds):
+        for k, batches in enumerate(streams):
+            for _ in range(2 * workers):  # made by its workers (prefetch 2 each) while the other stores were timed
+                next(batches)
+            seconds, n, nbytes = _time_batches(batches, clips)
+            rates[k].append((n / seconds, nbytes / seconds / 2**20))
+    for store, batches, store_rates in zip(stores, streams, rates):
+        batches.close()
         stored = sum(f["bytes"] for f in store.index["splits"][split]["files"]) / store.index["splits"][split]["count"]
-        results["rows"].append({"path": f"{_name(store)} store", "store": str(store.root), "clips": n, "seconds": seconds,
-                                "clips_per_s": n / seconds, "mb_per_s": nbytes / seconds / 2**20, "stored_bytes_per_video": stored})
+        results["rows"].append({"path": f"{_name(store)} store", "store": str(store.root), "clips": clips, "rounds": rounds,
+                                "clips_per_s_rounds": [r for r, _ in store_rates],
+                                "clips_per_s": statistics.median(r for r, _ in store_rates),
+                                "mb_per_s": statistics.median(mb for _, mb in store_rates), "stored_bytes_per_video": stored})
     for store in stores:
         raw_read(store, split)  # warm: every row reads from the same (cached) state
         seconds, nbytes = raw_read(store, split)
@@ -141,16 +166,125 @@ def bench_loader(manifest: Manifest, stores: list[Store], cfg: ClipConfig, split
         results["rows"].append({"path": f"raw read of the {_name(store)} files (ceiling)", "clips": store.index["splits"][split]["count"],
                                 "seconds": seconds, "clips_per_s": nbytes / per_clip / seconds, "mb_per_s": nbytes / seconds / 2**20})
 
+    results["limits"] = physical_limits(stores, split, cfg, workers, clips)
     base = max(r["clips_per_s"] for r in results["rows"] if "decoder" in r)
     if train_model:
         _add_data_wait(results, manifest, stores, cfg, split, workers, batch_size, train_model, train_steps, device)
+    results["decode_clips_per_s"] = base
     for row in results["rows"]:
         row["x_decode"] = row["clips_per_s"] / base
     for store in stores:
         loader_row = next(r for r in results["rows"] if r["path"] == f"{_name(store)} store")
         ceiling = next(r for r in results["rows"] if r["path"].startswith(f"raw read of the {_name(store)} "))
         loader_row["of_ceiling"] = loader_row["clips_per_s"] / ceiling["clips_per_s"]
+        for name, limit in results["limits"].items():
+            if "clips_per_s" in limit and (name == "read" or store.codec == "jpeg"):
+                loader_row[f"of_{name}_limit"] = loader_row["clips_per_s"] / limit["clips_per_s"]
     return results
+
+
+def _needed(store: Store, split: str, cfg: ClipConfig, clips: int) -> list[tuple[str, list[tuple[int, int]]]]:
+    """What each of `clips` clips of a WebDataset store needs (its samples in order, epochs 0, 1, ...):
+    (shard path, [(offset, nbytes) of each sampled raw frame or JPEG member])."""
+    from vidpipe.data.loaders import WebDatasetClips
+
+    dataset = WebDatasetClips(store, split, cfg)
+    entries = [e for url in dataset.urls for e in dataset._entries(url)]
+    frame_shape = store.clip_shape[1:]
+    frame_bytes = int(np.prod(frame_shape))
+    out = []
+    for k in range(clips):
+        epoch, e = divmod(k, len(entries))
+        entry, meta = entries[e], json.loads(entries[e]["json"])
+        if "jpegs" in entry:
+            spans = entry["jpegs"]
+            inds, *_ = cfg.plan((len(spans), *frame_shape), 0, meta["id"], epoch)
+            out.append((entry["__url__"], [tuple(int(v) for v in spans[t]) for t in inds.ravel()]))
+        else:
+            start, length = _npy_frames(entry["__url__"], entry["offset"])
+            inds, *_ = cfg.plan((length, *frame_shape), 0, meta["id"], epoch)
+            out.append((entry["__url__"], [(start + int(t) * frame_bytes, frame_bytes) for t in inds.ravel()]))
+    return out
+
+
+def _npy_frames(path: str, offset: int) -> tuple[int, int]:
+    """(where the frames start, how many) of the .npy member at `offset`."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        major, _ = np.lib.format.read_magic(fh)
+        shape, _, _ = (np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0)(fh)
+        return fh.tell(), shape[0]
+
+
+_JPEGS: list[list[bytes]] = []  # the decode limit's clips, set before its processes fork
+
+
+def _decode_share(share: range) -> int:
+    import simplejpeg
+
+    for k in share:
+        for blob in _JPEGS[k]:
+            simplejpeg.decode_jpeg(blob, colorspace="RGB")
+    return len(share)
+
+
+def read_limit(store: Store, split: str, cfg: ClipConfig, clips: int) -> dict:
+    """A page-cache pread of only the raw frames each clip needs, one thread, into one buffer."""
+    needed = _needed(store, split, cfg, clips)
+    fds = {url: os.open(url, os.O_RDONLY) for url, _ in needed}
+    try:
+        view = memoryview(bytearray(max(n for _, spans in needed for _, n in spans)))
+        for url, spans in needed:  # warm: the same cached state as the loader rows
+            for offset, n in spans:
+                os.preadv(fds[url], [view[:n]], offset)
+        nbytes, t0 = 0, time.perf_counter()
+        for url, spans in needed:
+            for offset, n in spans:
+                nbytes += os.preadv(fds[url], [view[:n]], offset)
+        seconds = time.perf_counter() - t0
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return {"what": "pread of only the raw frames each clip needs, 1 thread, page cache", "store": str(store.root),
+            "clips": clips, "seconds": seconds, "clips_per_s": clips / seconds, "mb_per_s": nbytes / seconds / 2**20}
+
+
+def jpeg_decode_limit(store: Store, split: str, cfg: ClipConfig, clips: int, processes: int) -> dict:
+    """simplejpeg decode of only the JPEG frames each clip needs, in `processes` forked processes that
+    hold the bytes already (read before the clock)."""
+    global _JPEGS
+    needed = _needed(store, split, cfg, clips)
+    handles = {url: open(url, "rb", buffering=0) for url, _ in needed}
+    try:
+        _JPEGS = [[os.pread(handles[url].fileno(), n, offset) for offset, n in spans] for url, spans in needed]
+    finally:
+        for fh in handles.values():
+            fh.close()
+    shares = [range(k, min(k + 16, clips)) for k in range(0, clips, 16)]
+    try:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            pool.map(_decode_share, shares[:processes], chunksize=1)  # started and warm before the clock
+            t0 = time.perf_counter()
+            done = sum(pool.map(_decode_share, shares, chunksize=1))
+            seconds = time.perf_counter() - t0
+    finally:
+        _JPEGS = []
+    return {"what": f"simplejpeg decode of only the JPEG frames each clip needs, {processes} processes", "store": str(store.root),
+            "clips": done, "seconds": seconds, "clips_per_s": done / seconds, "processes": processes}
+
+
+def physical_limits(stores: list[Store], split: str, cfg: ClipConfig, workers: int, clips: int) -> dict:
+    """{"read": ..., "jpeg_decode": ...}: each limit's row, or why it was not measured."""
+    raw = next((s for s in stores if s.format == "webdataset" and s.codec == "raw"), None)
+    jpeg = next((s for s in stores if s.format == "webdataset" and s.codec == "jpeg"), None)
+    limits = {"read": read_limit(raw, split, cfg, clips) if raw else {"skipped": "needs a WebDataset raw store among --store"}}
+    if jpeg is None:
+        limits["jpeg_decode"] = {"skipped": "needs a WebDataset JPEG store among --store"}
+    elif importlib.util.find_spec("simplejpeg") is None:
+        limits["jpeg_decode"] = {"skipped": "simplejpeg is not installed"}
+    else:
+        limits["jpeg_decode"] = jpeg_decode_limit(jpeg, split, cfg, clips, max(workers, 1))
+    return limits
 
 
 def _add_data_wait(results, manifest, stores, cfg, split, workers, batch_size, model_name, steps, device) -> None:
@@ -177,19 +311,33 @@ def _name(store: Store) -> str:
     return f"{store.format} {store.codec}"  # e.g. "zarr jpeg"
 
 
+def _percent(row: dict, key: str) -> str:
+    return f"{100 * row[key]:.0f}%" if key in row else "-"
+
+
 def table_rows(results: dict) -> list[list]:
     rows = []
     for r in results["rows"]:
-        row = [r["path"], f"{r['clips_per_s']:.1f}", f"{r['mb_per_s']:.0f}", f"{r['x_decode']:.1f}x",
-               f"{100 * r['of_ceiling']:.0f}%" if "of_ceiling" in r else "-", results["workers"]]
+        row = [r["path"], f"{r['clips_per_s']:.1f}", f"{r['mb_per_s']:.0f}", f"{r['x_decode']:.1f}x", _percent(r, "of_ceiling"),
+               _percent(r, "of_read_limit"), _percent(r, "of_jpeg_decode_limit"), results["workers"]]
         if "train_step" in results:
             row.append(f"{r['data_wait']['wait_fraction']:.0%} of {r['data_wait']['step_s']:.2f} s" if "data_wait" in r else "-")
+        rows.append(row)
+    for name, limit in results.get("limits", {}).items():
+        label = f"limit: {limit.get('what', name)}"
+        if "skipped" in limit:
+            rows.append([f"{label} (skipped: {limit['skipped']})"] + ["-"] * (len(rows[0]) - 1 if rows else 7))
+            continue
+        row = [label, f"{limit['clips_per_s']:.1f}", f"{limit.get('mb_per_s', 0):.0f}" if "mb_per_s" in limit else "-",
+               f"{limit['clips_per_s'] / results['decode_clips_per_s']:.1f}x", "-", "-", "-", limit.get("processes", 1)]
+        if "train_step" in results:
+            row.append("-")
         rows.append(row)
     return rows
 
 
 def table_columns(results: dict) -> list[str]:
-    columns = ["path", "clips/s", "MB/s", "vs decode", "of raw read", "workers"]
+    columns = ["path", "clips/s", "MB/s", "vs decode", "of raw read", "of read limit", "of JPEG decode limit", "workers"]
     if "train_step" in results:
         columns.append(f"data wait ({results['train_step']['model']} step)")
     return columns

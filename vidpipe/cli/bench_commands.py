@@ -12,6 +12,7 @@ from vidpipe.cli.app import cli
 
 
 @cli.group("bench")
+@ui.threads_option()
 def bench():
     """Benchmarks: each prints a table and writes JSON."""
 
@@ -55,14 +56,15 @@ def bench_extract_cmd(work, videos_per_class, workers, frames, size, sets, json_
 @click.option("--split", default="train", help="Split to read.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, help="DataLoader workers for every row.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, help="Clips per batch.")
-@click.option("--clips", type=click.IntRange(min=1), default=400, help="Clips drawn from each store row.")
+@click.option("--clips", type=click.IntRange(min=1), default=400, help="Clips drawn from each store row per round.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="Interleaved rounds over the store rows (the median is reported).")
 @click.option("--decode-clips", type=click.IntRange(min=1), default=64, help="Clips drawn in the (slow) decode-every-epoch row.")
 @click.option("--sampling", default="1x1x8", help="clip_len x frame_interval x num_clips (1x1x8 = TSN 8 segments).")
 @click.option("--train-model", default=None, help="Also measure the data-wait fraction of this clip model's training steps (e.g. r2plus1d_18).")
 @click.option("--train-steps", type=click.IntRange(min=1), default=8, show_default=True, help="Training steps timed per loader with --train-model.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where --train-model steps run.")
 @click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False), help="Where to write the results (JSON).")
-def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, decode_clips, sampling, train_model, train_steps, device, json_path):
+def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, rounds, decode_clips, sampling, train_model, train_steps, device, json_path):
     """Clips/s: decode every epoch vs WebDataset and zarr stores vs a raw read of the store files."""
     from vidpipe.datasets import adapters
     from vidpipe.data.augment import AugmentConfig
@@ -84,7 +86,7 @@ def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, d
     manifest = adapters.build_manifest(dataset, root)
     cfg = ClipConfig(sampling=Sampling.parse(sampling), train=True, augment=AugmentConfig(size=112))
     device = resolve_device(device).type
-    results = bench_loader(manifest, opened, cfg, split, workers, batch_size, clips, decode_clips, train_model, train_steps, device)
+    results = bench_loader(manifest, opened, cfg, split, workers, batch_size, clips, decode_clips, train_model, train_steps, device, rounds)
     results["machine"] = platform.platform()
     t, h, w, _ = results["clip_shape"]
     ui.table(f"loader throughput ({split}, sampling {sampling}, stored clips {t}x{h}x{w}, batch {batch_size})",

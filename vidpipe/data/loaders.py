@@ -42,6 +42,8 @@ from vidpipe.io import jpeg
 from vidpipe.data.augment import AugmentConfig, train_params
 from vidpipe.datasets.manifest import hash_fraction
 from vidpipe.data.sampling import Sampling, view_indices
+from vidpipe.data.slots import BatchSlots, SlotCollate, Taken
+from vidpipe.stores.chunks import ChunkReader
 from vidpipe.stores.clips import IndexMismatch, Store, damaged_chunk, zarr_lengths
 from vidpipe.stores.shards import damaged_shard, index_shard
 
@@ -65,14 +67,17 @@ def id_seed(video_id: str) -> int:
 
 @dataclass(frozen=True)
 class Holdout:
-    """A stable carve of one split by a hash of the video id: `held=True` keeps the carved `fraction`
-    (e.g. a validation set taken from train), `held=False` keeps the rest."""
+    """A stable carve of one split: `held=True` keeps the carved `fraction` (e.g. a validation set taken
+    from train), `held=False` keeps the rest. The carve is `ids` where given (manifest.stratified_holdout:
+    the fraction of each class), else the ids whose hash falls below `fraction`."""
 
     fraction: float
     held: bool
+    ids: frozenset | None = None
 
     def __call__(self, video_id: str) -> bool:
-        return (hash_fraction(video_id) < self.fraction) == self.held
+        carved = video_id in self.ids if self.ids is not None else hash_fraction(video_id) < self.fraction
+        return carved == self.held
 
 
 @dataclass
@@ -127,7 +132,7 @@ class ZarrClips(Dataset):
         self.ids = list(ids[self.rows])
         self.spec, self.epoch = spec, SharedEpoch()
         self.jpeg, self.frame_shape = store.codec == "jpeg", store.clip_shape[1:]
-        self._frames, self._pid = None, None
+        self._read, self._pid = None, None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch.set(epoch)
@@ -135,23 +140,35 @@ class ZarrClips(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _array(self):
-        if self._pid != os.getpid():  # zarr's event loop thread does not survive fork: reopen in each worker
+    def _reader(self):
+        """This process's reader of video rows, `read(row, wanted)`: vidpipe's own layout straight from its
+        shard files (ChunkReader, only the wanted frames' chunks), anything else through zarr-python,
+        reopened in each worker (its event-loop thread does not survive fork)."""
+        if self._pid != os.getpid():
             import zarr
 
-            self._frames, self._pid = zarr.open_group(self.path, mode="r")["frames"], os.getpid()
-        return self._frames
+            reader = ChunkReader.open(self.path / "frames")
+            if reader is not None:
+                self._read = reader.frames
+            else:
+                array = zarr.open_group(self.path, mode="r")["frames"]
+                self._read = lambda row, wanted: array[row][wanted]
+            self._pid = os.getpid()
+        return self._read
 
     def __getitem__(self, i: int) -> dict:
         import zarr
 
         row = int(self.rows[i])
+        shape = (int(self.lengths[row]), *self.frame_shape)  # fps stores: the video's own T
+        read_frames = self._reader()
+        if self.jpeg:  # only the sampled frames are decoded
+            def read(wanted):
+                return jpeg.decode(read_frames(row, wanted))
+        else:
+            def read(wanted):
+                return read_frames(row, wanted)
         try:
-            video = self._array()[row][: self.lengths[row]]  # one chunk: (T, H, W, 3) frames, or T JPEGs (fps stores: its own T)
-            if self.jpeg:  # only the sampled frames are decoded
-                shape, read = (len(video), *self.frame_shape), lambda wanted: jpeg.decode(video[wanted])
-            else:
-                shape, read = video.shape, lambda wanted: video[wanted]
             return self.spec.read_item(shape, read, int(self.labels[i]), self.ids[i], self.epoch.get())
         except (RuntimeError, ValueError, OSError, zarr.errors.BaseZarrError) as e:  # a corrupted chunk: zstd or JPEG errors
             raise damaged_chunk(self.root, self.split, row, e) from None
@@ -238,33 +255,42 @@ class WebDatasetClips(IterableDataset):
         stages += [wds.map(self._item, handler=self.handler), _drop_keys]
         return iter(wds.DataPipeline(*stages))
 
+    def index_shards(self) -> None:
+        """Parse every shard's handles now, in this process, up to SHARD_INDEX_BUDGET: DataLoader workers
+        forked afterwards inherit them instead of each parsing the shards it meets (shards move between
+        workers from epoch to epoch, so every worker would otherwise parse most of them)."""
+        for url in self.urls:
+            self._entries(url)
+
+    def _entries(self, url: str) -> list[dict]:
+        """A shard's sample handles, parsed once per process and kept while the budget allows."""
+        global _shard_index_bytes
+        try:
+            stat = os.stat(url)
+            key = (url, stat.st_size, stat.st_mtime_ns)
+            entries = _SHARD_INDEX.get(key)
+            if entries is None:
+                entries = index_shard(url, stat.st_size)
+                cost = sum(256 + len(e.get("json", b"")) + 16 * len(e.get("jpegs", ())) for e in entries)
+                if _shard_index_bytes + cost <= SHARD_INDEX_BUDGET:
+                    _SHARD_INDEX[key], _shard_index_bytes = entries, _shard_index_bytes + cost
+        except (tarfile.TarError, OSError, VidpipeError) as e:
+            raise damaged_shard(url, e) from None
+        expected = self.shard_counts.get(url)
+        if expected is not None and len(entries) != expected:
+            raise damaged_shard(url, ValueError(f"{len(entries)} samples, store.json says {expected}"))
+        return entries
+
     def _members(self, shards):
         """Local shards opened for random access: one handle per sample (frames' byte offsets, cls, json).
 
         Raw frames are an uncompressed C-order .npy and JPEG frames one member each, so the item stage
         reads (and decodes) only the frames the temporal sampling picks (8 of 32 for TSN) instead of
-        streaming every byte of the tar. A shard's handles are parsed once per worker process and kept
-        (persistent workers) up to SHARD_INDEX_BUDGET bytes: Python's tarfile costs ~50 us a member,
-        ~2 ms a sample of 32 JPEG frames.
+        streaming every byte of the tar. Handles come from `_entries` (Python's tarfile costs ~50 us a
+        member, ~2 ms a sample of 32 JPEG frames, so they are parsed once per process and kept).
         """
-        global _shard_index_bytes
         for shard in shards:
-            url = shard["url"]
-            try:
-                stat = os.stat(url)
-                key = (url, stat.st_size, stat.st_mtime_ns)
-                entries = _SHARD_INDEX.get(key)
-                if entries is None:
-                    entries = index_shard(url, stat.st_size)
-                    cost = sum(256 + len(e.get("json", b"")) + 16 * len(e.get("jpegs", ())) for e in entries)
-                    if _shard_index_bytes + cost <= SHARD_INDEX_BUDGET:
-                        _SHARD_INDEX[key], _shard_index_bytes = entries, _shard_index_bytes + cost
-            except (tarfile.TarError, OSError, VidpipeError) as e:
-                raise damaged_shard(url, e) from None
-            expected = self.shard_counts.get(url)
-            if expected is not None and len(entries) != expected:
-                raise damaged_shard(url, ValueError(f"{len(entries)} samples, store.json says {expected}"))
-            for entry in entries:
+            for entry in self._entries(shard["url"]):
                 yield dict(entry)  # later stages add keys to their copy
 
     def _check(self, sample: dict, shape: tuple) -> int:
@@ -387,11 +413,17 @@ class EpochLoader:
     `len()` is the number of batches one epoch yields.
     """
 
-    def __init__(self, dataset, loader_kwargs: dict, sampler=None, batches_per_epoch: int | None = None, collate_fn=None):
-        # collate_fn None: in workers, torch's default_collate, which stacks each batch straight into shared memory;
-        # in the main process (num_workers=0), numpy_collate, the same batch without torch's intra-op threads
-        if collate_fn is None and loader_kwargs["num_workers"] == 0:
+    def __init__(self, dataset, loader_kwargs: dict, sampler=None, batches_per_epoch: int | None = None, collate_fn=None,
+                 item_shape: tuple[int, ...] | None = None):
+        # collate_fn None: in workers, clips go into reusable shared-memory slots (slots.py) where `item_shape`
+        # (one sample's clips) is known, and the rest through torch's default_collate; in the main process
+        # (num_workers=0), numpy_collate, the same batch without torch's intra-op threads
+        workers = loader_kwargs["num_workers"]
+        if collate_fn is None and workers == 0:
             collate_fn = numpy_collate
+        elif collate_fn is None and item_shape is not None and not loader_kwargs.get("pin_memory"):
+            slots = _batch_slots(workers, (loader_kwargs["batch_size"], *item_shape))
+            collate_fn = SlotCollate(slots, default_collate) if slots is not None else None
         self.dataset, self.sampler, self.kwargs, self.batches_per_epoch = dataset, sampler, loader_kwargs, batches_per_epoch
         self.loader = DataLoader(dataset, sampler=sampler, collate_fn=collate_fn, worker_init_fn=_ignore_interrupts,
                                  persistent_workers=loader_kwargs["num_workers"] > 0,
@@ -411,9 +443,24 @@ class EpochLoader:
         return math.ceil(n / self.kwargs["batch_size"])
 
     def __iter__(self):
+        batches = Taken(self.loader)
         if self.batches_per_epoch is not None:
-            return itertools.islice(self.loader, self.batches_per_epoch)
-        return rebatch(self.loader, self.kwargs["batch_size"]) if self._rebatch else iter(self.loader)
+            return itertools.islice(batches, self.batches_per_epoch)
+        return rebatch(batches, self.kwargs["batch_size"]) if self._rebatch else batches
+
+
+SLOT_BUDGET = 512 << 20  # bytes of batch slots per loader; past it, workers allocate per batch as torch does
+SLOTS_PER_WORKER = 3  # the DataLoader's prefetch (2 per worker) and the batch being filled
+
+
+def _batch_slots(workers: int, batch_shape: tuple[int, ...]) -> BatchSlots | None:
+    """Slots for `workers`, or None where they would exceed SLOT_BUDGET or shared memory is short."""
+    if workers * SLOTS_PER_WORKER * math.prod(batch_shape) > SLOT_BUDGET:
+        return None
+    try:
+        return BatchSlots(workers, SLOTS_PER_WORKER, batch_shape)
+    except (RuntimeError, OSError):  # a small /dev/shm (containers): per-batch segments, as before
+        return None
 
 
 def numpy_collate(items: list[dict]):
@@ -450,11 +497,15 @@ def clip_loader(store: str | Store, split: str, spec: ClipConfig, batch_size: in
     if rank is None or world_size is None:
         rank, world_size = dist_info()
     kwargs = dict(batch_size=batch_size, num_workers=workers, pin_memory=pin_memory, drop_last=False)
+    views, frames = spec.plan(store.clip_shape, 0, "", 0)[0].shape  # every sample's clips: (V, F, H, W, 3)
+    item_shape = (views, frames, *store.clip_shape[1:])
     if store.format == "zarr":
         dataset = ZarrClips(store, split, spec)
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=spec.train, seed=spec.seed)
-        return EpochLoader(dataset, kwargs, sampler=sampler)
+        return EpochLoader(dataset, kwargs, sampler=sampler, item_shape=item_shape)
     resampled = spec.train and world_size > 1
     dataset = WebDatasetClips(store, split, spec, shuffle_buffer, rank, world_size, resampled)
+    if workers > 0:  # parsed once here, inherited by the forked workers
+        dataset.index_shards()
     batches = math.ceil(dataset.count / (world_size * batch_size)) if resampled else None
-    return EpochLoader(dataset, kwargs, batches_per_epoch=batches)
+    return EpochLoader(dataset, kwargs, batches_per_epoch=batches, item_shape=item_shape)

@@ -17,6 +17,7 @@ import numpy as np
 from vidpipe.errors import VidpipeError
 from vidpipe.files import COMPONENT, inside, read_json, sha256_file
 from vidpipe.io import jpeg
+from vidpipe.stores.chunks import ChunkReader
 from vidpipe.stores.shards import damaged_shard, read_samples
 
 
@@ -198,12 +199,14 @@ class Store:
             import zarr
 
             group = self.zarr_group(split)
-            frames, labels, valid, metas = group["frames"], group["labels"][:], group["valid"][:], group["meta"][:]
+            labels, valid, metas = group["labels"][:], group["valid"][:], group["meta"][:]
+            reader = ChunkReader.open(self.array_path(split) / "frames")  # vidpipe's layout, read directly
+            read = reader.frames if reader is not None else group["frames"].__getitem__
             lengths = zarr_lengths(group)
             for i in np.flatnonzero(valid):
                 meta = json.loads(metas[i])
                 try:
-                    video = frames[i][: lengths[i]]  # fps stores: the video's own T frames of its row
+                    video = read(int(i))[: lengths[i]]  # fps stores: the video's own T frames of its row
                     video = jpeg.decode(video) if self.codec == "jpeg" else video
                 except (RuntimeError, ValueError, OSError, zarr.errors.BaseZarrError) as e:  # a corrupted chunk: zstd or JPEG errors
                     raise damaged_chunk(self.root, split, int(i), e) from None

@@ -119,9 +119,11 @@ class WebDatasetShard:
 
 
 def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_shard: int, create: bool = False, codec: str = "raw"):
-    """STORE/<split>.zarr/frames: (N, T, H, W, 3) uint8, one zstd chunk per video inside shards of
-    `per_shard` videos, one file each. One chunk per frame was measured and is slower with zarr-python
-    3.1: its per-chunk cost (~1.5-4 ms) outweighs decompressing the frames a clip does not use.
+    """STORE/<split>.zarr/frames: (N, T, H, W, 3) uint8, one zstd chunk per frame inside shards of
+    `per_shard` videos, one file each, so a clip decompresses only the frames it samples. vidpipe writes
+    and reads these shards itself (`ZarrShard`, `chunks.ChunkReader`): zarr-python's per-chunk cost
+    (~1.5-4 ms a read, ~0.5 ms a chunk written) would outweigh it. Any zarr v3 reader reads them.
+    Stores made before per-frame chunks (one chunk per video) read as they always did.
     Every chunk carries a checksum (zstd's own; CRC32C for JPEG chunks), so a damaged chunk fails its read
     instead of decoding to wrong pixels.
     JPEG frames: (N, T) variable-length bytes, one JPEG per element, one chunk per video (reading a
@@ -140,7 +142,7 @@ def zarr_frames_array(store: Path, split: str, count: int, spec: ClipSpec, per_s
         return arr
     group = zarr.open_group(path, mode="a")
     return group.create_array(
-        "frames", shape=shape, dtype="uint8", chunks=(1, *shape[1:]), shards=(per_shard, *shape[1:]),
+        "frames", shape=shape, dtype="uint8", chunks=(1, 1, *shape[2:]), shards=(per_shard, *shape[1:]),
         compressors=ZstdCodec(level=ZARR_COMPRESSION_LEVEL, checksum=True), fill_value=0, dimension_names=("video", "t", "h", "w", "c"),
         overwrite=True,
     )
@@ -164,15 +166,22 @@ def _zarr_jpeg_array(path: Path, count: int, spec: ClipSpec, per_shard: int, cre
 
 
 class ZarrShard:
-    """Buffers one unit's clips and writes them with one assignment, which zarr turns into one shard file."""
+    """Buffers one unit's clips and writes them as one shard file: raw frames by `write_frame_shard` (one
+    chunk per frame), JPEG frames (one chunk per video) through zarr-python, under a temporary name
+    published by rename either way."""
 
     def __init__(self, store: Path, unit: Unit, spec: ClipSpec, codec: str = "raw"):
         import zarr
 
-        self.store, self.unit = store, unit
+        self.store, self.unit, self.codec = store, unit, codec
         self.array = zarr.open_array(store / f"{unit.split}.zarr" / "frames", mode="r+")
         n = len(unit.records)
-        if codec == "jpeg":
+        # raw frames in one chunk per frame, unless the array was created (by an older vidpipe, whose run
+        # this resumes) with one chunk per video: zarr-python writes that layout, as it did then
+        self.frame_chunks = codec == "raw" and self.array.chunks[1] == 1
+        if self.frame_chunks:
+            self.buffer = [None] * n  # each video's (T', H, W, 3) frames; None for a failed one
+        elif codec == "jpeg":
             self.buffer = np.empty((n, spec.frames), dtype=object)
             self.buffer[...] = b""  # a failed video's frames read as empty bytes (and `valid` says so)
         else:
@@ -190,15 +199,57 @@ class ZarrShard:
         # fps stores: a video fills its own T frames of the row; the rest stays empty (zeros, b"")
         if isinstance(clip, list):
             self.buffer[position, : len(clip)] = np.array(clip + [b""], dtype=object)[:-1]  # keeps bytes as elements
+        elif self.frame_chunks:
+            self.buffer[position] = clip
         else:
             self.buffer[position, : len(clip)] = clip
 
     def commit(self) -> list[dict]:
-        start = self.unit.start
-        self.array[start : start + len(self.buffer)] = self.buffer  # zarr writes it via temp file + rename
-        if not self.final.is_file():  # every video of the unit failed: zarr skips an all-fill shard
+        if self.frame_chunks:
+            write_frame_shard(self.final, self.buffer, self.array.shards[0], self.array.shape[1:])
+        else:
+            start = self.unit.start
+            self.array[start : start + len(self.buffer)] = self.buffer  # zarr writes it via temp file + rename
+        if not self.final.is_file():  # every video of the unit failed: zarr skips an all-fill shard, so do we
             return []
         return [file_entry(self.store, self.final)]
 
     def abort(self) -> None:
         pass
+
+
+def write_frame_shard(path: Path, videos: list, per_shard: int, frame_shape: tuple[int, ...]) -> None:
+    """One shard of a per-frame-chunked raw array, in the zarr v3 sharding codec's layout: each frame's
+    zstd chunk (level ZARR_COMPRESSION_LEVEL, with zstd's content checksum), then the index ((offset,
+    nbytes) little-endian uint64 per chunk in C order over (video, t), 2**64-1 for a chunk never
+    written) and the CRC32C of the index. Frames equal to the fill value (all zero) are not written, as
+    zarr-python does not write them. No file at all when no frame is written."""
+    import google_crc32c
+    from numcodecs.zstd import Zstd
+
+    zstd = Zstd(level=ZARR_COMPRESSION_LEVEL, checksum=True)
+    t_max = frame_shape[0]
+    index = np.full((per_shard * t_max, 2), np.iinfo(np.uint64).max, np.uint64)
+    parts, offset = [], 0
+    for v, frames in enumerate(videos):
+        for t in range(0 if frames is None else len(frames)):
+            frame = np.ascontiguousarray(frames[t])
+            if not frame.any():
+                continue
+            data = zstd.encode(frame)
+            index[v * t_max + t] = (offset, len(data))
+            parts.append(data)
+            offset += len(data)
+    if not parts:
+        path.unlink(missing_ok=True)
+        return
+    table = index.astype("<u8").tobytes()
+    parts += [table, np.uint32(google_crc32c.value(table)).astype("<u4").tobytes()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as fh:
+        for part in parts:
+            fh.write(part)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
