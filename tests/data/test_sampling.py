@@ -51,3 +51,16 @@ def test_loop_when_short_and_tsn_views():
     assert view_indices(32, Sampling.tsn(8), train=False).shape == (1, 8)
     with pytest.raises(VidpipeError, match="16x4x1"):
         Sampling.parse("16-4-1")
+
+
+def test_clips_that_need_more_frames_than_the_store_keeps_are_warned_about():
+    from vidpipe.data.build import input_warnings
+    from vidpipe.data.inputs import InputSpec
+
+    def spec(sampling, frames=8, mode="uniform"):
+        return InputSpec("clips", {"frames": frames, "mode": mode, "height": 32, "width": 42}, None, sampling, sampling, {})
+
+    assert input_warnings(spec("1x1x8")) == [] and input_warnings(spec("4x2x1")) == []  # 8 segments; frames 0, 2, 4, 6
+    assert "9 TSN segments" in input_warnings(spec("1x1x9"))[0]
+    assert "spanning 9 frames" in input_warnings(spec("5x2x1"))[0]
+    assert input_warnings(spec("1x1x9", mode="fps")) == []  # fps stores: each video its own length

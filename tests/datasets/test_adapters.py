@@ -9,7 +9,8 @@ from tests.conftest import touch
 from vidpipe.cli.main import cli
 from vidpipe.errors import VidpipeError
 from vidpipe.datasets import cards
-from vidpipe.datasets.adapters import build_manifest, hash_fraction
+from vidpipe.datasets.adapters import build_manifest
+from vidpipe.datasets.manifest import hash_fraction
 from vidpipe.datasets.manifest import Manifest
 
 
@@ -181,9 +182,28 @@ def test_folder_hash_split_is_deterministic(tmp_path):
     m1 = build_manifest("folder", tmp_path, val_fraction=0.3)
     m2 = build_manifest("folder", tmp_path, val_fraction=0.3)
     assert m1.records == m2.records and len(m1.records) == 60
-    expected_val = sum(hash_fraction(f"{c}/clip{i:02d}") < 0.3 for c in ("jump", "run") for i in range(30))
-    assert _counts(m1)["val"] == expected_val and 8 <= expected_val <= 30
+    # per class, the 9 (30% of 30) ids of smallest hash
+    expected_val = {f"{c}/clip{i:02d}" for c in ("jump", "run")
+                    for i in sorted(range(30), key=lambda i: hash_fraction(f"{c}/clip{i:02d}"))[:9]}
+    assert {r.id for r in m1.records if r.split == "val"} == expected_val
     assert m1.classes == ["jump", "run"]
+
+
+def test_folder_val_has_every_class_and_a_small_val_is_named(tmp_path):
+    """3 classes x 6 clips, 20% val: one video of each class (a hash threshold gave one class none)."""
+    for c in ("clap", "jump", "wave"):
+        for i in range(6):
+            touch(tmp_path / "videos" / c / f"v{i}.mp4")
+    touch(tmp_path / "videos" / "solo" / "only.mp4")  # a class of one video keeps it for training
+    m = build_manifest("folder", tmp_path / "videos")
+    assert m.counts()["val"] == {"clap": 1, "jump": 1, "solo": 0, "wave": 1}
+    assert m.counts()["train"] == {"clap": 5, "jump": 5, "solo": 1, "wave": 5}
+    res = CliRunner().invoke(cli, ["manifest", "--dataset", "folder", "--root", str(tmp_path / "videos"), "-o", str(tmp_path / "m.jsonl")])
+    assert res.exit_code == 0, res.output
+    assert "val holds 3 videos" in res.output and "33.3 points" in res.output and "1 class has none" in res.output
+    res = CliRunner().invoke(cli, ["extract", "--dataset", "synthetic", "--root", str(tmp_path / "videos"), "--val-fraction", "0.3",
+                                   "--out", str(tmp_path / "s")])
+    assert res.exit_code != 0 and "--val-fraction applies to folder" in res.output and "Traceback" not in res.output
 
 
 def test_folder_explicit_splits_and_empty(tmp_path):

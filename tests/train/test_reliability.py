@@ -48,11 +48,15 @@ def test_flags_win_over_the_config_file_and_the_run_says_what_it_resolved(featur
     assert saved["model"] == "tsn_mean" and saved["config"]["data"]["path"] == str(features)
 
 
-def test_ctrl_c_is_one_line_that_says_where_to_resume(features, tmp_path):
-    """SIGINT to the whole process group, as a terminal sends it, with two loader workers running."""
+@pytest.mark.parametrize("data", ["features", "clips"])
+def test_ctrl_c_is_one_line_that_says_where_to_resume(features, tmp_path, data):
+    """SIGINT to the whole process group, as a terminal sends it, with two loader workers running (clips:
+    through the batch slots)."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "vidpipe", "train", "--model", "tsn_mean", "--data", str(features), "--out", str(run),
-           "data.frames=4", "data.workers=2", "data.batch_size=2", "optim.epochs=500", "device=cpu"]
+    model, path = ("tsn_mean", features) if data == "features" else ("r2plus1d_18", features.parent / "store")
+    cmd = [sys.executable, "-m", "vidpipe", "train", "--model", model, "--data", str(path), "--out", str(run),
+           "data.frames=4", "data.workers=2", "data.batch_size=2", "optim.epochs=500", "device=cpu",
+           *(["data.crop_size=32"] if data == "clips" else [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 120

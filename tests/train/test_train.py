@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -104,8 +105,11 @@ def test_resume_is_exact_and_refuses_other_settings(features, tmp_path):
     assert_same_weights(last_weights(tmp_path / "straight"), last_weights(tmp_path / "resumed"))
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
-    with pytest.raises(VidpipeError, match="different config"):
-        train(config(features, epochs=5), tmp_path / "resumed", resume=True, log=lambda m: None)
+    with pytest.raises(VidpipeError, match=r"would change data\.batch_size 16 -> 8; optim\.lr 0\.001 -> 0\.002 of"):
+        train(config(features, epochs=4, **{"optim.lr": 0.002, "data.batch_size": 8}), tmp_path / "resumed", resume=True, log=lambda m: None)
+    said = []
+    assert train(cfg, tmp_path / "resumed", resume=True, log=said.append)["last"]["epoch"] == 4  # finished: its summary
+    assert any("is finished: it trained all 4 epochs" in m for m in said)
     with pytest.raises(VidpipeError, match="already holds a run"):
         train(cfg, tmp_path / "resumed", log=lambda m: None)
     saved = json.loads((tmp_path / "resumed" / "run.json").read_text())
@@ -113,6 +117,25 @@ def test_resume_is_exact_and_refuses_other_settings(features, tmp_path):
     (tmp_path / "resumed" / "run.json").write_text(json.dumps(saved))
     with pytest.raises(VidpipeError, match="trained with 2 process.*nproc_per_node 2"):
         train(cfg, tmp_path / "resumed", resume=True, log=lambda m: None)
+
+
+def test_resume_takes_the_runs_saved_settings_and_may_add_epochs(features, tmp_path):
+    """`--resume --out RUN` alone continues with the settings the run was started with; more epochs (and
+    workers, threads, device) may be added on the command line; nothing else."""
+    run = tmp_path / "run"
+    args = ["train", "--model", "tsn_mean", "--data", str(features), "--out", str(run), "optim.epochs=1", "optim.lr=0.003",
+            "data.workers=0", "data.batch_size=16", "data.frames=16", "device=cpu"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    res = CliRunner().invoke(cli, ["train", "--resume", "--out", str(run), "optim.epochs=2", "data.workers=1"])
+    assert res.exit_code == 0, res.output
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert config["optim"]["lr"] == 0.003 and config["optim"]["epochs"] == 2 and config["data"]["workers"] == 1
+    res = CliRunner().invoke(cli, ["train", "--resume", "--out", str(run), "optim.epochs=3", "optim.lr=0.01", "data.frames=8"])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "optim.lr 0.003 -> 0.01" in res.output and "data.frames 16 -> 8" in res.output
+    res = CliRunner().invoke(cli, ["train", "--resume", "--out", str(tmp_path / "nothing")])
+    assert res.exit_code != 0 and "--model" in res.output and "Traceback" not in res.output
 
 
 def _train_cmd(features, out, workers=0, epochs=4):
@@ -553,3 +576,77 @@ def test_compare_tables_real_runs_and_refuses_other_data(perceiver_runs, feature
     assert res.exit_code != 0 and "other data" in res.output and "--force" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(cli, ["compare", *runs, str(tmp_path / "other"), "--force", "--markdown", str(tmp_path / "f.md")])
     assert res.exit_code == 0 and "| other * |" in (tmp_path / "f.md").read_text()
+
+
+@pytest.mark.slow
+def test_compare_falls_back_to_the_evaluated_split_reads_vote_fusion_and_never_writes_an_empty_chart(perceiver_runs, tmp_path):
+    """Runs evaluated only on val, one of them with vote fusion: compare shows val (and says so), takes the
+    vote evaluation with its fusion named, and a chart of a figure no run has is not written."""
+    runs = []
+    for name in ("head-1x1", "head-cross-only"):
+        shutil.copytree(perceiver_runs / name, tmp_path / name)
+        shutil.rmtree(tmp_path / name / "eval-test")
+        runs.append(str(tmp_path / name))
+    evaluate_checkpoint(runs[0], split="val", fusion="vote")
+    evaluate_checkpoint(runs[1], split="val")
+    res = CliRunner().invoke(cli, ["compare", *runs, "--json", str(tmp_path / "c.json"), "--png", str(tmp_path / "c.png")])
+    assert res.exit_code == 0, res.output
+    assert "no run was evaluated on test; showing val" in res.output
+    result = json.loads((tmp_path / "c.json").read_text())
+    by_run = {r["run"]: r for r in result["rows"]}
+    vote = json.loads((tmp_path / "head-1x1" / "eval-val-vote" / "metrics.json").read_text())
+    assert result["split"] == "val" and by_run["head-1x1"]["top1"] == vote["metrics"]["top1"]
+    assert "vote fusion" in by_run["head-1x1"]["from"] and "vote" not in by_run["head-cross-only"]["from"]
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    res = CliRunner().invoke(cli, ["compare", *runs, "--split", "test", "--png", str(tmp_path / "none.png")])
+    assert res.exit_code == 0 and not (tmp_path / "none.png").exists() and "no chart written" in res.output
+    assert "not evaluated on test" in res.output  # the store has a test split: evaluating on it is the advice
+
+
+def test_threads_are_set_recorded_and_default_to_the_cores_the_workers_leave(features, tmp_path):
+    from vidpipe.devices import cpu_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert cpu_threads(0, workers=0) == cores and cpu_threads(0, workers=cores + 3) == 1 and cpu_threads(3, workers=9) == 3
+    before = torch.get_num_threads()
+    try:
+        train(config(features, model="tsn_mean", epochs=1, threads=1), tmp_path / "one", log=lambda m: None)
+        assert torch.get_num_threads() == 1
+        rows = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+        assert rows[0]["cpu_threads"] == 1
+        assert json.loads((tmp_path / "one" / "run.json").read_text())["config"]["threads"] == 1
+        res = CliRunner().invoke(cli, ["eval", str(tmp_path / "one"), "--threads", "2"])
+        assert res.exit_code == 0, res.output
+        assert json.loads((tmp_path / "one" / "eval-test" / "metrics.json").read_text())["cpu_threads"] == 2
+        res = CliRunner().invoke(cli, ["eval", str(tmp_path / "one"), "--threads", "-1"])
+        assert res.exit_code != 0 and "Traceback" not in res.output
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_vivit_at_a_non_native_size_exports_and_its_sidecar_alone_rebuilds_the_input(clip_store, synth_h264, tmp_path):
+    """A ViViT run at 32 px (its embeddings made for 224): ONNX export prints only what it wrote, and a
+    deployment holding only the .onnx and its sidecar turns a video into the input (VideoInputs from the
+    sidecar's input_spec) and gets the probabilities vidpipe's own predict gives for that video."""
+    import onnxruntime as ort
+
+    from vidpipe.data.inputs import InputSpec
+    from vidpipe.predict import Predictor
+    from vidpipe.predict.inputs import VideoInputs
+
+    overrides = ["optim.epochs=1", "data.workers=0", "data.batch_size=4", "data.frames=4", "data.crop_size=32", "device=cpu",
+                 "model_options.preset=tiny", "model_options.spatial_depth=1", "model_options.temporal_depth=1", "data.val_fraction=0"]
+    train(load_config(None, overrides, base={"model": "vivit_fe", "data": {"path": str(clip_store)}}), tmp_path / "run", log=lambda m: None)
+    out = tmp_path / "deploy" / "m.onnx"
+    res = CliRunner().invoke(cli, ["export", str(tmp_path / "run"), "--format", "onnx", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert len(res.output.splitlines()) < 20 and "graph(" not in res.output
+    sidecar = json.loads(out.with_name("m.onnx.json").read_text())
+    video = sorted((synth_h264 / "test").rglob("*.mp4"))[0]
+    clips = VideoInputs(InputSpec.from_dict(sidecar["input_spec"])).clips_of(video)  # the sidecar and the video, nothing else
+    assert list(clips.shape[1:]) == sidecar["input"]["shape"][1:]
+    logits = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"clip": clips.numpy()})[0]
+    predictor = Predictor.load(tmp_path / "run", device="cpu")
+    expected = predictor.view_scores(predictor.decode(video)[0]).numpy()
+    np.testing.assert_allclose(torch.from_numpy(logits).softmax(-1).numpy(), expected, atol=1e-5)

@@ -33,7 +33,8 @@ def datasets_cmd(verbose):
 @click.option("--dataset", required=True, type=click.Choice(list(adapters.ADAPTERS)), help="Dataset adapter.")
 @click.option("--root", required=True, type=click.Path(), help="Dataset root in its official layout.")
 @click.option("--split", type=click.IntRange(1, 3), default=None, help="Official split number (HMDB51, UCF101: 1-3; default 1).")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=None, help="`folder` only: fraction of ids hashed into val [0.2].")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="`folder` only: the fraction of each class carved into val (at least one video of a class of two or more) [0.2].")
 @click.option("--frame-fps", type=click.FloatRange(0, 1000, min_open=True), default=None,
               help="Frame-folder datasets: the rate the frames were extracted at [sthv1: 12, rawframes: 30].")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Manifest file to write (JSONL).")
@@ -49,6 +50,8 @@ def manifest_cmd(dataset, root, split, val_fraction, frame_fps, output, per_clas
     ui.table(f"{dataset} -> {output}", ["class"] + splits, rows)
     for w in cards.check_against_card(m, cards.load_card(dataset)):
         ui.warn(w)
+    if note := m.small_val():
+        ui.warn(note)
     if m.missing:
         ui.warn(f"missing videos are listed in the manifest header, e.g. {m.missing[0]['id']}")
 

@@ -68,7 +68,7 @@ def run(out: Path) -> None:
     ui.console.print(f"[bold]3. cache-features[/bold] -> {features} (frozen resnet18, --weights random: offline demo)")
     report = cache_features(out / "store-zarr", features, FeatureConfig(backbone="resnet18", weights="random"))
     shape = "x".join(map(str, report.summary["features"]["shape"]))
-    rate = f", {report.videos / report.seconds:.1f} videos/s" if report.videos else ""
+    rate = f", {ui.two_figures(report.videos / report.seconds)} videos/s" if report.videos else ""
     ui.console.print(f"   {sum(e['count'] for e in report.summary['splits'].values())} videos -> {shape} float16 features each{rate}")
     rows, results = [], {}
     for step, model in enumerate(DEMO_MODELS, start=4):

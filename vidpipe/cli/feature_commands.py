@@ -26,6 +26,7 @@ def _backbones():
 @click.option("--tokens", is_flag=True, help="Also store spatial token maps (frame backbones; clip backbones always store them).")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", help="Storage precision.")
 @click.option("--overwrite", is_flag=True, help="Replace a feature store made with other settings.")
+@ui.threads_option()
 def cache_features_cmd(store, backbone, weights, out, batch_size, device, tokens, dtype, overwrite):
     """Run a frozen backbone once over every stored clip and store its features."""
     from vidpipe.stores.features import FeatureConfig, cache_features
@@ -46,4 +47,5 @@ def cache_features_cmd(store, backbone, weights, out, batch_size, device, tokens
              f"{sum(f['bytes'] for f in e['files']) / 2**20:.1f} MB"] for split, e in s["splits"].items()]
     ui.table(f"{backbone} features ({s['weights']['id']}, {s['dtype']}) -> {out}", ["split", "videos", "per video", "bytes"], rows)
     if rate:
-        ui.out.print(f"{report.videos} videos in {report.seconds:.1f}s: {report.videos / report.seconds:.1f} videos/s, {rate:.0f} frames/s")
+        ui.out.print(f"{ui.plural(report.videos, 'video')} in {report.seconds:.1f}s: {ui.two_figures(report.videos / report.seconds)} videos/s, "
+                     f"{ui.two_figures(rate)} frames/s")

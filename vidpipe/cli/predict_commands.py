@@ -46,6 +46,7 @@ def _jsonl(path):
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Streams: a prediction every K frames.")
 @click.option("--raw", default=None, help="Streams from stdin: raw rgb24 frames of WIDTHxHEIGHT@FPS instead of a container.")
 @click.option("--allow-outside-root", is_flag=True, help="Follow links in a folder INPUT that lead outside it (refused by default).")
+@ui.threads_option()
 def predict_cmd(run_or_checkpoint, inputs, top_k, views, crops, fusion, jsonl, device, workers, backbone_weights, window, stride,
                 stream, stream_fps, every, raw, allow_outside_root):
     """Predict the classes of videos no store holds, made into the run's inputs exactly as its training data was.
@@ -129,7 +130,8 @@ def _windows(predictor, paths, window, stride, jsonl, k) -> int:
             count, windows = count + 1, windows + len(rows)
             ui.table(str(path), ["start s", "end s", "top-1", "p", f"next {k - 1}", "model ms"], rows, justify_right_from=0)
     seconds = time.perf_counter() - t0
-    ui.out.print(f"{windows} windows of {count} of {_videos(len(paths))} in {seconds:.1f}s: {len(paths) / seconds:.2f} videos/s")
+    ui.out.print(f"{ui.plural(windows, 'window')} of {count} of {_videos(len(paths))} in {seconds:.1f}s: "
+                 f"{ui.two_figures(windows / seconds)} windows/s, {ui.two_figures(len(paths) / seconds)} videos/s")
     return failed
 
 

@@ -23,6 +23,8 @@ from vidpipe.stores.clips import Store
 @click.option("--split", type=int, default=None, help="Official split number (HMDB51, UCF101).")
 @click.option("--frame-fps", type=click.FloatRange(0, 1000, min_open=True), default=None,
               help="Frame-folder datasets (with --root): the rate the frames were extracted at [sthv1: 12, rawframes: 30].")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="`folder` (with --root): the fraction of each class carved into val [0.2].")
 @click.option("--manifest", "manifest_path", type=click.Path(), help="A manifest from `vidpipe manifest`, instead of --dataset/--root.")
 @click.option("--out", type=click.Path(file_okay=False), help="Store directory.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="webdataset", help="Store format.")
@@ -47,8 +49,8 @@ from vidpipe.stores.clips import Store
 @click.option("--allow-outside-root", is_flag=True, help="Let --manifest paths be absolute or lead out of its root with `..` (refused by default).")
 @click.option("--allow-stills", is_flag=True, help="Store a still image (or cover art) as a video of one repeated frame instead of failing it.")
 @click.option("--finalize", "finalize_store", type=click.Path(file_okay=False), help="Only merge the parts of STORE into store.json.")
-def extract_cmd(dataset, root, split, frame_fps, manifest_path, out, fmt, frames, fps, max_seconds, size, backend, workers, shard_size, frame_codec, jpeg_quality,
-                jpeg_subsampling, max_failures, num_shards, shard_id, overwrite, allow_outside_root, allow_stills, finalize_store):
+def extract_cmd(dataset, root, split, frame_fps, val_fraction, manifest_path, out, fmt, frames, fps, max_seconds, size, backend, workers, shard_size,
+                frame_codec, jpeg_quality, jpeg_subsampling, max_failures, num_shards, shard_id, overwrite, allow_outside_root, allow_stills, finalize_store):
     """Decode every video once into a WebDataset or zarr store."""
     if finalize_store:
         index = finalize(finalize_store)
@@ -59,9 +61,11 @@ def extract_cmd(dataset, root, split, frame_fps, manifest_path, out, fmt, frames
     if manifest_path:
         manifest = Manifest.read(manifest_path, allow_outside_root=allow_outside_root)
     elif dataset and root:
-        manifest = adapters.build_manifest(dataset, root, split, frame_fps=frame_fps)
+        manifest = adapters.build_manifest(dataset, root, split, frame_fps=frame_fps, val_fraction=val_fraction)
     else:
         raise VidpipeError("give --dataset and --root, or --manifest")
+    if note := manifest.small_val():
+        ui.warn(note)
     if fps is not None and frames is not None:
         raise VidpipeError("--frames (uniform mode) and --fps (fps mode) exclude each other; pass one")
     defaults = cards.load_card(manifest.dataset).get("extract", {}) if (cards.CARDS_DIR / f"{manifest.dataset}.toml").is_file() else {}
@@ -154,5 +158,5 @@ def verify_cmd(store):
     if problems:
         for p in problems[:20]:
             ui.console.print(f"[red]{p}[/red]")
-        raise VidpipeError(f"{len(problems)} problems in {store}; {fix}")
+        raise VidpipeError(f"{ui.plural(len(problems), 'problem')} in {store}; {fix}")
     ui.out.print(f"{store}: {n} files, {what} OK")

@@ -20,9 +20,18 @@ def _sampling(entry) -> str:
 
 
 def _options(config) -> list[list[str]]:
+    """(option, type, default) of a model config; a default the config resolves (a preset's width, say,
+    declared as 0) is shown resolved."""
     hints = typing.get_type_hints(config)
-    return [[f.name, str(hints[f.name]).replace("typing.", "") if not isinstance(hints[f.name], type) else hints[f.name].__name__,
-             repr(f.default if f.default is not dataclasses.MISSING else f.default_factory())] for f in dataclasses.fields(config)]
+    resolved = config()
+    rows = []
+    for f in dataclasses.fields(config):
+        declared = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        value = getattr(resolved, f.name)
+        shown = repr(value) if value == declared else f"{value!r} (preset {resolved.preset})" if hasattr(resolved, "preset") else repr(value)
+        kind = str(hints[f.name]).replace("typing.", "") if not isinstance(hints[f.name], type) else hints[f.name].__name__
+        rows.append([f.name, kind, shown])
+    return rows
 
 
 @cli.command("models")
@@ -94,18 +103,20 @@ class TrainCommand(click.Command):
 
 @cli.command("train", cls=TrainCommand, context_settings={"ignore_unknown_options": True})
 @click.option("--model", help="A registered model (see `vidpipe models`) [default: the recipe's or config's].")
-@click.option("--data", "data_path", required=True, type=click.Path(file_okay=False), help="Feature store or clip store.")
+@click.option("--data", "data_path", type=click.Path(file_okay=False), help="Feature store or clip store [with --resume: the run's].")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML or YAML run config.")
 @click.option("--recipe", help="Start from a recipe (`vidpipe recipes`): its model, init and schedule; overrides go on top.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved settings and whether the store and init fit the recipe; train nothing.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped, with its saved settings "
+              "(overrides may change only optim.epochs, data.workers, data.path, threads and device).")
 @click.argument("overrides", nargs=-1)
 def train_cmd(model, data_path, out, config_path, recipe, dry_run, resume, overrides):
     """Train a model. Extra arguments are dotted overrides: optim.lr=3e-4 data.frames=16 model_options.depth=4"""
     from vidpipe.errors import VidpipeError
-    from vidpipe.train.config import load_config, resolved_settings
+    from vidpipe.train.config import as_today, load_config, resolved_settings
     from vidpipe.train.loop import train
+    from vidpipe.train.rundir import RunDir
     from vidpipe.train.metrics import two_figures
     from vidpipe.train.recipes import check_run, load_recipe, recipe_path
 
@@ -113,12 +124,16 @@ def train_cmd(model, data_path, out, config_path, recipe, dry_run, resume, overr
         raise VidpipeError("--recipe and --config both give the run's settings; pass one (a recipe is a config file too)")
     if recipe:
         config_path = recipe_path(recipe)
-    if not (model or config_path):
-        raise VidpipeError("pass --model NAME, --recipe NAME or --config FILE")
     if not (out or dry_run):
         raise VidpipeError("--out RUN is required (or --dry-run)")
-    flags = {"data.path": ("--data", data_path), **({"model": ("--model", model)} if model else {})}
-    cfg = load_config(config_path, list(overrides), flags=flags, log=ui.warn)
+    saved = RunDir(out).read_card() if resume and out and not config_path else None
+    if not (model or config_path or saved):
+        raise VidpipeError("pass --model NAME, --recipe NAME or --config FILE (or --resume a run in --out)")
+    if not (data_path or saved):
+        raise VidpipeError("--data STORE is required (a feature store or a clip store)")
+    flags = {**({"data.path": ("--data", data_path)} if data_path else {}), **({"model": ("--model", model)} if model else {})}
+    # a resumed run starts from its saved settings: the command line adds only what it changes
+    cfg = load_config(config_path, list(overrides), base=as_today(saved["config"]) if saved else None, flags=flags, log=ui.warn)
     if cfg.recipe:
         checks = check_run(load_recipe(config_path), cfg)
         failing = [c for c in checks if not c.ok]
@@ -156,23 +171,28 @@ def train_cmd(model, data_path, out, config_path, recipe, dry_run, resume, overr
 @click.option("--test-crops", type=click.Choice(["1", "3"]), default=None, help="Clip stores: 1 centre or 3 spatial crops.")
 @click.option("--fusion", type=click.Choice(["mean", "vote"]), default="mean", show_default=True,
               help="How a video's views make its prediction: mean softmax scores, or the majority vote of their argmaxes.")
-def eval_cmd(run_or_checkpoint, data_path, split, out, test_clips, test_crops, fusion):
+@ui.threads_option(apply=False)
+def eval_cmd(run_or_checkpoint, data_path, split, out, test_clips, test_crops, fusion, threads):
     """Evaluate a checkpoint: top-1/top-5, mean-class accuracy, macro-F1, per-class CSV, confusion PNG."""
     from vidpipe.train.evaluate import evaluate_checkpoint
 
-    r = evaluate_checkpoint(run_or_checkpoint, data_path, split, out, test_clips, int(test_crops) if test_crops else None, fusion=fusion)
+    r = evaluate_checkpoint(run_or_checkpoint, data_path, split, out, test_clips, int(test_crops) if test_crops else None, fusion=fusion,
+                            threads=threads)
     m = r["metrics"]
     if r["random_weights_features"]:
         ui.warn("features from RANDOM backbone weights: a demo number, not an accuracy claim")
     ui.out.print(f"checkpoint: {r['checkpoint']}, chosen by {r['chosen_by']}")
-    ui.table(f"{r['model']} on {r['split']} ({m['videos']} videos, views fused by {fusion}) -> {r['out']}", ["top-1", "top-5", "mean-class acc", "macro-F1", "loss"],
-             [[f"{m['top1']:.3f}", f"{m['top5']:.3f}", f"{m['mean_class_acc']:.3f}", f"{m['macro_f1']:.3f}", f"{m['loss']:.3f}"]],
+    top5 = len(r["classes"]) > 5  # with 5 classes or fewer, top-5 is 1 by construction
+    ui.table(f"{r['model']} on {r['split']} ({m['videos']} videos, views fused by {fusion}) -> {r['out']}",
+             ["top-1", *(["top-5"] if top5 else []), "mean-class acc", "macro-F1", "loss"],
+             [[f"{m['top1']:.3f}", *([f"{m['top5']:.3f}"] if top5 else []), f"{m['mean_class_acc']:.3f}", f"{m['macro_f1']:.3f}", f"{m['loss']:.3f}"]],
              justify_right_from=0)
 
 
 @cli.command("compare")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--split", default="test", show_default=True, help="Whose `vidpipe eval` figures to show (RUN/eval-SPLIT).")
+@click.option("--split", default=None, help="Whose `vidpipe eval` figures to show (RUN/eval-SPLIT, else its vote-fusion "
+              "RUN/eval-SPLIT-vote) [default: test, else the split the runs were evaluated on].")
 @click.option("--sort", default="top1", show_default=True, help="Column to sort by, descending: top1, val_top1, params_m, epoch_s, ...")
 @click.option("--markdown", type=click.Path(dir_okay=False), callback=ui.output_file, help="Write the table as Markdown.")
 @click.option("--png", type=click.Path(dir_okay=False), callback=ui.output_file, help="Write a bar chart of the sort column.")
@@ -186,6 +206,9 @@ def compare_cmd(runs, split, sort, markdown, png, json_out, force):
     from vidpipe.train.compare import compare_runs, plot_bars, table_rows, to_markdown
 
     result = compare_runs(list(runs), split=split, sort=sort, force=force)
+    split = result["split"]
+    if result["note"]:
+        ui.warn(result["note"])
     heads, cells = table_rows(result, sources=False)
     ui.table(f"{len(cells)} runs, sorted by {sort}", heads, cells, justify_right_from=2 + len(result["differing"]))
     for r in result["rows"]:
@@ -196,8 +219,9 @@ def compare_cmd(runs, split, sort, markdown, png, json_out, force):
         ui.warn(f"* trained on other data than {result['rows'][0]['run']}: figures are not comparable")
     if markdown:
         write_text_atomic(markdown, to_markdown(result))
-    if png:
-        plot_bars(result, png)
+    if png and not plot_bars(result, png):
+        ui.warn(f"no run has a {sort} figure on {split}: no chart written to {png}")
+        png = None
     if json_out:
         write_text_atomic(json_out, json.dumps(result, indent=2) + "\n")
     for path in (markdown, png, json_out):

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from vidpipe.errors import VidpipeError
+from vidpipe.train.metrics import two_figures  # noqa: F401  (the commands' figures: ui.two_figures)
 
 # Tables lay out; sentences never wrap mid-word. Piped into a log or file, rich would assume 80 columns
 # and cut names short: use 160 there (a terminal's own width otherwise).
@@ -39,22 +40,60 @@ class LazyChoice(click.Choice):
         pass
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 window', '3 windows'."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
+
+
+PLAIN_EVERY = 30.0  # seconds between plain progress lines (output that is not a terminal), at most
+
+
+@contextlib.contextmanager
+def plain_progress(total: int, description: str, unit: str = "videos"):
+    """Yields advance(n=1) for output that is not a terminal (a log file, CI): a line at every tenth of the
+    work or every PLAIN_EVERY seconds, whichever comes first, and one at the end."""
+    state = {"done": 0, "shown": 0, "t": time.monotonic()}
+    t0 = time.monotonic()
+
+    def line() -> None:
+        done, elapsed = state["done"], time.monotonic() - t0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = f", eta {round((total - done) / rate)} s" if rate and done < total else ""
+        console.print(f"{description}: {done}/{total} {unit} ({100 * done / max(total, 1):.0f}%), "
+                      f"{two_figures(rate)} {unit}/s{eta}", highlight=False)
+        state["shown"], state["t"] = done, time.monotonic()
+
+    def advance(n: int = 1):
+        state["done"] += n
+        tenth = max(1, total // 10)
+        if state["done"] - state["shown"] >= tenth or time.monotonic() - state["t"] >= PLAIN_EVERY:
+            line()
+
+    yield advance
+    if state["done"] != state["shown"]:
+        line()
+
+
 @contextlib.contextmanager
 def progress_bar(total: int, description: str, unit: str = "videos"):
-    """Yields advance(n=1). Shows rate and ETA; stays quiet when stderr is not a terminal."""
+    """Yields advance(n=1). A bar with rate and ETA on a terminal; plain progress lines otherwise."""
+    if not console.is_terminal:
+        with plain_progress(total, description, unit) as advance:
+            yield advance
+        return
     columns = [
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("[cyan]{task.fields[rate]}"),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+    with Progress(*columns, console=console) as bar:
         task = bar.add_task(description, total=total, rate="")
 
         def advance(n: int = 1):
             bar.advance(task, n)
             speed = bar.tasks[0].speed
             if speed:
-                bar.update(task, rate=f"{speed:.1f} {unit}/s")
+                bar.update(task, rate=f"{two_figures(speed)} {unit}/s")
 
         yield advance
 
@@ -66,6 +105,22 @@ def table(title: str, columns: list[str], rows: list[list], justify_right_from: 
     for r in rows:
         t.add_row(*[str(x) for x in r])
     out.print(t)
+
+
+THREADS_HELP = "torch CPU threads; 0: the CPU cores loader workers leave (at least 1). Lower it on a busy machine."
+
+
+def threads_option(apply: bool = True):
+    """`--threads N`, torch's CPU threads for the command (vidpipe.devices.cpu_threads). apply=True: set as
+    soon as it is parsed (0: every core); apply=False: passed to the command, which knows its loader workers."""
+    def set_threads(ctx, param, value):
+        from vidpipe.devices import set_cpu_threads
+
+        set_cpu_threads(value)
+        return value
+
+    return click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help=THREADS_HELP,
+                        **({"callback": set_threads, "expose_value": False} if apply else {}))
 
 
 def output_file(ctx, param, value):

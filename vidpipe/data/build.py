@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from vidpipe.errors import VidpipeError
+from vidpipe.datasets.manifest import Manifest, stratified_holdout
 from vidpipe.data.augment import AugmentConfig, DeviceTransform
 from vidpipe.data.loaders import ClipConfig, EpochLoader, Holdout, SharedEpoch, clip_loader, id_seed
 from vidpipe.data.inputs import InputSpec
@@ -64,15 +65,27 @@ class SplitChoice:
         if self.holdout is None:
             return self.split
         part = f"{self.holdout.fraction:.0%}" if self.holdout.held else f"the other {1 - self.holdout.fraction:.0%}"
-        return f"{part} of {self.split}, chosen by a hash of the video id"
+        each = " of each class" if self.holdout.ids is not None else ""
+        return f"{part}{each} of {self.split}, chosen by a hash of the video id"
 
     def keeps(self, video_id: str) -> bool:
         return self.holdout is None or self.holdout(video_id)
 
 
-def choose_splits(cfg, splits: list[str], root) -> tuple[SplitChoice, SplitChoice | None]:
+def split_videos(root: Path, index: dict, split: str) -> list[tuple[str, int]]:
+    """(id, label) of every video a store holds in `split`."""
+    if index.get("format") == "vidpipe-features":
+        group = FeatureStore(root, index).group(split)  # checked against store.json
+        return [(str(i), int(y)) for i, y in zip(group["ids"][:], group["labels"][:])]
+    store = Store.open(root)
+    kept = set(store.ids(split))
+    return [(r.id, r.label) for r in Manifest.read(root / "manifest.jsonl", allow_outside_root=True).split_records(split) if r.id in kept]
+
+
+def choose_splits(cfg, splits: list[str], root, videos=None) -> tuple[SplitChoice, SplitChoice | None]:
     """(train, val). Val is `data.val_split` if given, else the store's "val", else `data.val_fraction` of
-    train carved by id hash; with val_fraction 0 there is no val and nothing is ever selected on test."""
+    train: of each class where `videos(split)` gives the split's (id, label) pairs (stratified_holdout),
+    else by id hash alone; with val_fraction 0 there is no val and nothing is ever selected on test."""
     d = cfg.data
     for s in [d.train_split] + ([d.val_split] if d.val_split else []):
         if s not in splits:
@@ -84,7 +97,9 @@ def choose_splits(cfg, splits: list[str], root) -> tuple[SplitChoice, SplitChoic
     if "val" in splits and d.train_split != "val":
         return SplitChoice(d.train_split), SplitChoice("val")
     if d.val_fraction > 0:
-        return SplitChoice(d.train_split, Holdout(d.val_fraction, held=False)), SplitChoice(d.train_split, Holdout(d.val_fraction, held=True))
+        ids = frozenset(stratified_holdout(videos(d.train_split), d.val_fraction)) if videos else None
+        return (SplitChoice(d.train_split, Holdout(d.val_fraction, held=False, ids=ids)),
+                SplitChoice(d.train_split, Holdout(d.val_fraction, held=True, ids=ids)))
     return SplitChoice(d.train_split), None
 
 
@@ -234,6 +249,21 @@ def model_transforms(cfg) -> Transforms | None:
     return model_entry(cfg.model).transforms_for(None if cfg.init == "none" else cfg.init)
 
 
+def input_warnings(spec: InputSpec) -> list[str]:
+    """Settings that are allowed but likely wrong: clips that take more frames than the store keeps per video
+    (uniform stores), which then repeat stored frames."""
+    clip = spec.clip
+    if spec.kind != "clips" or clip.get("mode", "uniform") != "uniform":
+        return []
+    s, stored = spec.sampling(train=True), clip["frames"]
+    span = s.num_clips if s.is_tsn else (s.clip_len - 1) * s.frame_interval + 1
+    if span <= stored:
+        return []
+    what = f"{s.num_clips} TSN segments" if s.is_tsn else f"clips spanning {span} frames ({s.name})"
+    return [f"data.frames asks for {what} of a store that keeps {stored} frames per video: frames repeat; extract more "
+            f"frames (--frames), or lower data.frames / data.frame_interval"]
+
+
 def input_spec(cfg, index: dict, root) -> InputSpec:
     """A run's inputs, made once: what its model reads (the registry), sampled and transformed as its weights
     record (or the model) expects, `data.*` settings over those, cut from the store's frames."""
@@ -273,7 +303,7 @@ def build_data(cfg, rank: int = 0, world_size: int = 1, train: bool = True, spli
     index = open_data_index(root)
     is_features = index.get("format") == "vidpipe-features"
     splits = list(index["splits"])
-    train_choice, val_choice = choose_splits(cfg, splits, root)
+    train_choice, val_choice = choose_splits(cfg, splits, root, videos=lambda split: split_videos(root, index, split))
     if not train:
         split = split or ("test" if "test" in splits else "val")
         if split == "val" and "val" not in splits:
@@ -344,6 +374,12 @@ def stored_interval(t: Transforms, index: dict, split: str) -> int:
                            f"(made before vidpipe recorded them): re-extract it, or set data.frame_interval (in stored frames)")
     stored = clip["fps"] * entry["source_seconds"] if clip.get("mode") == "fps" else clip["frames"] * entry["count"]
     return max(1, round(t.interval * stored / entry["source_frames"]))
+
+
+def video_count(loader) -> int:
+    """Videos one epoch of a loader (a TrainData's train or val) reads."""
+    dataset = loader.loader.dataset
+    return dataset.count if hasattr(dataset, "count") else len(dataset)
 
 
 def _require_videos(dataset, choice: SplitChoice, root) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vidpipe.errors import VidpipeError
 from vidpipe.files import read_json
-from vidpipe.datasets.manifest import Manifest, Record, hash_fraction
+from vidpipe.datasets.manifest import Manifest, Record, stratified_holdout
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 SPLIT_DIRS = ("train", "val", "test")
@@ -285,8 +285,9 @@ def msr_daily_activity3d(root, split=None) -> Manifest:
 
 
 def folder(root, split=None, val_fraction: float = 0.2, dataset: str = "folder") -> Manifest:
-    """<root>/<class>/<video> (validation chosen by a hash of the id) or
-    <root>/{train,val,test}/<class>/<video> (explicit splits)."""
+    """<root>/<class>/<video> (validation carved per class: `val_fraction` of each class's videos, at
+    least one where it has two, chosen by a hash of the id) or <root>/{train,val,test}/<class>/<video>
+    (explicit splits)."""
     root = _require_dir(Path(root).resolve(), f"{dataset} root")
     if not 0.0 <= val_fraction < 1.0:
         raise VidpipeError(f"--val-fraction must be in [0, 1); got {val_fraction}")
@@ -299,12 +300,14 @@ def folder(root, split=None, val_fraction: float = 0.2, dataset: str = "folder")
                 if p.suffix.lower() not in VIDEO_EXTENSIONS:
                     continue
                 vid = f"{class_dir.name}/{p.stem}"
-                s = split_name or ("val" if hash_fraction(vid) < val_fraction else "train")
-                rows.append((vid, p, class_dir.name, s))
+                rows.append((vid, p, class_dir.name, split_name))
                 classes.add(class_dir.name)
     if not rows:
         layout = "<root>/<class>/<video> or <root>/{train,val,test}/<class>/<video>"
         raise VidpipeError(f"{dataset}: no videos ({', '.join(VIDEO_EXTENSIONS)}) found in {root}; expected {layout}")
+    if not explicit:
+        val = stratified_holdout([(vid, name) for vid, _, name, _ in rows], val_fraction)
+        rows = [(vid, p, name, "val" if vid in val else "train") for vid, p, name, _ in rows]
     return _finish(dataset, root, sorted(classes), rows)
 
 

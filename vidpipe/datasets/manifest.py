@@ -32,6 +32,34 @@ def hash_fraction(key: str) -> float:
     return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") / 2**64
 
 
+def stratified_holdout(videos: list[tuple[str, object]], fraction: float) -> set[str]:
+    """The ids a holdout of `fraction` takes from (id, class) pairs: in each class, the round(fraction x n)
+    ids of smallest `hash_fraction` (stable on every machine), at least one where the class has two or
+    more videos and none where it has one. Every class is then validated, whatever the draw."""
+    by_class: dict = {}
+    for vid, label in videos:
+        by_class.setdefault(label, []).append(vid)
+    held = set()
+    for ids in by_class.values():
+        if len(ids) < 2 or fraction <= 0:
+            continue
+        k = min(len(ids) - 1, max(1, round(fraction * len(ids))))
+        held.update(sorted(ids, key=hash_fraction)[:k])
+    return held
+
+
+SMALL_VAL = 30  # fewer validation videos than this: an accuracy step above 3 points
+
+
+def small_val_note(videos: int, classes_without: int = 0) -> str | None:
+    """A warning for a validation set too small to choose a checkpoint on, or None."""
+    if videos == 0 or videos >= SMALL_VAL and not classes_without:
+        return None
+    lacking = f"; {classes_without} class{'es have' if classes_without != 1 else ' has'} none" if classes_without else ""
+    return (f"val holds {videos} video{'s' if videos != 1 else ''} (accuracy moves in steps of {100 / videos:.1f} points){lacking}: "
+            "too few to choose a checkpoint reliably; add videos or raise the validation fraction")
+
+
 @dataclass(frozen=True)
 class Record:
     id: str  # stable, unique within the dataset; becomes the sample's __key__
@@ -82,6 +110,11 @@ class Manifest:
             c = Counter(r.label_name for r in self.split_records(split))
             out[split] = {name: c.get(name, 0) for name in self.classes}
         return out
+
+    def small_val(self) -> str | None:
+        """small_val_note for this manifest's val split (None without one)."""
+        val = self.counts().get("val")
+        return None if val is None else small_val_note(sum(val.values()), sum(1 for n in val.values() if n == 0))
 
     def header(self) -> dict:
         return {

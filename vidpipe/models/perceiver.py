@@ -62,7 +62,9 @@ class PerceiverConfig:
 
 def fourier_positions(sizes: tuple[int, ...], bands: int, max_freq: float, device=None, dtype=None) -> torch.Tensor:
     """(prod(sizes), len(sizes) * (2 bands + 1)) features of a grid, axis by axis: sin, cos, position."""
-    axes = [torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype) for n in sizes]
+    # an axis of one position is [-1], as linspace gives it; written out because ONNX's linspace divides by n - 1
+    axes = [torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype) if n > 1 else torch.full((1,), -1.0, device=device, dtype=dtype)
+            for n in sizes]
     pos = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).unsqueeze(-1)  # (*sizes, axes, 1)
     scaled = pos * torch.linspace(1.0, max_freq / 2, bands, device=device, dtype=dtype) * math.pi  # (*sizes, axes, bands)
     return torch.cat([scaled.sin(), scaled.cos(), pos], dim=-1).reshape(math.prod(sizes), -1)

@@ -180,6 +180,16 @@ class TimeSformer(nn.Module):
             state["pos_embed"] = torch.cat([pos[:, :1], grid.flatten(2).transpose(1, 2)], 1)
         return state
 
+    def fix_input_size(self, frames: int, size: int) -> None:
+        """Resize the position and time embeddings once for (frames, size x size) clips, so that forward
+        interpolates nothing: an exported graph then holds fixed embeddings (ONNX's nearest resize does
+        not pick PyTorch's indices at every size). Outputs for that size are unchanged."""
+        grid = size // self.cfg.patch_size
+        with torch.no_grad():
+            self.pos_embed = nn.Parameter(self._pos_embed(grid, grid).clone())
+            if hasattr(self, "time_embed"):  # divided attention (space_only and the hybrid have none)
+                self.time_embed = nn.Parameter(self._time_embed(frames).clone())
+
     def _pos_embed(self, gh: int, gw: int) -> torch.Tensor:  # (1, 1 + gh*gw, D)
         pos = self.pos_embed
         if pos.shape[1] == gh * gw + 1:

@@ -162,6 +162,15 @@ class ViViTFactorisedEncoder(nn.Module):
             state["temporal.pos_embed"] = self._resize_time(state["temporal.pos_embed"], self.temporal.pos_embed.shape[1] - 1)
         return state
 
+    def fix_input_size(self, frames: int, size: int) -> None:
+        """Resize the position embeddings once for (frames, size x size) clips, so that forward interpolates
+        nothing: an exported graph then holds fixed embeddings (bicubic antialiased resampling has no ONNX
+        operator). Outputs for that size are unchanged; other sizes still interpolate, from these."""
+        grid = size // self.cfg.patch_size
+        with torch.no_grad():
+            self.spatial.pos_embed = nn.Parameter(self._resize_grid(self.spatial.pos_embed, grid, grid))
+            self.temporal.pos_embed = nn.Parameter(self._resize_time(self.temporal.pos_embed, frames // self.cfg.tubelet))
+
     # ------------------------------------------------------------------ forward
     def tubelets(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:  # (B, 3, T, H, W) -> (B, T', N, D), (H/p, W/p)
         t, p = self.cfg.tubelet, self.cfg.patch_size

@@ -17,7 +17,6 @@ Three ways over a video:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,17 +27,15 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from vidpipe.data.augment import DeviceTransform
 from vidpipe.data.build import normalise_features
-from vidpipe.data.loaders import ClipConfig
 from vidpipe.data.sampling import frame_indices
 from vidpipe.errors import VidpipeError
 from vidpipe.files import sha256_file
-from vidpipe.io import jpeg, pyav
-from vidpipe.io.decode import check_usable, decode_clip, fps_indices, uniform_indices
+from vidpipe.io.decode import check_usable, fps_indices, uniform_indices
 from vidpipe.io.ffmpeg import DecodeError, Geometry, probe
 from vidpipe.models.backbones import build_backbone
 from vidpipe.predict.frames import FrameReader
+from vidpipe.predict.inputs import VideoInputs
 from vidpipe.devices import amp_dtype, resolve_device
 from vidpipe.stores.features import backbone_features
 from vidpipe.train.card import LoadedRun, load_run
@@ -89,20 +86,17 @@ class Predictor:
         self.ckpt, self.card, self.device, self.fusion = run.checkpoint, card, device, fusion
         self.cfg = card.train_config
         self.classes, self.input = card.classes, card.input.kind
-        self.spec = card.input.clip_spec()  # the store's decode: frames, size, fps
-        self.jpeg_quality = card.input.jpeg_quality
-        self.jpeg_subsampling = card.input.clip.get("jpeg_subsampling", "444")  # stores before the choice: 4:4:4
-        self.decoder = "pyav" if pyav.pyav_installed() else "ffmpeg"  # the same pixels (tests/io/test_decoders.py)
         if card.input.decoder == "dali" and warn:  # DALI's resize is not FFmpeg's: said once, not hidden
-            warn(f"{card.model} was trained on a store DALI decoded; predict decodes with FFmpeg ({self.decoder}), whose pixels may "
+            warn(f"{card.model} was trained on a store DALI decoded; predict decodes with FFmpeg, whose pixels may "
                  "differ slightly (DALI and FFmpeg stores agree to 30 dB PSNR or more on VP9, tests/io/test_dali.py)")
         self.amp = amp_dtype(self.cfg.amp, device)
         self.model = run.model.to(device).eval()
+        # the store's decode and frame codec, the run's test views: the same steps an export's sidecar gives
+        self.inputs = VideoInputs(card.input, views, int(crops) if crops and card.input.kind == "clips" else None, device)
+        self.spec = self.inputs.spec
         if self.input == "clips":
-            spec = card.input.with_views(views, int(crops) if crops else None)  # --views on TSN is refused there
-            self.sampling, aug = spec.sampling(train=False), spec.augment_config()
-            self.clip_config, self.transform = ClipConfig(self.sampling, train=False, augment=aug), DeviceTransform(aug)
-            self.frame_transform = DeviceTransform(dataclasses.replace(aug, test_crop="center"))  # streams: the centre crop
+            self.sampling, self.transform = self.inputs.sampling, self.inputs.transform
+            self.frame_transform = self.inputs.frame_transform
         else:
             if views is not None or crops is not None:
                 raise VidpipeError(f"--views and --crops apply to models that read clips; {card.model} reads "
@@ -132,17 +126,10 @@ class Predictor:
     # ------------------------------------------------------------------ frames -> scores
     def decode(self, path: str | Path) -> tuple[np.ndarray, dict]:
         """A video as its store holds it: (T, H, W, 3) uint8 and the decode's metadata. Raises DecodeError."""
-        info = probe(path)
-        clip, meta = decode_clip(path, self.spec, info=info, decoder=self.decoder)
-        return self.as_stored(clip, info.pix_fmt), meta
+        return self.inputs.stored(path)
 
     def as_stored(self, frames: np.ndarray, pix_fmt: str | None = None) -> np.ndarray:
-        """The frame codec's round trip (JPEG stores), so the model sees the pixels training saw: the store's
-        quality and chroma subsampling (auto: as extraction chose it from the source's pixel format)."""
-        if self.jpeg_quality is None:
-            return frames
-        subsampling = jpeg.subsampling_of(pix_fmt) if self.jpeg_subsampling == "auto" else self.jpeg_subsampling
-        return jpeg.decode(jpeg.encode(frames, self.jpeg_quality, subsampling))
+        return self.inputs.as_stored(frames, pix_fmt)
 
     def _features(self, frames: np.ndarray) -> torch.Tensor:
         """Stored frames (T, H, W, 3) -> the backbone's output as the feature store holds it: (1, T, D)
@@ -158,8 +145,7 @@ class Predictor:
     def view_scores(self, frames: np.ndarray) -> torch.Tensor:
         """Stored frames (T, H, W, 3) -> class probabilities of each view (views, C), the run's test sampling."""
         if self.input == "clips":
-            clips = self.clip_config.make_item(frames, 0, "", 0)["clips"]  # (V, F, H, W, 3)
-            return self._forward(self.transform.test(torch.from_numpy(np.ascontiguousarray(clips[None])).to(self.device)))
+            return self._forward(self.inputs.clips(frames))
         x = self._features(frames)
         if self.input == "frame_features":  # the segment centres of the features, as eval samples them
             x = x[:, frame_indices(x.shape[1], self.sampling, train=False).ravel()]

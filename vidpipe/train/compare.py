@@ -85,23 +85,61 @@ def read_run(run: Path, split: str) -> dict:
         published = recipe.get("published", {})
         row.update(recipe=recipe["name"], published=published.get("top1"),
                    published_as=f"{recipe['name']}: {published.get('metric')}, {published.get('protocol')} ({recipe.get('source')})")
-    report = rundir.eval_dir(split) / "metrics.json"
-    if report.is_file():
-        r = read_json(report, f"run `vidpipe eval {run} --split {split}` again")
+    evaluated = evaluations(run)
+    name = split if split in evaluated else f"{split}-vote" if f"{split}-vote" in evaluated else None  # mean fusion first
+    if name is not None:
+        r = read_json(evaluated[name], f"run `vidpipe eval {run} --split {split}` again")
         row.update({k: r["metrics"][k] for k in SPLIT_METRICS})
-        row["from"] = f"{Path(r['checkpoint']).name}, {r['chosen_by']}; {r['split']} ({r['metrics']['videos']} videos)"
+        fusion = ", vote fusion" if name.endswith("-vote") else ""
+        row["from"] = f"{Path(r['checkpoint']).name}, {r['chosen_by']}; {r['split']} ({r['metrics']['videos']} videos{fusion})"
     else:
-        row["from"] = f"not evaluated on {split}: run `vidpipe eval {run} --split {split}`"
+        splits = _store_splits(card.config)
+        if splits is not None and split not in splits:
+            row["from"] = f"its store has no {split} split (it has {', '.join(splits)}): pass --split {_eval_split(splits)}"
+        else:
+            row["from"] = f"not evaluated on {split}: run `vidpipe eval {run} --split {split}`"
     return row
 
 
-def compare_runs(runs: list[str | Path], split: str = "test", sort: str = "top1", force: bool = False) -> dict:
+def evaluations(run: Path) -> dict[str, Path]:
+    """The run's `vidpipe eval` reports by name: "test", "val", "val-vote" (vote fusion) -> metrics.json."""
+    return {p.name[len("eval-"):]: p / "metrics.json" for p in sorted(Path(run).glob("eval-*")) if (p / "metrics.json").is_file()}
+
+
+def _store_splits(config: dict) -> list[str] | None:
+    """The splits of the store a run trained on, where it can still be read."""
+    try:
+        return list(json.loads((Path(config["data"]["path"]) / "store.json").read_text())["splits"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _eval_split(splits: list[str]) -> str:
+    return "test" if "test" in splits else "val" if "val" in splits else splits[-1]
+
+
+def default_split(runs: list[Path]) -> tuple[str, str | None]:
+    """The split to compare when none is asked for: test where any run was evaluated on it, else the split
+    most of the runs were evaluated on (with a sentence saying so), else test."""
+    seen = [name.removesuffix("-vote") for run in runs for name in evaluations(run)]
+    if "test" in seen or not seen:
+        return "test", None
+    split = max(sorted(set(seen)), key=seen.count)
+    return split, f"no run was evaluated on test; showing {split}, the split they were evaluated on (--split to choose)"
+
+
+def compare_runs(runs: list[str | Path], split: str | None = None, sort: str = "top1", force: bool = False) -> dict:
     """Rows for `runs` (directories of `vidpipe train`), the options that differ between them, sorted by
-    `sort` (descending; runs without the figure last). Runs on different data are refused unless `force`."""
+    `sort` (descending; runs without the figure last). Runs on different data are refused unless `force`.
+    `split` None: test, or where no run was evaluated on test, the split they were (`note` says so).
+    A split's figures are its mean-fusion evaluation, else its vote-fusion one (`from` says which)."""
     if sort not in SORTABLE:
         raise VidpipeError(f"--sort must be one of {', '.join(SORTABLE)}; got {sort}")
     if not runs:
         raise VidpipeError("pass at least one run directory")
+    note = None
+    if split is None:
+        split, note = default_split([Path(r) for r in runs])
     rows = [read_run(Path(r), split) for r in runs]
     reference = rows[0]["provenance"]
     for row in rows:
@@ -116,7 +154,7 @@ def compare_runs(runs: list[str | Path], split: str = "test", sort: str = "top1"
     for row in rows:
         row["differs"] = {k: row["options"].get(k, "-") for k in differing}
     rows.sort(key=lambda r: (r.get(sort) is None, -(r.get(sort) or 0.0)))
-    return {"split": split, "sort": sort, "differing": differing, "rows": rows, "marked": odd,
+    return {"split": split, "note": note, "sort": sort, "differing": differing, "rows": rows, "marked": odd,
             "models": {r["model"]: model_entry(r["model"]).description for r in rows}}
 
 
@@ -136,7 +174,8 @@ def table_rows(result: dict, sources: bool = True) -> tuple[list[str], list[list
 
 
 def _short(value) -> str:
-    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    """A cell: "default" for an option left to the model's default (None)."""
+    return "default" if value is None else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
 def to_markdown(result: dict) -> str:
@@ -149,13 +188,15 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_bars(result: dict, path: Path) -> None:
-    """A horizontal bar per run of the sort column."""
+def plot_bars(result: dict, path: Path) -> bool:
+    """A horizontal bar per run of the sort column; nothing written (False) when no run has the figure."""
     from vidpipe.train.metrics import _plt
 
-    plt = _plt()
     key = result["sort"]
     rows = [r for r in result["rows"] if r.get(key) is not None]
+    if not rows:
+        return False
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
     ax.barh([_label(r) for r in rows][::-1], [r[key] for r in rows][::-1], color="#4878a8")
     ax.set_xlabel(_heading(key, result["split"]))
@@ -166,3 +207,4 @@ def plot_bars(result: dict, path: Path) -> None:
     fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     tmp.replace(path)
+    return True

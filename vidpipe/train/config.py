@@ -86,6 +86,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 where supported, else fp16 with a scaler, on GPU; off on CPU) | off | bf16 | fp16
     deterministic: bool = False
+    threads: int = 0  # torch's CPU threads in the training process; 0 = the cores data.workers leave (at least 1)
     # the recipe the settings come from (name, source, published figure), from a recipe file's [recipe] table
     recipe: dict = field(default_factory=dict)
 
@@ -104,6 +105,7 @@ class TrainConfig:
         if self.amp not in AMP:
             raise VidpipeError(f"amp must be auto, off, bf16 or fp16; got {self.amp}")
         check(0 <= self.seed < 2**32, f"seed must be in 0..{2**32 - 1} (numpy's range); got {self.seed}")
+        check(self.threads >= 0, f"threads must be 0 (automatic) or more; got {self.threads}")
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -126,6 +128,28 @@ def as_today(recorded: dict) -> dict:
         return from_dict(TrainConfig, upgrade(recorded)).to_dict()
     except VidpipeError:
         return upgrade(recorded)  # not a config today's vidpipe reads: compared as recorded, and so refused
+
+
+RESUME_MAY_CHANGE = ("optim.epochs", "data.workers", "data.path", "threads", "device")  # what a resume may set anew (data: provenance is checked)
+
+
+def resume_differences(saved: dict, new: dict) -> list[str]:
+    """'key old -> new' for each setting a resume would change and may not (RESUME_MAY_CHANGE may change):
+    `saved` is the run's recorded config, `new` the resumed run's."""
+    def without(d: dict) -> dict:
+        d = json.loads(json.dumps(d))
+        for key in RESUME_MAY_CHANGE:
+            *parents, last = key.split(".")
+            node = d
+            for part in parents:
+                node = node.get(part, {}) if isinstance(node, dict) else {}
+            if isinstance(node, dict):
+                node.pop(last, None)
+        return d
+
+    from vidpipe.typed import differences
+
+    return differences(without(as_today(saved)), without(new))
 
 
 def resolved_settings(cfg: TrainConfig) -> str:

@@ -18,7 +18,7 @@ from vidpipe.train.card import chosen_by, load_run
 from vidpipe.train.config import from_dict, TrainConfig
 from vidpipe.train.rundir import RunDir
 from vidpipe.data.build import build_data
-from vidpipe.devices import amp_dtype
+from vidpipe.devices import amp_dtype, set_cpu_threads
 from vidpipe.train.loop import setup
 from vidpipe.train.scoring import evaluate
 from vidpipe.train.metrics import plot_confusion, write_per_class_csv
@@ -26,9 +26,10 @@ from vidpipe.train.metrics import plot_confusion, write_per_class_csv
 
 def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = None, split: str | None = None,
                         out: str | Path | None = None, test_clips: int | None = None, test_crops: int | None = None,
-                        batch_size: int | None = None, workers: int | None = None, fusion: str = "mean") -> dict:
+                        batch_size: int | None = None, workers: int | None = None, fusion: str = "mean", threads: int = 0) -> dict:
     """Metrics of a run's checkpoint on `split`; `fusion` joins a video's views: "mean" softmax scores, or
-    "vote" (majority of the views' argmaxes, the R(2+1)D study's video accuracy)."""
+    "vote" (majority of the views' argmaxes, the R(2+1)D study's video accuracy). `threads`: torch's CPU
+    threads (0: the cores the loader workers leave)."""
     run = load_run(run_or_ckpt)
     card, ckpt = run.card, run.checkpoint
     raw = json.loads(json.dumps(card.config))
@@ -40,6 +41,7 @@ def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = 
         if value is not None:
             raw["data"][key] = value
     cfg = from_dict(TrainConfig, raw)
+    threads = set_cpu_threads(threads, cfg.data.workers)
     _, _, device = setup(cfg)
     spec = card.input.with_views(test_clips, test_crops, "--test-clips") if card.input.kind == "clips" else card.input  # the run's, other views
     data = build_data(cfg, train=False, split=split, feature_norm=card.feature_norm, spec=spec)
@@ -62,7 +64,7 @@ def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = 
     result = {"checkpoint": str(ckpt), "epoch": card.epoch, "chosen_by": chosen_by(ckpt, card),
               "model": meta["model"], "data": raw["data"]["path"],
               "split": data.val_split, "views": {"clips": cfg.data.test_clips, "crops": cfg.data.test_crops, "fusion": fusion},
-              "random_weights_features": bool(card.provenance.get("random_weights")), "metrics": metrics}
+              "random_weights_features": bool(card.provenance.get("random_weights")), "cpu_threads": threads, "metrics": metrics}
     with disk_full_reported(out):  # a full disk is one line; the run itself is untouched
         (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         write_per_class_csv(cm, data.classes, out / "per_class.csv")

@@ -17,6 +17,7 @@ import os
 import random
 import resource
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -25,15 +26,16 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from vidpipe.devices import amp_dtype, resolve_device
+from vidpipe.devices import amp_dtype, resolve_device, set_cpu_threads
 from vidpipe.files import disk_full_reported
 from vidpipe.errors import VidpipeError
 from vidpipe.models import count_params, create_model, init_from_pretrained
 from vidpipe.models.registry import assumed_transforms
 from vidpipe.train.card import RunCard
 from vidpipe.train.checkpoint import load_model_weights, load_trainer, read_meta, rng_state, save_checkpoint, trainer_state
-from vidpipe.train.config import TrainConfig, as_today, resolved_settings
-from vidpipe.data.build import build_data
+from vidpipe.datasets.manifest import small_val_note
+from vidpipe.train.config import RESUME_MAY_CHANGE, TrainConfig, resolved_settings, resume_differences
+from vidpipe.data.build import build_data, input_warnings, video_count
 from vidpipe.train.metrics import plot_confusion, plot_curves, two_figures, write_per_class_csv
 from vidpipe.train.rundir import RunDir
 from vidpipe.train.scoring import evaluate
@@ -103,6 +105,33 @@ def _fault_point(epoch: int, where: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class CtrlC:
+    """Ctrl-C read as a flag at safe points (`check()`, after every training step and epoch). Python raises
+    KeyboardInterrupt wherever the signal lands, and one that lands in a weakref callback or a __del__
+    is printed and lost: the run trained on (3 of 8 Ctrl-Cs at random moments, before this). A second
+    Ctrl-C before a check raises at once. Outside the main thread, signals stay as they are."""
+
+    def __enter__(self):
+        self.requested, self._previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) -> dict:
     """Train `cfg` into the run folder `out`, which one run writes at a time (a second is refused). A
     Ctrl-C ends with one VidpipeError that says from which epoch `--resume` carries on."""
@@ -111,7 +140,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, log=print) ->
     run = RunDir(out)
     with run.lock() if rank == 0 else contextlib.nullcontext():
         try:
-            return _train(cfg, run, resume, log, rank, world, device)
+            with CtrlC() as ctrl_c:
+                return _train(cfg, run, resume, log, rank, world, device, ctrl_c)
         except KeyboardInterrupt:
             raise VidpipeError(f"interrupted: {_resume_point(run)}") from None
 
@@ -128,8 +158,9 @@ def _resume_point(run: RunDir) -> str:
     return f"{out} keeps epoch {epoch}; the same command with --resume carries on from there"
 
 
-def _train(cfg: TrainConfig, run: RunDir, resume: bool, log, rank: int, world: int, device: torch.device) -> dict:
+def _train(cfg: TrainConfig, run: RunDir, resume: bool, log, rank: int, world: int, device: torch.device, ctrl_c: CtrlC) -> dict:
     out = run.root
+    threads = set_cpu_threads(cfg.threads, cfg.data.workers)
     data = build_data(cfg, rank, world)
     model = create_model(cfg.model, num_classes=len(data.classes), in_dim=data.in_dim, options=cfg.model_options)
     seed_everything(cfg.seed + rank)  # dropout differs between ranks; the weights do not (DDP broadcasts rank 0's)
@@ -144,8 +175,13 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, log, rank: int, world: i
         if saved.get("world_size", 1) != world:
             raise VidpipeError(f"{out} was trained with {saved.get('world_size', 1)} process(es), this run has {world}; "
                                f"resume it with the same count (torchrun --nproc_per_node {saved.get('world_size', 1)})")
-        if as_today(saved.get("config") or {}) != card.config or saved.get("classes") != card.classes or saved.get("provenance") != card.provenance:
-            raise VidpipeError(f"--resume with a different config, classes or data than {run.card}; use the same settings or a new --out")
+        changed = resume_differences(saved.get("config") or {}, card.config)
+        if changed:
+            raise VidpipeError(f"--resume would change {'; '.join(changed)} of {run.card} (a resume may change only "
+                               f"{', '.join(RESUME_MAY_CHANGE)}); drop those settings, or train into a new --out")
+        if saved.get("classes") != card.classes or saved.get("provenance") != card.provenance:
+            raise VidpipeError(f"--resume on other data than {run.card} was trained on (its classes or provenance differ); "
+                               "resume on the same store, or train into a new --out")
     weights = cfg.init
     if resume_from:  # the run's checkpoint holds the weights: the init file is never read again
         card = dataclasses.replace(card, init=saved.get("init"))
@@ -173,6 +209,9 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, log, rank: int, world: i
         start_epoch, best, history = load_trainer(last_path, optimizer, scheduler, scaler, rank)
         if rank == 0:  # rows of epochs after the checkpoint (a kill between the two writes) are dropped
             run.rewrite_metrics(history)
+        if start_epoch >= o.epochs:
+            log(f"{out} is finished: it trained all {o.epochs} epochs; to train on, resume with optim.epochs=N (N > {o.epochs})")
+            return run.read_summary() if run.summary.is_file() else {}
         log(f"resumed {out} after epoch {start_epoch}")
     elif resume:
         log(f"{out} has no checkpoint yet: starting it from the beginning")
@@ -180,8 +219,13 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, log, rank: int, world: i
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp else model
     if rank == 0:
         log(f"resolved config: {resolved_settings(cfg)}")
+        if data.val is not None and (note := small_val_note(video_count(data.val))):
+            log(f"warning: {note} (data.val_fraction, or a store with a val split)")
+        for note in input_warnings(data.inputs):
+            log(f"warning: {note}")
         log(f"{cfg.model}: {count_params(model):,} parameters, {len(data.classes)} classes, {world} process(es) on {device}, "
-            f"amp {dtype or 'off'}, {n_batches} batches/epoch, validation: {data.val_split or 'none'}")
+            f"amp {dtype or 'off'}, {n_batches} batches/epoch, validation: {data.val_split or 'none'}, "
+            f"{threads} CPU thread{'s' if threads != 1 else ''} (threads=N to change)")
 
     def optimizer_step():
         scaler.unscale_(optimizer)
@@ -227,6 +271,7 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, log, rank: int, world: i
             if boundary:
                 optimizer_step()
                 steps += 1
+            ctrl_c.check()
             loss_sum += loss_value * len(batch["ids"])
             seen += batch["ids"]
         if pending:  # an epoch cut short never carries gradients into the next one
@@ -247,7 +292,7 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, log, rank: int, world: i
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, len(seen)), "lr": scheduler.get_last_lr()[0],
                   "optimizer_steps": steps, "train_clips": len(seen_all), "train_videos": len(set(seen_all)), "val": val,
                   "clips_per_s": len(seen_all) / train_time, "data_wait_fraction": wait / train_time,
-                  "peak_memory_mb": peak_memory_mb(device), "epoch_seconds": time.perf_counter() - t_epoch}
+                  "peak_memory_mb": peak_memory_mb(device), "epoch_seconds": time.perf_counter() - t_epoch, "cpu_threads": threads}
         history.append(record)
         rngs = _gather(rng_state())  # every rank's RNG, so a resume continues every rank's stream
         if rank == 0:
@@ -257,6 +302,7 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, log, rank: int, world: i
             _write_epoch(run, model, cfg, data, card.at_epoch(epoch + 1, val), record, cm, improved,
                          trainer_state(optimizer, scheduler, scaler, epoch + 1, best, history, rngs), log)
         summary = {"last": record, "best": best if data.val is not None else None, "selection": selection}
+        ctrl_c.check()  # a Ctrl-C during validation or the epoch's writes stops here, the epoch kept
     if rank == 0 and summary:
         run.write_summary(summary)
     if dist.is_initialized():
