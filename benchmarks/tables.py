@@ -1,6 +1,6 @@
 """README tables made from committed benchmark JSON (no figure typed by hand).
 
-Usage: .venv/bin/python benchmarks/tables.py stores|hybrid|loader|peers   (prints the Markdown table)
+Usage: .venv/bin/python benchmarks/tables.py stores|hybrid|loader|peers|demo   (prints the Markdown table)
 """
 
 import json
@@ -93,5 +93,19 @@ def peers() -> str:
     return "\n".join(lines) + "\n"
 
 
+def demo() -> str:
+    data = json.loads((RESULTS / "demo.json").read_text())
+    lines = ["| model | test top-1 | within-pair accuracy | top-5 | macro-F1 | checkpoint (chosen on val) | train time |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, m in data["models"].items():
+        chance = " (chance 0.5)" if name == "tsn_mean" else ""
+        lines.append(f"| `{name}` | {m['top1']:.3f} | {m['within_pair']:.3f}{chance} | {m['top5']:.3f} | {m['macro_f1']:.3f} | "
+                     f"epoch {m['epoch']} | {m['train_seconds']:.0f} s |")
+    p = data["predict"]
+    lines.append(f"\n`vidpipe predict` with `{p['model']}` on {p['videos']} new videos: {p['right']} right. The whole demo took "
+                 f"{data['seconds']:.0f} s here.")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    print({"stores": stores, "hybrid": hybrid, "loader": loader, "peers": peers}[sys.argv[1]](), end="")
+    print({"stores": stores, "hybrid": hybrid, "loader": loader, "peers": peers, "demo": demo}[sys.argv[1]](), end="")

@@ -358,7 +358,7 @@ ROWS = {
                                                              kept=lambda w, t: [t / "store"], setup=_foreign_member),
     "eval a checkpoint it may not read": Row(lambda w, t: ["eval", str(w["run"])], "permission denied", kept=lambda w, t: [w["run"]],
                                              setup=lambda w, t, mp: mp.setattr("vidpipe.train.checkpoint.safe_open", _denied)),
-    "verify a store whose count is wrong": Row(lambda w, t: ["verify", str(t / "store")], "problems in",
+    "verify a store whose count is wrong": Row(lambda w, t: ["verify", str(t / "store")], "1 problem in",
                                                setup=_edit_index(lambda i: i["splits"]["train"].update(count=i["splits"]["train"]["count"] + 1))),
 }
 

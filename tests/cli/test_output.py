@@ -41,3 +41,13 @@ def test_plurals_and_resolved_model_options():
     res = CliRunner().invoke(cli, ["models", "vivit_fe"])
     assert res.exit_code == 0, res.output
     assert "768 (preset base)" in res.output and " 0 " not in res.output.split("options")[1].split("weights")[0]
+
+
+def test_an_fps_store_faster_than_its_videos_is_warned_about(synth_h264, tmp_path):
+    res = CliRunner().invoke(cli, ["extract", "--dataset", "synthetic", "--root", str(synth_h264), "--out", str(tmp_path / "s"),
+                                   "--fps", "100", "--size", "32"])
+    assert res.exit_code == 0, res.output
+    assert "--fps 100 is above the videos' own" in res.output
+    res = CliRunner().invoke(cli, ["extract", "--dataset", "synthetic", "--root", str(synth_h264), "--out", str(tmp_path / "t"),
+                                   "--fps", "5", "--size", "32"])
+    assert res.exit_code == 0 and "is above the videos' own" not in res.output

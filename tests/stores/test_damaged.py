@@ -119,6 +119,6 @@ def test_every_stage_refuses_a_damaged_store_in_one_line(damage, clean, tmp_path
             assert "skipped" in res.output, f"{stage} went on silently: {res.output}"
             continue
         assert len(errors) == 1, f"{stage}: {res.output}"
-        assert any(w in errors[0] for w in ("verify", "damaged", "problems in", "made differently", "does not write")), f"{stage}: {errors[0]}"
+        assert any(w in errors[0] for w in ("verify", "damaged", "problem in", "problems in", "made differently", "does not write")), f"{stage}: {errors[0]}"
     if (tmp_path / "f" / "store.json").is_file():  # a feature store that was finished has a row per sample
         assert FeatureStore.open(tmp_path / "f").verify() == []

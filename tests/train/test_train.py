@@ -177,18 +177,22 @@ def test_best_is_chosen_on_a_val_carved_from_train_never_on_test(features, tmp_p
 
     import zarr
 
-    train_ids = list(zarr.open_group(features / "train.zarr", mode="r")["ids"][:])
-    carved = [i for i in train_ids if hash_fraction(i) < 0.1]
-    assert 0 < len(carved) < index["splits"]["test"]["count"]
+    group = zarr.open_group(features / "train.zarr", mode="r")
+    train_ids, labels = list(group["ids"][:]), list(group["labels"][:])
+    carved = []  # per class, round(10%) of its videos (at least one), those of smallest id hash
+    for c in sorted(set(labels)):
+        ids = sorted((i for i, y in zip(train_ids, labels) if y == c), key=hash_fraction)
+        carved += ids[: max(1, round(0.1 * len(ids)))]
+    assert 0 < len(carved) < index["splits"]["test"]["count"] and len(set(labels)) == len(carved)  # one per class here
     assert all(r["val"]["videos"] == len(carved) for r in rows)  # val is the carve, not the 50 test videos
     assert all(r["train_videos"] == len(train_ids) - len(carved) for r in rows)  # and it is not trained on
     meta = read_meta(tmp_path / "run" / "checkpoints" / "best.safetensors")
-    assert "10% of train" in meta["selection"]["split"]
+    assert "10% of each class of train" in meta["selection"]["split"]
     chosen = max(rows, key=lambda r: r["val"]["top1"])
     assert meta["epoch"] == chosen["epoch"]
     result = evaluate_checkpoint(tmp_path / "run")  # default: the test split, with the checkpoint val chose
     assert result["split"] == "test" and result["metrics"]["videos"] == 50 and result["epoch"] == chosen["epoch"]
-    assert result["chosen_by"].startswith("best val top-1") and "10% of train" in result["chosen_by"]
+    assert result["chosen_by"].startswith("best val top-1") and "10% of each class of train" in result["chosen_by"]
     on_val = evaluate_checkpoint(tmp_path / "run", split="val")  # the carve again, from the checkpoint's config
     assert on_val["metrics"]["videos"] == len(carved) and on_val["metrics"]["top1"] == pytest.approx(chosen["val"]["top1"])
 
@@ -302,8 +306,10 @@ def test_ddp_two_processes_gloo(features, synth_h264, tmp_path):
     import zarr
     from vidpipe.datasets.manifest import hash_fraction
 
-    train_ids = [i for i in zarr.open_group(features / "train.zarr", mode="r")["ids"][:] if hash_fraction(i) >= 0.1]
-    assert [r["train_videos"] for r in feats] == [len(train_ids)] * 2
+    group = zarr.open_group(features / "train.zarr", mode="r")
+    train_ids, labels = list(group["ids"][:]), list(group["labels"][:])
+    carved = {sorted((i for i, y in zip(train_ids, labels) if y == c), key=hash_fraction)[0] for c in set(labels)}  # 10% of 15: one a class
+    assert [r["train_videos"] for r in feats] == [len(train_ids) - len(carved)] * 2
     assert json.loads((tmp_path / "features" / "run.json").read_text())["world_size"] == 2
 
 

@@ -88,8 +88,8 @@ def run(out: Path) -> None:
                           "top5": m["top5"], "macro_f1": m["macro_f1"], "train_seconds": seconds}
     ui.table("synthetic pairs, test split (features from a frozen resnet18 with RANDOM weights)",
              ["model", "top-1", "in-pair", "top-5", "macro-F1", "val chose", "train"], rows)
-    ui.out.print("checkpoint: the epoch with the best top-1 on val, 10% of the training videos held out by a hash of the "
-                 "video id; the test split was never used to choose anything")
+    ui.out.print("checkpoint: the epoch with the best top-1 on val, 10% of each class's training videos held out by a hash of "
+                 "the video id; the test split was never used to choose anything")
     ui.out.print("in-pair: within-pair accuracy, of the videos placed in their own pair, the share given the right member "
                  "(0.5 = chance; the two members have the same frames in opposite orders)")
     predicted = predict_held_out(out, step + 1)

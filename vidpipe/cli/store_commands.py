@@ -98,9 +98,22 @@ def extract_cmd(dataset, root, split, frame_fps, val_fraction, manifest_path, ou
             ui.table(f"decoded by an ffmpeg process instead of {report.summary['settings']['backend']}", ["reason", "videos"], [[r, n] for r, n in reasons.most_common()])
         if report.summary["failures"]:
             ui.warn(f"{len(report.summary['failures'])} videos failed; reasons in {Path(out) / 'failures.jsonl'}")
+        if note := above_source_rate(report.summary):
+            ui.warn(note)
     else:
         ui.out.print(f"{report.units_done}/{report.units_total} shards done; the last part to finish writes store.json "
                      f"(or run `vidpipe extract --finalize {out}`)")
+
+
+def above_source_rate(index: dict) -> str | None:
+    """A warning for an fps store sampled faster than its videos were filmed (frames repeat), or None."""
+    fps = index["clip"].get("fps") if index["clip"].get("mode") == "fps" else None
+    splits = index["splits"].values()
+    seconds, frames = sum(e.get("source_seconds") or 0 for e in splits), sum(e.get("source_frames") or 0 for e in splits)
+    if not fps or not seconds or not frames or fps <= 1.05 * frames / seconds:
+        return None
+    return (f"--fps {fps:g} is above the videos' own {frames / seconds:.3g} frames per second: every stored frame beyond theirs "
+            f"repeats one ({fps * seconds / frames:.2g}x the frames there are); extract at --fps {frames / seconds:.3g} or lower")
 
 
 def _is_feature_store(store: str) -> bool:

@@ -85,7 +85,8 @@ def split_videos(root: Path, index: dict, split: str) -> list[tuple[str, int]]:
 def choose_splits(cfg, splits: list[str], root, videos=None) -> tuple[SplitChoice, SplitChoice | None]:
     """(train, val). Val is `data.val_split` if given, else the store's "val", else `data.val_fraction` of
     train: of each class where `videos(split)` gives the split's (id, label) pairs (stratified_holdout),
-    else by id hash alone; with val_fraction 0 there is no val and nothing is ever selected on test."""
+    else by id hash alone; with val_fraction 0, or no class of two training videos, there is no val and
+    nothing is ever selected on test."""
     d = cfg.data
     for s in [d.train_split] + ([d.val_split] if d.val_split else []):
         if s not in splits:
@@ -98,6 +99,8 @@ def choose_splits(cfg, splits: list[str], root, videos=None) -> tuple[SplitChoic
         return SplitChoice(d.train_split), SplitChoice("val")
     if d.val_fraction > 0:
         ids = frozenset(stratified_holdout(videos(d.train_split), d.val_fraction)) if videos else None
+        if ids is not None and not ids:  # no class has two training videos: none is given up for validation
+            return SplitChoice(d.train_split), None
         return (SplitChoice(d.train_split, Holdout(d.val_fraction, held=False, ids=ids)),
                 SplitChoice(d.train_split, Holdout(d.val_fraction, held=True, ids=ids)))
     return SplitChoice(d.train_split), None
