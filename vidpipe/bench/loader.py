@@ -39,6 +39,7 @@ from vidpipe.io.pyav import pyav_installed
 from vidpipe.data.loaders import ClipConfig, clip_loader
 from vidpipe.datasets.manifest import Manifest
 from vidpipe.stores.clips import Store
+from vidpipe.stores.shards import index_shard, npy_frames_shape
 
 READ_BLOCK = 8 << 20
 
@@ -186,10 +187,7 @@ def bench_loader(manifest: Manifest, stores: list[Store], cfg: ClipConfig, split
 def _needed(store: Store, split: str, cfg: ClipConfig, clips: int) -> list[tuple[str, list[tuple[int, int]]]]:
     """What each of `clips` clips of a WebDataset store needs (its samples in order, epochs 0, 1, ...):
     (shard path, [(offset, nbytes) of each sampled raw frame or JPEG member])."""
-    from vidpipe.data.loaders import WebDatasetClips
-
-    dataset = WebDatasetClips(store, split, cfg)
-    entries = [e for url in dataset.urls for e in dataset._entries(url)]
+    entries = [e for url in store.shard_paths(split) for e in index_shard(url, os.path.getsize(url))]
     frame_shape = store.clip_shape[1:]
     frame_bytes = int(np.prod(frame_shape))
     out = []
@@ -201,19 +199,12 @@ def _needed(store: Store, split: str, cfg: ClipConfig, clips: int) -> list[tuple
             inds, *_ = cfg.plan((len(spans), *frame_shape), 0, meta["id"], epoch)
             out.append((entry["__url__"], [tuple(int(v) for v in spans[t]) for t in inds.ravel()]))
         else:
-            start, length = _npy_frames(entry["__url__"], entry["offset"])
+            with open(entry["__url__"], "rb") as fh:
+                fh.seek(entry["offset"])
+                length, start = npy_frames_shape(fh, entry["__url__"])[0], fh.tell()
             inds, *_ = cfg.plan((length, *frame_shape), 0, meta["id"], epoch)
             out.append((entry["__url__"], [(start + int(t) * frame_bytes, frame_bytes) for t in inds.ravel()]))
     return out
-
-
-def _npy_frames(path: str, offset: int) -> tuple[int, int]:
-    """(where the frames start, how many) of the .npy member at `offset`."""
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        major, _ = np.lib.format.read_magic(fh)
-        shape, _, _ = (np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0)(fh)
-        return fh.tell(), shape[0]
 
 
 _JPEGS: list[list[bytes]] = []  # the decode limit's clips, set before its processes fork

@@ -78,10 +78,6 @@ def predict_cmd(run_or_checkpoint, inputs, top_k, views, crops, fusion, jsonl, d
         sys.exit(1)
 
 
-def _videos(n: int) -> str:
-    return f"{n} video{'' if n == 1 else 's'}"
-
-
 def _describe(predictor) -> str:
     card = predictor.card
     views = f", {predictor.views} views ({predictor.fusion})" if predictor.views > 1 else ""
@@ -89,7 +85,7 @@ def _describe(predictor) -> str:
 
 
 def _whole(predictor, paths, workers, jsonl, k) -> int:
-    ui.console.print(f"predict {_videos(len(paths))} with {_describe(predictor)}")
+    ui.console.print(f"predict {ui.plural(len(paths), 'video')} with {_describe(predictor)}")
     done, t0 = [], time.perf_counter()
     with _jsonl(jsonl) as write, ui.progress_bar(len(paths), "predict") as advance:
         for p in predictor.predict_many(paths, workers):
@@ -104,14 +100,14 @@ def _whole(predictor, paths, workers, jsonl, k) -> int:
         ui.table(f"{p.source}  (decode {p.decode_ms:.0f} ms, model {p.model_ms:.0f} ms)", ["#", "class", "p"],
                  [[i + 1, c, f"{s:.3f}"] for i, (c, s) in enumerate(p.top(k))])
     ok = sum(p.error is None for p in done)
-    ui.out.print(f"{ok} of {_videos(len(done))} predicted in {seconds:.1f}s: {len(done) / seconds:.2f} videos/s")
+    ui.out.print(f"{ok} of {ui.plural(len(done), 'video')} predicted in {seconds:.1f}s: {len(done) / seconds:.2f} videos/s")
     return len(done) - ok
 
 
 def _windows(predictor, paths, window, stride, jsonl, k) -> int:
     from vidpipe.io.ffmpeg import DecodeError
 
-    ui.console.print(f"predict windows of {window:g}s every {stride:g}s in {_videos(len(paths))} with {_describe(predictor)}")
+    ui.console.print(f"predict windows of {window:g}s every {stride:g}s in {ui.plural(len(paths), 'video')} with {_describe(predictor)}")
     failed, t0, count, windows = 0, time.perf_counter(), 0, 0
     with _jsonl(jsonl) as write:
         for path in paths:
@@ -130,7 +126,7 @@ def _windows(predictor, paths, window, stride, jsonl, k) -> int:
             count, windows = count + 1, windows + len(rows)
             ui.table(str(path), ["start s", "end s", "top-1", "p", f"next {k - 1}", "model ms"], rows, justify_right_from=0)
     seconds = time.perf_counter() - t0
-    ui.out.print(f"{ui.plural(windows, 'window')} of {count} of {_videos(len(paths))} in {seconds:.1f}s: "
+    ui.out.print(f"{ui.plural(windows, 'window')} of {count} of {ui.plural(len(paths), 'video')} in {seconds:.1f}s: "
                  f"{ui.two_figures(windows / seconds)} windows/s, {ui.two_figures(len(paths) / seconds)} videos/s")
     return failed
 

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from vidpipe.errors import VidpipeError
-from vidpipe.datasets.manifest import Manifest, stratified_holdout
+from vidpipe.datasets.manifest import stratified_holdout
 from vidpipe.data.augment import AugmentConfig, DeviceTransform
 from vidpipe.data.loaders import ClipConfig, EpochLoader, Holdout, SharedEpoch, clip_loader, id_seed
 from vidpipe.data.inputs import InputSpec
@@ -77,9 +77,7 @@ def split_videos(root: Path, index: dict, split: str) -> list[tuple[str, int]]:
     if index.get("format") == "vidpipe-features":
         group = FeatureStore(root, index).group(split)  # checked against store.json
         return [(str(i), int(y)) for i, y in zip(group["ids"][:], group["labels"][:])]
-    store = Store.open(root)
-    kept = set(store.ids(split))
-    return [(r.id, r.label) for r in Manifest.read(root / "manifest.jsonl", allow_outside_root=True).split_records(split) if r.id in kept]
+    return [(r.id, r.label) for r in Store.open(root).records(split)]
 
 
 def choose_splits(cfg, splits: list[str], root, videos=None) -> tuple[SplitChoice, SplitChoice | None]:
@@ -381,12 +379,14 @@ def stored_interval(t: Transforms, index: dict, split: str) -> int:
 
 def video_count(loader) -> int:
     """Videos one epoch of a loader (a TrainData's train or val) reads."""
-    dataset = loader.loader.dataset
+    return _videos_in(loader.loader.dataset)
+
+
+def _videos_in(dataset) -> int:
     return dataset.count if hasattr(dataset, "count") else len(dataset)
 
 
 def _require_videos(dataset, choice: SplitChoice, root) -> None:
-    count = dataset.count if hasattr(dataset, "count") else len(dataset)
-    if count == 0:
+    if _videos_in(dataset) == 0:
         fix = "; raise data.val_fraction or set it to 0 (no validation)" if choice.holdout is not None else ""
         raise VidpipeError(f"{root}: {choice.description} holds no videos{fix}")

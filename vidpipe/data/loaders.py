@@ -45,7 +45,7 @@ from vidpipe.data.sampling import Sampling, view_indices
 from vidpipe.data.slots import BatchSlots, SlotCollate, Taken
 from vidpipe.stores.chunks import ChunkReader
 from vidpipe.stores.clips import IndexMismatch, Store, damaged_chunk, zarr_lengths
-from vidpipe.stores.shards import damaged_shard, index_shard
+from vidpipe.stores.shards import damaged_shard, index_shard, npy_frames_shape
 
 
 class SharedEpoch:
@@ -313,16 +313,7 @@ class WebDatasetClips(IterableDataset):
                                            label, meta["id"], self.epoch.get())
         with open(sample["__url__"], "rb", buffering=0) as fh:
             fh.seek(sample["offset"])
-            major, _ = np.lib.format.read_magic(fh)
-            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            try:
-                shape, fortran, dtype = read_header(fh)
-            except ValueError as e:  # numpy refuses a header that is not a plain array description
-                raise VidpipeError(f"{sample['__url__']}: sample {sample['__key__']!r} has a damaged frames.npy ({e}); "
-                                   "run `vidpipe verify` on the store") from None
-            if dtype != np.uint8 or fortran:
-                raise VidpipeError(f"{sample['__url__']}: sample {sample['__key__']!r} holds {dtype} frames, not C-order uint8; "
-                                   "run `vidpipe verify` on the store")
+            shape = npy_frames_shape(fh, f"{sample['__url__']}: sample {sample['__key__']!r}")
             label = self._check(sample, shape)
             start = fh.tell()
             return self.spec.read_item(shape, lambda wanted: _read_frames(fh, start, shape, wanted), label, meta["id"], self.epoch.get())

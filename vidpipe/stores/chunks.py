@@ -78,13 +78,12 @@ class ChunkReader:
     def _shard_index(self, shard: int, fd: int, size: int) -> np.ndarray:
         index = self._index.get(shard)
         if index is None:
-            import google_crc32c
-
             nbytes = 16 * self.per_shard * (self.shape[1] if self.frame_chunks else 1)  # chunks in a shard
             raw = os.pread(fd, nbytes + 4, size - nbytes - 4)
-            if len(raw) != nbytes + 4 or np.uint32(google_crc32c.value(raw[:-4])).tobytes() != raw[-4:]:
-                raise ValueError(f"shard index of {self._shard_file(shard)} does not match its CRC32C")
-            index = self._index[shard] = np.frombuffer(raw[:-4], "<u8").reshape(-1, 2)
+            if len(raw) != nbytes + 4:
+                raise ValueError(f"{self._shard_file(shard)} is shorter than its shard index")
+            body = _crc_checked(raw, f"shard index of {self._shard_file(shard)}")
+            index = self._index[shard] = np.frombuffer(body, "<u8").reshape(-1, 2)
         return index
 
     def chunks(self, row: int, frames: list[int] | None = None) -> list[bytes | None]:
@@ -121,7 +120,7 @@ class ChunkReader:
         if self.jpeg:
             (data,) = self.chunks(row)
             out = np.empty(self.shape[1], object)
-            out[:] = [b""] * self.shape[1] if data is None else _vlen_bytes(_crc_checked(data), self.shape[1])
+            out[:] = [b""] * self.shape[1] if data is None else _vlen_bytes(_crc_checked(data, "a JPEG chunk"), self.shape[1])
             return out[wanted]
         if self._zstd is None:
             from numcodecs.zstd import Zstd
@@ -152,12 +151,18 @@ class ChunkReader:
             raise ValueError(f"a chunk does not decompress to one {out.shape} array ({e})") from None
 
 
-def _crc_checked(data: bytes) -> memoryview:
+def crc32c(data) -> bytes:
+    """The 4 bytes zarr's crc32c codec appends to `data` (bytes or a read-only uint8 array): little-endian."""
     import google_crc32c
 
+    return int(google_crc32c.value(data)).to_bytes(4, "little")
+
+
+def _crc_checked(data: bytes, what: str) -> memoryview:
+    """`data` without its trailing CRC32C, once the CRC matches; else a ValueError naming `what`."""
     body = np.frombuffer(data, np.uint8)[:-4]  # a read-only view, as google_crc32c wants
-    if np.uint32(google_crc32c.value(body)).tobytes() != data[-4:]:
-        raise ValueError("a JPEG chunk does not match its CRC32C")
+    if crc32c(body) != data[-4:]:
+        raise ValueError(f"{what} does not match its CRC32C")
     return memoryview(body)
 
 

@@ -159,13 +159,17 @@ class Store:
             raise IndexMismatch(self.root / "store.json", f"{split}/{vid}: frames {tuple(shape)} and label {label}, "
                                                           f"store.json says {self.clip_shape} and {len(self.classes)} classes")
 
-    def ids(self, split: str) -> list[str]:
-        """The ids of the videos stored in a split, in store order (the manifest's order, failures left out)."""
+    def records(self, split: str) -> list:
+        """The manifest records of the videos stored in a split, in store order (failures left out)."""
         from vidpipe.datasets.manifest import Manifest
 
         self._check_split(split)
         failed = {f["id"] for f in self.index["failures"] if f.get("split") == split}
-        return [r.id for r in Manifest.read(self.root / "manifest.jsonl", allow_outside_root=True).split_records(split) if r.id not in failed]
+        return [r for r in Manifest.read(self.root / "manifest.jsonl", allow_outside_root=True).split_records(split) if r.id not in failed]
+
+    def ids(self, split: str) -> list[str]:
+        """The ids of the videos stored in a split, in store order (the manifest's order, failures left out)."""
+        return [r.id for r in self.records(split)]
 
     def _check_split(self, split: str) -> None:
         if split not in self.index["splits"]:

@@ -79,6 +79,20 @@ def index_shard(path: str, size: int) -> list[dict]:
     return out
 
 
+def npy_frames_shape(fh, where: str) -> tuple[int, ...]:
+    """The shape of the frames.npy member `fh` is positioned at, leaving `fh` at its first frame. A header
+    numpy refuses, or frames that are not C-order uint8, is one line naming `where` (a shard and sample)."""
+    major, _ = np.lib.format.read_magic(fh)
+    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    try:
+        shape, fortran, dtype = read_header(fh)
+    except ValueError as e:  # numpy refuses a header that is not a plain array description
+        raise VidpipeError(f"{where} has a damaged frames.npy ({e}); run `vidpipe verify` on the store") from None
+    if dtype != np.uint8 or fortran:
+        raise VidpipeError(f"{where} holds {dtype} frames, not C-order uint8; run `vidpipe verify` on the store")
+    return shape
+
+
 def read_samples(path: str) -> Iterator[dict]:
     """Each sample of a shard, in order: {"__key__", "frames": uint8 (T, H, W, 3) or [JPEG bytes, ...],
     "cls": int, "json": dict}."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from vidpipe.files import sha256_file
 from vidpipe.io.decode import ClipSpec
+from vidpipe.stores.chunks import crc32c
 
 ZARR_COMPRESSION_LEVEL = 1  # zstd: video frames barely compress; level 1 keeps reads fast
 
@@ -224,7 +225,6 @@ def write_frame_shard(path: Path, videos: list, per_shard: int, frame_shape: tup
     nbytes) little-endian uint64 per chunk in C order over (video, t), 2**64-1 for a chunk never
     written) and the CRC32C of the index. Frames equal to the fill value (all zero) are not written, as
     zarr-python does not write them. No file at all when no frame is written."""
-    import google_crc32c
     from numcodecs.zstd import Zstd
 
     zstd = Zstd(level=ZARR_COMPRESSION_LEVEL, checksum=True)
@@ -244,7 +244,7 @@ def write_frame_shard(path: Path, videos: list, per_shard: int, frame_shape: tup
         path.unlink(missing_ok=True)
         return
     table = index.astype("<u8").tobytes()
-    parts += [table, np.uint32(google_crc32c.value(table)).astype("<u4").tobytes()]
+    parts += [table, crc32c(table)]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     with open(tmp, "wb") as fh:

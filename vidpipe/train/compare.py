@@ -85,7 +85,7 @@ def read_run(run: Path, split: str) -> dict:
         published = recipe.get("published", {})
         row.update(recipe=recipe["name"], published=published.get("top1"),
                    published_as=f"{recipe['name']}: {published.get('metric')}, {published.get('protocol')} ({recipe.get('source')})")
-    evaluated = evaluations(run)
+    evaluated = rundir.evaluations()
     name = split if split in evaluated else f"{split}-vote" if f"{split}-vote" in evaluated else None  # mean fusion first
     if name is not None:
         r = read_json(evaluated[name], f"run `vidpipe eval {run} --split {split}` again")
@@ -99,11 +99,6 @@ def read_run(run: Path, split: str) -> dict:
         else:
             row["from"] = f"not evaluated on {split}: run `vidpipe eval {run} --split {split}`"
     return row
-
-
-def evaluations(run: Path) -> dict[str, Path]:
-    """The run's `vidpipe eval` reports by name: "test", "val", "val-vote" (vote fusion) -> metrics.json."""
-    return {p.name[len("eval-"):]: p / "metrics.json" for p in sorted(Path(run).glob("eval-*")) if (p / "metrics.json").is_file()}
 
 
 def _store_splits(config: dict) -> list[str] | None:
@@ -121,7 +116,7 @@ def _eval_split(splits: list[str]) -> str:
 def default_split(runs: list[Path]) -> tuple[str, str | None]:
     """The split to compare when none is asked for: test where any run was evaluated on it, else the split
     most of the runs were evaluated on (with a sentence saying so), else test."""
-    seen = [name.removesuffix("-vote") for run in runs for name in evaluations(run)]
+    seen = [name.removesuffix("-vote") for run in runs for name in RunDir(run).evaluations()]
     if "test" in seen or not seen:
         return "test", None
     split = max(sorted(set(seen)), key=seen.count)

@@ -92,7 +92,9 @@ def export_checked(model, frames: int, size: int, fmt: str, path: Path, opset: i
         expected = model(clip).numpy()
     with warnings.catch_warnings(), _quiet():  # tracer notices, and the graph an exporter prints as it fails
         warnings.simplefilter("ignore")
-        return (_onnx if fmt == "onnx" else _torchscript)(model, clip, expected, path, *([opset] if fmt == "onnx" else []))
+        if fmt == "onnx":
+            return _onnx(model, clip, expected, path, opset)
+        return _torchscript(model, clip, expected, path)
 
 
 @contextlib.contextmanager

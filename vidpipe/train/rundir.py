@@ -39,6 +39,10 @@ class RunDir:
     def eval_dir(self, split: str, fusion: str = "mean") -> Path:
         return self.root / f"eval-{split}{'-vote' if fusion == 'vote' else ''}"
 
+    def evaluations(self) -> dict[str, Path]:
+        """The run's `vidpipe eval` reports by eval_dir's name: "test", "val", "val-vote" -> metrics.json."""
+        return {p.name[len("eval-"):]: p / "metrics.json" for p in sorted(self.root.glob("eval-*")) if (p / "metrics.json").is_file()}
+
     def chosen_checkpoint(self) -> Path:
         """The checkpoint validation chose (`best`), else `last` (a run without validation)."""
         return self.best if self.best.is_file() else self.last
