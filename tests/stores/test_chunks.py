@@ -66,6 +66,26 @@ def test_a_damaged_chunk_fails_its_read(zarr_stores, tmp_path):
             ChunkReader.open(copy / "train.zarr" / "frames").frames(0)
 
 
+def test_a_shard_index_pointing_past_its_file_fails_the_read(zarr_stores, tmp_path):
+    """The index is the shard's own bytes: an entry beyond the file (its CRC32C made to match) is a
+    damaged chunk, not a giant read."""
+    import google_crc32c
+
+    copy = tmp_path / "raw"
+    shutil.copytree(zarr_stores / "raw", copy)
+    reader = ChunkReader.open(copy / "train.zarr" / "frames")
+    shard = reader._shard_file(0)
+    data = bytearray(shard.read_bytes())
+    entries = 16 * reader.per_shard * reader.shape[1]
+    table = np.frombuffer(bytes(data[-entries - 4 : -4]), "<u8").reshape(-1, 2).copy()
+    table[0] = (len(data), 2**40)
+    body = table.astype("<u8").tobytes()
+    data[-entries - 4 :] = body + google_crc32c.value(body).to_bytes(4, "little")
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="ends inside chunk 0"):
+        ChunkReader.open(copy / "train.zarr" / "frames").frames(0, [0])
+
+
 def test_an_array_zarr_python_wrote_in_the_same_layout_reads_alike(tmp_path):
     """The reader follows the zarr spec, not only vidpipe's writer: zarr-python writes per-frame and
     per-video chunks (its default zstd, a partial last shard, frames left at the fill value)."""

@@ -62,7 +62,7 @@ class ChunkReader:
                   and key.get("name") == "default" and key.get("configuration", {}).get("separator", "/") == "/"
                   and _named(config.get("index_codecs", []), "bytes", "crc32c") and shard[1:] == list(shape[1:])
                   and (chunk == [1, *shape[1:]] or frame_chunks))
-        if not layout:
+        if not layout or not (isinstance(shard[0], int) and shard[0] >= 1):
             return None
         inner = config["codecs"]
         if meta["data_type"] == "uint8" and len(shape) == 5 and _named(inner, "bytes", "zstd") and meta.get("fill_value") == 0:
@@ -98,17 +98,17 @@ class ChunkReader:
         except FileNotFoundError:  # zarr writes no shard whose chunks are all fill
             return [None] * len(inners)
         try:
-            index = self._shard_index(shard, fd, os.fstat(fd).st_size)
+            size = os.fstat(fd).st_size
+            index = self._shard_index(shard, fd, size)
             out = []
             for k in inners:
                 offset, nbytes = (int(v) for v in index[k])
                 if offset == EMPTY and nbytes == EMPTY:
                     out.append(None)
                     continue
-                data = os.pread(fd, nbytes, offset)
-                if len(data) != nbytes:
+                if offset + nbytes > size:  # an index (untrusted, though its CRC matched) pointing past the file
                     raise ValueError(f"{self._shard_file(shard)} ends inside chunk {k}")
-                out.append(data)
+                out.append(os.pread(fd, nbytes, offset))
             return out
         finally:
             os.close(fd)
