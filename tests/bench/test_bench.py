@@ -16,9 +16,11 @@ def test_bench_extract_smoke(tmp_path):
     assert set(row["runs"]) == {label for label, _ in RUNS["synthetic"]}
     for run in row["runs"].values():
         assert run["videos_per_s"] > 0 and run["backends"] == {"pyav": 20}
-        assert run["fraction_of_pyav_ceiling"] > 0
+        assert run["fraction_of_pyav_ceiling"] > 0 and run["fraction_of_resize_ceiling"] > 0 and run["of_bound"] > 0
+        assert set(run["stages"]) >= {"probe", "decode", "write"} and all(v > 0 for v in run["stages"].values() if v)
         assert run["bytes_per_video"] >= 4 * 32 * 42 * 3 * 0.1
-    assert len(table_rows(results)) == 4  # two ceilings, two runs
+    assert row["resize_ceiling_s"] > row["pyav_ceiling_s"] * 0.5 and results["disk_write_bytes_per_s"] > 0
+    assert len(table_rows(results)) == 5  # three ceilings, two runs
 
 
 def test_bench_extract_dali_row_says_why_it_was_skipped(tmp_path, monkeypatch):

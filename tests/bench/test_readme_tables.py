@@ -15,6 +15,6 @@ def tables():
     return module
 
 
-@pytest.mark.parametrize("name", ["stores", "hybrid", "loader", "peers", "demo"])
+@pytest.mark.parametrize("name", ["stores", "extract", "hybrid", "loader", "peers", "demo"])
 def test_the_readme_table_is_generated_from_the_committed_json(name):
     assert getattr(tables(), name)().strip() in (ROOT / "README.md").read_text()

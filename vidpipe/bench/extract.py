@@ -6,6 +6,12 @@ scaling T frames, and writing the store, so `% of ceiling` is how much of the ma
 capacity reaches the store. That ceiling pays a process start per video, as the `ffmpeg` backend
 does; the `pyav` backend does not, so a second ceiling decodes every frame in-process with PyAV
 (nothing converted or kept) and the rows give both fractions.
+
+Neither ceiling does all the work a store needs: a third decodes every video in-process and resizes
+its kept frames to the store's size, nothing written (`resize_ceiling_s`), and the disk's write speed
+(measured in the same run, fsync included) bounds how fast a store's bytes can land. Each run's
+`of_bound` is its time against the larger of the two; `stages` splits its thread-seconds into probe,
+decode (with the resize), encode (JPEG or zstd) and write (tar or zarr shards, sha256, fsync).
 """
 
 from __future__ import annotations
@@ -102,11 +108,45 @@ def pyav_ceiling(paths: list[Path], workers: int) -> float:
     return time.perf_counter() - t0
 
 
+def resize_ceiling(manifest, paths: list[Path], workers: int, frames: int, size: int) -> float | None:
+    """Seconds to decode every video in-process and resize its kept frames to the store's clips (probe
+    and decode as extraction does them, nothing encoded or written); None without PyAV."""
+    from vidpipe.io import pyav as pyav_io
+    from vidpipe.io.decode import decode_clip
+    from vidpipe.stores.plan import ExtractConfig as Config
+
+    if not pyav_installed():
+        return None
+    spec = Config(frames=frames, size=size).spec
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda p: decode_clip(p, spec, threads, pyav_io.probe(p), "pyav"), paths))
+    return time.perf_counter() - t0
+
+
+def disk_write_speed(work: Path, nbytes: int = 256 * 2**20) -> float:
+    """Bytes per second this disk takes: `nbytes` written in 4 MiB blocks, then fsynced (as a shard is)."""
+    block = os.urandom(4 * 2**20)
+    path = work / "write-speed.bin"
+    t0 = time.perf_counter()
+    with open(path, "wb") as fh:
+        for _ in range(nbytes // len(block)):
+            fh.write(block)
+        fh.flush()
+        os.fsync(fh.fileno())
+    seconds = time.perf_counter() - t0
+    path.unlink()
+    return nbytes / seconds
+
+
 def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers: int | None = None,
                   frames: int = 32, size: int = 128, sets=None, log=print) -> dict:
     workers = workers or os.cpu_count() or 1
     work = Path(work) if work else Path(tempfile.mkdtemp(prefix="vidpipe-bench-"))
-    results = {"workers": workers, "cpus": os.cpu_count(), "frames": frames, "size": size, "rows": []}
+    work.mkdir(parents=True, exist_ok=True)
+    results = {"workers": workers, "cpus": os.cpu_count(), "frames": frames, "size": size,
+               "disk_write_bytes_per_s": disk_write_speed(work), "rows": []}
     for name in sets or default_sets():
         settings, description = BENCH_SETS[name]
         data = work / name
@@ -124,6 +164,8 @@ def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers:
         if pyav_installed():
             row["pyav_ceiling_s"] = pyav_ceiling(paths, workers)
             row["pyav_ceiling_videos_per_s"] = len(paths) / row["pyav_ceiling_s"]
+            row["resize_ceiling_s"] = resize_ceiling(manifest, paths, workers, frames, size)
+            row["resize_ceiling_videos_per_s"] = len(paths) / row["resize_ceiling_s"]
         row["runs"] = {}
         for label, settings in RUNS[name]:
             if settings.get("backend") == "dali" and (missing := dali_gpu_missing()):
@@ -140,10 +182,16 @@ def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers:
                 "videos_per_s": report.videos / report.seconds, "frames_per_s": report.source_frames / report.seconds,
                 "fraction_of_ceiling": ceiling / report.seconds,
                 **({"fraction_of_pyav_ceiling": row["pyav_ceiling_s"] / report.seconds} if "pyav_ceiling_s" in row else {}),
+                **({"fraction_of_resize_ceiling": row["resize_ceiling_s"] / report.seconds} if "resize_ceiling_s" in row else {}),
+                "write_bound_s": store_bytes / results["disk_write_bytes_per_s"],
+                "stages": {k: round(v, 3) for k, v in sorted(report.stages.seconds.items())},
                 "store_bytes": store_bytes, "bytes_per_video": store_bytes / len(paths),
                 "of_source_bytes": store_bytes / source_bytes,
                 "kb_per_video_second": store_bytes / 1000 / sum(s["source_seconds"] for s in report.summary["splits"].values()),
             }
+            x = row["runs"][label]
+            bound = max(row.get("resize_ceiling_s", 0.0), x["write_bound_s"])
+            x["of_bound"] = bound / report.seconds  # of the larger of decode + resize and writing the bytes
             raw = label.replace(", jpeg 4:4:4", "").replace(", jpeg", "")
             if settings.get("frame_codec") == "jpeg" and raw in row["runs"]:  # the JPEG frames against the same store's raw frames
                 row["runs"][label]["psnr_db_vs_raw"] = psnr_between(work / f"{name}-{raw.replace(', ', '-')}", out)
@@ -167,24 +215,36 @@ def psnr_between(raw_store: Path, jpeg_store: Path) -> float:
     return 10 * np.log10(255**2 / max(total / count, 1e-12))
 
 
+TABLE_COLUMNS = ["set", "path", "videos", "videos/s", "src frames/s", "of ceiling (ffmpeg / PyAV)", "of decode+resize",
+                 "of bound", "store", "per video"]
+
+
 def table_rows(results: dict) -> list[list]:
+    """One row per ceiling and run, in TABLE_COLUMNS' order."""
     rows = []
     for r in results["rows"]:
         pyav_ceiling = "pyav_ceiling_s" in r
+        resize = r.get("resize_ceiling_s")
         rows.append([r["set"], "ffmpeg -f null (ceiling)", r["videos"], f"{r['ceiling_videos_per_s']:.1f}",
                      f"{r['ceiling_frames_per_s']:.0f}", "100%" + (f" / {r['pyav_ceiling_s'] / r['ceiling_s']:.0%}" if pyav_ceiling else ""),
-                     "-", f"{r['source_bytes'] / r['videos'] / 1024:.0f} KB (source)"])
+                     f"{resize / r['ceiling_s']:.0%}" if resize else "-", "-", "-", f"{r['source_bytes'] / r['videos'] / 1024:.0f} KB (source)"])
         if pyav_ceiling:
             rows.append([r["set"], "PyAV decode, nothing kept (ceiling)", r["videos"], f"{r['pyav_ceiling_videos_per_s']:.1f}",
                          f"{r['source_frames'] / r['pyav_ceiling_s']:.0f}", f"{r['ceiling_s'] / r['pyav_ceiling_s']:.0%} / 100%",
-                         "-", "-"])
+                         f"{resize / r['pyav_ceiling_s']:.0%}" if resize else "-", "-", "-", "-"])
+        if resize:
+            rows.append([r["set"], "PyAV decode + resize, nothing written", r["videos"], f"{r['resize_ceiling_videos_per_s']:.1f}",
+                         f"{r['source_frames'] / resize:.0f}", f"{r['ceiling_s'] / resize:.0%} / {r['pyav_ceiling_s'] / resize:.0%}",
+                         "100%", "-", "-", "-"])
         for label, x in r["runs"].items():
             if "skipped" in x:
-                rows.append([r["set"], f"extract -> {label}", r["videos"], "-", "-", "-", "-", f"skipped ({x['skipped']})"])
+                rows.append([r["set"], f"extract -> {label}", r["videos"], "-", "-", "-", "-", "-", "-", f"skipped ({x['skipped']})"])
                 continue
             quality = f", {x['psnr_db_vs_raw']:.1f} dB" if "psnr_db_vs_raw" in x else ""
             rows.append([r["set"], f"extract -> {label}", r["videos"], f"{x['videos_per_s']:.1f}", f"{x['frames_per_s']:.0f}",
                          f"{x['fraction_of_ceiling']:.0%}" + (f" / {x['fraction_of_pyav_ceiling']:.0%}" if pyav_ceiling else ""),
+                         f"{x['fraction_of_resize_ceiling']:.0%}" if "fraction_of_resize_ceiling" in x else "-",
+                         f"{x['of_bound']:.0%}" if "of_bound" in x else "-",
                          f"{x['store_bytes'] / 2**20:.1f} MB",
                          f"{x['bytes_per_video'] / 1024:.0f} KB ({x['of_source_bytes']:.2f}x source, "
                          f"{x['kb_per_video_second']:.0f} KB/s of video{quality})"])

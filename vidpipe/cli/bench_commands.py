@@ -38,13 +38,12 @@ def bench_extract_cmd(work, videos_per_class, workers, frames, size, sets, json_
     The 720p-h264 set compares DALI on the GPU with the ffmpeg path; its DALI row is skipped, with the
     reason, where DALI or a GPU is missing.
     """
-    from vidpipe.bench.extract import bench_extract, table_rows, write_json
+    from vidpipe.bench.extract import TABLE_COLUMNS, bench_extract, table_rows, write_json
 
     results = bench_extract(work, videos_per_class, workers, frames, size, sets=sets or None, log=lambda m: ui.console.print(m))
     results["machine"] = platform.platform()
     ui.table(f"extract throughput ({results['workers']} workers on {results['cpus']} CPUs, clips {frames}x{size})",
-             ["set", "path", "videos", "videos/s", "src frames/s", "of ceiling (ffmpeg / PyAV)", "store", "per video"],
-             results["rows"] and table_rows(results), justify_right_from=2)
+             TABLE_COLUMNS, results["rows"] and table_rows(results), justify_right_from=2)
     write_json(results, Path(json_path))
     ui.out.print(f"wrote {json_path}")
 

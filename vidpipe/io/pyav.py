@@ -12,9 +12,11 @@ send them to the subprocess path, as they do for any file PyAV raises on.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from vidpipe.io.ffmpeg import DecodeError, Geometry
+from vidpipe.io.ffmpeg import IMAGE_CODECS, DecodeError, Geometry, VideoInfo, looks_short
 
 
 def pyav_installed() -> bool:
@@ -76,3 +78,77 @@ def filter_graph(stream, geometry: Geometry):
         a.link_to(b)
     graph.configure()
     return graph
+
+
+def probe(path) -> VideoInfo | None:
+    """The VideoInfo `ffmpeg.probe` gives, read in-process: one demux of the video packets (no process, no
+    decode but the first frame's, which says whether a display rotation applies). None where it cannot
+    be sure to say what the ffmpeg probe says, so the caller asks that: a file PyAV does not open or
+    demux cleanly, a corrupt packet (ffmpeg names the damage), several video streams or a picture (cover
+    art, thumbnails, one-image files: ffmpeg's rules choose), a display rotation, a frame rate ffmpeg prints in
+    thousands. Short streams (`looks_short`) get their packets' end from the same pass."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            videos = list(container.streams.video)
+            if len(videos) != 1 or videos[0].disposition & av.stream.Disposition.attached_pic:
+                return None
+            stream = videos[0]
+            ctx = stream.codec_context
+            codec = ctx.codec.canonical_name if ctx.codec else None
+            rate = _printed_rate(stream.average_rate) or _printed_rate(stream.base_rate)
+            if codec is None or ctx.format is None or rate is None or not ctx.width or not ctx.height:
+                return None
+            packets, ends, first = 0, [], None
+            for packet in container.demux(stream):
+                if packet.size == 0 and packet.pts is None:  # the flush packet PyAV adds at the end
+                    continue
+                if packet.is_corrupt:
+                    return None
+                packets += 1
+                if first is None:
+                    first = packet
+                if packet.pts is not None:
+                    ends.append(packet.pts + (packet.duration or 0))
+            if first is None or (codec in IMAGE_CODECS and packets == 1) or _rotation(ctx, first):
+                return None
+            sar = ctx.sample_aspect_ratio or stream.sample_aspect_ratio
+            info = VideoInfo(
+                codec=codec, width=ctx.width, height=ctx.height, sar=float(sar) if sar else 1.0, rotation=0, fps=rate,
+                num_frames=packets, duration=_printed_duration(container.duration), stream=stream.index, pix_fmt=ctx.format.name,
+            )
+            if looks_short(info) and ends:
+                info = dataclasses.replace(info, packets_end=float((max(ends) - (stream.start_time or 0)) * stream.time_base))
+    except (av.FFmpegError, ValueError, IndexError):
+        return None
+    return info
+
+
+def _rotation(ctx, packet) -> int:
+    """The display rotation of the first frame (degrees; 0 where none applies)."""
+    frames = list(ctx.decode(packet)) + list(ctx.decode(None))
+    return frames[0].rotation if frames else 0
+
+
+def _printed_rate(rate) -> float | None:
+    """A frame rate as ffmpeg's stream line prints it (two decimals, or whole), which the probe parses;
+    None when unset or printed in thousands ("90k tbr")."""
+    if not rate:
+        return None
+    v = round(float(rate) * 100)
+    if v % 100:
+        return float(f"{float(rate):3.2f}")
+    if v % (100 * 1000):
+        return float(f"{float(rate):1.0f}")
+    return None
+
+
+def _printed_duration(duration: int | None) -> float:
+    """A container duration (microseconds) as ffmpeg's "Duration: HH:MM:SS.cc" line gives it: rounded to
+    the nearest hundredth of a second; 0 when the container has none."""
+    if duration is None:
+        return 0.0
+    seconds, micros = divmod(duration + 5000, 1_000_000)
+    hours, minutes = divmod(seconds // 60, 60)
+    return hours * 3600 + minutes * 60 + float(f"{seconds % 60:02d}.{100 * micros // 1_000_000:02d}")  # as the probe parses it

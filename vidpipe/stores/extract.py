@@ -35,11 +35,11 @@ from vidpipe.io.ffmpeg import DecodeError, probe_many
 from vidpipe.stores.finalize import finalize
 from vidpipe.stores.plan import (BACKENDS, FORMATS, FRAME_CODECS, ExtractConfig, ExtractPlan, control, extract_identity, plan_file,
                                  read_plan, resolve_backend, settle_plan, store_lock, unit_done, write_part, write_plan)
-from vidpipe.stores.writers import Unit, WebDatasetShard, ZarrShard, zarr_frames_array
+from vidpipe.stores.writers import EncodedFrames, Unit, WebDatasetShard, ZarrShard, frame_chunked, zarr_frames_array
 
 __all__ = ["BACKENDS", "FORMATS", "FRAME_CODECS", "ExtractConfig", "ExtractReport", "extract", "finalize", "remove_store",
            "resolve_backend"]
-CHUNK = 4  # videos a worker probes with one ffmpeg process, then decodes one by one
+CHUNK = 4  # videos a worker takes at once: probed together (PyAV, or one ffmpeg process for the files it declines), then decoded one by one
 
 
 @contextlib.contextmanager
@@ -167,6 +167,24 @@ def _clean_partials(store: Path, units: list[Unit], cfg: ExtractConfig) -> None:
 
 
 # ------------------------------------------------------------------ the run
+class Stages:
+    """Seconds spent in each stage of an extraction, summed over the threads that did it: `with
+    stages("decode"): ...`. Where the time goes, for `vidpipe bench extract`."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = collections.Counter()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.seconds[name] += time.perf_counter() - t0
+
+
 @dataclass
 class ExtractReport:
     store: Path
@@ -181,6 +199,7 @@ class ExtractReport:
     units_done: int = 0
     units_total: int = 0
     summary: dict | None = None  # store.json when finalized
+    stages: Stages = dataclasses.field(default_factory=Stages)  # thread-seconds per stage: probe, decode, encode, write
 
 
 _thread_state = threading.local()
@@ -203,14 +222,18 @@ def _encode_jpeg(clip, meta: dict, info, cfg: ExtractConfig) -> tuple:
     return jpeg.encode(clip, cfg.jpeg_quality, subsampling), meta
 
 
-def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, backend: str, allow_stills: bool = False) -> list:
-    """[(job, clip or None, meta or failure, probe)] for consecutive jobs; one ffmpeg process probes them all.
+def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, backend: str, allow_stills: bool = False,
+                  stages: Stages | None = None) -> list:
+    """[(job, clip or None, meta or failure, probe)] for consecutive jobs, probed in-process (PyAV) or by
+    one ffmpeg process for them all.
 
     With the DALI backend, the files DALI can decode here go to it as one batch; the others, and any
     it rejects, are decoded by ffmpeg with the reason recorded in meta["rerouted"].
     """
+    stages = stages or Stages()
     paths = [manifest.abspath(record) for _, _, record in jobs]
-    infos = [_usable(info, allow_stills) for info in _probe(paths, manifest.frame_fps)]  # one failure policy, whichever decoder runs
+    with stages("probe"):  # one failure policy, whichever decoder runs
+        infos = [_usable(info, allow_stills) for info in _probe(paths, manifest.frame_fps, in_process=backend != "ffmpeg")]
     done, reroute = {}, {}
     if backend == "dali":
         gpu = dali.gpu_present()
@@ -223,7 +246,8 @@ def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, 
                     reroute[k] = reason
         to_dali = [k for k, info in enumerate(infos) if not isinstance(info, DecodeError) and k not in reroute]
         if to_dali:
-            results = _dali_decoder(spec).decode([(paths[k], infos[k]) for k in to_dali])
+            with stages("decode"):
+                results = _dali_decoder(spec).decode([(paths[k], infos[k]) for k in to_dali])
             for k, result in zip(to_dali, results):
                 if isinstance(result, str):
                     reroute[k] = result
@@ -235,8 +259,11 @@ def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, 
         try:
             if isinstance(info, DecodeError):
                 raise info
-            clip, meta = done[k] if k in done else decode_clip(paths[k], spec, threads, info, "pyav" if backend == "pyav" else "ffmpeg",
-                                                               allow_stills)
+            if k in done:
+                clip, meta = done[k]
+            else:
+                with stages("decode"):
+                    clip, meta = decode_clip(paths[k], spec, threads, info, "pyav" if backend == "pyav" else "ffmpeg", allow_stills)
         except DecodeError as e:
             out.append((job, None, {"id": record.id, "path": record.path, "split": record.split, "reason": str(e)}, info))
             continue
@@ -247,14 +274,17 @@ def _decode_chunk(manifest: Manifest, jobs: list, spec: ClipSpec, threads: int, 
     return out
 
 
-def _probe(paths: list[Path], frame_fps: float | None) -> list:
-    """probe_many for video files (one ffmpeg process), io.frames.probe for frame folders."""
+def _probe(paths: list[Path], frame_fps: float | None, in_process: bool = True) -> list:
+    """VideoInfo or DecodeError per path: video files in-process by PyAV where it is installed and can
+    answer (`pyav.probe`), the others with one ffmpeg process (`probe_many`); frame folders by io.frames.probe."""
     folders = {k for k, p in enumerate(paths) if frame_folders.is_frame_folder(p)}
-    files = iter(probe_many([p for k, p in enumerate(paths) if k not in folders]))
+    known = {k: pyav.probe(p) for k, p in enumerate(paths) if k not in folders} if in_process and pyav.pyav_installed() else {}
+    asked = [k for k in range(len(paths)) if k not in folders and known.get(k) is None]
+    known.update(zip(asked, probe_many([paths[k] for k in asked])))
     out = []
     for k, p in enumerate(paths):
         if k not in folders:
-            out.append(next(files))
+            out.append(known[k])
         elif frame_fps is None:
             out.append(DecodeError("a folder, not a video file (a manifest of frame folders states their frame_fps)"))
         else:
@@ -332,10 +362,16 @@ def _extract_part(manifest: Manifest, store: Path, plan: ExtractPlan, cfg: Extra
         t0 = time.perf_counter()
         jobs = [(u, pos, r) for u in todo for pos, r in enumerate(u.records)]
         backend = plan.settings["backend"]
-        def decode(chunk):  # in the decode threads: JPEG encoding runs in parallel too
-            done = _decode_chunk(manifest, chunk, spec, threads, backend, cfg.allow_stills)
-            if cfg.frame_codec == "jpeg":
-                done = [(job, *_encode_jpeg(clip, meta, info, cfg), info) for job, clip, meta, info in done]
+        compress = {u.split for u in todo if cfg.format == "zarr" and cfg.frame_codec == "raw" and frame_chunked(store, u.split)}
+
+        def decode(chunk):  # in the decode threads: JPEG encoding and zstd compression run in parallel too
+            done = _decode_chunk(manifest, chunk, spec, threads, backend, cfg.allow_stills, report.stages)
+            with report.stages("encode"):
+                if cfg.frame_codec == "jpeg":
+                    done = [(job, *_encode_jpeg(clip, meta, info, cfg), info) for job, clip, meta, info in done]
+                elif compress:
+                    done = [(job, EncodedFrames.of(clip) if clip is not None and job[0].split in compress else clip, meta, info)
+                            for job, clip, meta, info in done]
             return done
         pool = ThreadPoolExecutor(cfg.workers)
         writer, failures, metas = None, [], []
@@ -346,7 +382,8 @@ def _extract_part(manifest: Manifest, store: Path, plan: ExtractPlan, cfg: Extra
                 if clip is None:
                     failures.append(meta)
                 else:
-                    writer.add(pos, record, clip, meta)
+                    with report.stages("write"):
+                        writer.add(pos, record, clip, meta)
                     metas.append(meta)
                     report.source_frames += meta["num_frames"]
                     report.rerouted += "rerouted" in meta
@@ -354,8 +391,9 @@ def _extract_part(manifest: Manifest, store: Path, plan: ExtractPlan, cfg: Extra
                 if progress:
                     progress()
                 if pos == len(unit.records) - 1:  # the unit is complete: publish it, then record it
-                    files = writer.commit()
-                    write_part(store, unit, files, metas, failures)
+                    with report.stages("write"):
+                        files = writer.commit()
+                        write_part(store, unit, files, metas, failures)
                     report.bytes_written += sum(f["bytes"] for f in files)
                     report.failures += len(failures)
                     writer, failures, metas = None, [], []

@@ -138,7 +138,7 @@ def resolve_backend(backend: str, fps: float | None = None) -> str:
     if backend == "pyav" and not pyav.pyav_installed():
         raise VidpipeError("--backend pyav needs PyAV: pip install av (or use --backend ffmpeg)")
     if backend == "auto":
-        if fps is None and dali.dali_installed() and dali.gpu_present():
+        if fps is None and dali.gpu_present() and dali.dali_installed():  # no GPU: DALI is not even imported
             return "dali"
         return "pyav" if pyav.pyav_installed() else "ffmpeg"
     return backend

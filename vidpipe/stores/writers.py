@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +47,43 @@ def sample_key(video_id: str) -> str:
     return video_id.replace("%", "%25").replace(".", "%2E")
 
 
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
+def npy_parts(array: np.ndarray) -> tuple[bytes, memoryview]:
+    """The .npy file of an array as (header, the array's own bytes): what np.save writes, with no copy."""
+    array = np.ascontiguousarray(array)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    return header.getvalue(), memoryview(array.reshape(-1).view(np.uint8))
+
+
+class TarStream:
+    """A tar written member by member: each member's header, then its bytes as given (no copy into a
+    buffer), padded to 512-byte blocks; closed by two zero blocks and padding to a 10 KiB record. The
+    bytes are those of webdataset's TarWriter (Python's tarfile, PAX format) for the same members, mtime,
+    mode and owner (tested)."""
+
+    def __init__(self, fh, mtime: int = 0, user: str = "vidpipe", group: str = "vidpipe", mode: int = 0o644):
+        self._fh, self._mtime, self._user, self._group, self._mode = fh, mtime, user, group, mode
+        self.offset = 0
+
+    def add(self, name: str, *parts) -> None:
+        """One member whose bytes are the concatenation of `parts` (bytes or memoryviews)."""
+        size = sum(memoryview(p).nbytes for p in parts)
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode, info.uname, info.gname = size, self._mtime, self._mode, self._user, self._group
+        self._write(info.tobuf(tarfile.DEFAULT_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        for part in parts:
+            self._write(part)
+        if size % tarfile.BLOCKSIZE:
+            self._write(tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
+
+    def close(self) -> None:
+        self._write(tarfile.NUL * 2 * tarfile.BLOCKSIZE)
+        if self.offset % tarfile.RECORDSIZE:
+            self._write(tarfile.NUL * (tarfile.RECORDSIZE - self.offset % tarfile.RECORDSIZE))
+
+    def _write(self, data) -> None:
+        self._fh.write(data)
+        self.offset += memoryview(data).nbytes
 
 
 class _HashingFile:
@@ -65,7 +99,7 @@ class _HashingFile:
         if self.discarded:  # an aborted shard: the tar stream's own late flush goes nowhere
             return len(data)
         self.sha256.update(data)
-        self.bytes += len(data)
+        self.bytes += memoryview(data).nbytes
         return self._fh.write(data)
 
     def flush(self) -> None:
@@ -83,25 +117,21 @@ class WebDatasetShard:
     frame, in order), <key>.cls, <key>.json."""
 
     def __init__(self, store: Path, unit: Unit):
-        import webdataset as wds
-
         self.final = store / unit.split / f"{unit.name}.tar"
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.final.with_name(self.final.name + ".tmp")
         self._fh = _HashingFile(self.tmp)
         # integer mtime: a float one costs every member an extra pax header, parsed again at every read
-        self._tar = wds.TarWriter(self._fh, mtime=0, user="vidpipe", group="vidpipe", mode=0o644)
+        self._tar = TarStream(self._fh, mtime=0, user="vidpipe", group="vidpipe", mode=0o644)
         self.store, self.count = store, 0
 
     def add(self, position: int, record, clip: np.ndarray | list[bytes], meta: dict) -> None:
-        frames = {f"{t:04d}.jpg": b for t, b in enumerate(clip)} if isinstance(clip, list) else {"frames.npy": npy_bytes(clip)}
+        frames = {f"{t:04d}.jpg": (b,) for t, b in enumerate(clip)} if isinstance(clip, list) else {"frames.npy": npy_parts(clip)}
+        members = {**frames, "cls": (str(record.label).encode(),), "json": (json.dumps(meta, sort_keys=True).encode(),)}
+        key = sample_key(record.id)
+        for suffix in sorted(members):  # the order webdataset's TarWriter writes them in
+            self._tar.add(f"{key}.{suffix}", *members[suffix])
         self.count += 1
-        self._tar.write({
-            "__key__": sample_key(record.id),
-            **frames,
-            "cls": str(record.label).encode(),
-            "json": json.dumps(meta, sort_keys=True).encode(),
-        })
 
     def commit(self) -> list[dict]:
         self._tar.close()
@@ -196,9 +226,12 @@ class ZarrShard:
         other_axes = ["0"] * (1 if codec == "jpeg" else 4)
         return store.joinpath(f"{unit.split}.zarr", "frames", "c", str(unit.index), *other_axes)
 
-    def add(self, position: int, record, clip: np.ndarray | list[bytes], meta: dict) -> None:
+    def add(self, position: int, record, clip: np.ndarray | list[bytes] | EncodedFrames, meta: dict) -> None:
         # fps stores: a video fills its own T frames of the row; the rest stays empty (zeros, b"")
-        if isinstance(clip, list):
+        if isinstance(clip, EncodedFrames):
+            assert self.frame_chunks, "frames encoded as chunks go to a store with one chunk per frame"
+            self.buffer[position] = clip
+        elif isinstance(clip, list):
             self.buffer[position, : len(clip)] = np.array(clip + [b""], dtype=object)[:-1]  # keeps bytes as elements
         elif self.frame_chunks:
             self.buffer[position] = clip
@@ -207,7 +240,8 @@ class ZarrShard:
 
     def commit(self) -> list[dict]:
         if self.frame_chunks:
-            write_frame_shard(self.final, self.buffer, self.array.shards[0], self.array.shape[1:])
+            written = write_frame_shard(self.final, self.buffer, self.array.shards[0], self.array.shape[1:])
+            return [{"path": str(self.final.relative_to(self.store)), **written}] if written else []
         else:
             start = self.unit.start
             self.array[start : start + len(self.buffer)] = self.buffer  # zarr writes it via temp file + rename
@@ -219,37 +253,63 @@ class ZarrShard:
         pass
 
 
-def write_frame_shard(path: Path, videos: list, per_shard: int, frame_shape: tuple[int, ...]) -> None:
-    """One shard of a per-frame-chunked raw array, in the zarr v3 sharding codec's layout: each frame's
-    zstd chunk (level ZARR_COMPRESSION_LEVEL, with zstd's content checksum), then the index ((offset,
-    nbytes) little-endian uint64 per chunk in C order over (video, t), 2**64-1 for a chunk never
-    written) and the CRC32C of the index. Frames equal to the fill value (all zero) are not written, as
-    zarr-python does not write them. No file at all when no frame is written."""
-    from numcodecs.zstd import Zstd
+@dataclass(frozen=True)
+class EncodedFrames:
+    """A raw clip as the zstd chunks of its frames (level ZARR_COMPRESSION_LEVEL, zstd's content checksum;
+    None for an all-zero frame, which zarr-python would not write either), compressed where the clip was
+    decoded so the thread writing shards only writes."""
 
-    zstd = Zstd(level=ZARR_COMPRESSION_LEVEL, checksum=True)
+    chunks: tuple
+
+    @classmethod
+    def of(cls, clip: np.ndarray) -> "EncodedFrames":
+        from numcodecs.zstd import Zstd
+
+        zstd = Zstd(level=ZARR_COMPRESSION_LEVEL, checksum=True)
+        return cls(tuple(zstd.encode(np.ascontiguousarray(f)) if f.any() else None for f in clip))
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+
+def frame_chunked(store: Path, split: str) -> bool:
+    """Whether a raw zarr store's array of `split` holds one chunk per frame (the layout `EncodedFrames`
+    fill; stores made before it hold one per video)."""
+    import zarr
+
+    return zarr.open_array(store / f"{split}.zarr" / "frames", mode="r").chunks[1] == 1
+
+
+def write_frame_shard(path: Path, videos: list, per_shard: int, frame_shape: tuple[int, ...]) -> dict | None:
+    """One shard of a per-frame-chunked raw array, in the zarr v3 sharding codec's layout: each frame's
+    chunk (`EncodedFrames`; a clip given as an array is encoded here), then the index ((offset, nbytes)
+    little-endian uint64 per chunk in C order over (video, t), 2**64-1 for a chunk never written) and
+    the CRC32C of the index. No file at all when no frame is written. Returns the file's bytes and
+    sha256 (hashed as written), or None."""
     t_max = frame_shape[0]
     index = np.full((per_shard * t_max, 2), np.iinfo(np.uint64).max, np.uint64)
     parts, offset = [], 0
     for v, frames in enumerate(videos):
-        for t in range(0 if frames is None else len(frames)):
-            frame = np.ascontiguousarray(frames[t])
-            if not frame.any():
-                continue
-            data = zstd.encode(frame)
-            index[v * t_max + t] = (offset, len(data))
-            parts.append(data)
-            offset += len(data)
+        if frames is None:
+            continue
+        for t, data in enumerate(frames.chunks if isinstance(frames, EncodedFrames) else EncodedFrames.of(frames).chunks):
+            if data is not None:
+                index[v * t_max + t] = (offset, len(data))
+                parts.append(data)
+                offset += len(data)
     if not parts:
         path.unlink(missing_ok=True)
-        return
+        return None
     table = index.astype("<u8").tobytes()
     parts += [table, crc32c(table)]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
+    digest = hashlib.sha256()
     with open(tmp, "wb") as fh:
         for part in parts:
+            digest.update(part)
             fh.write(part)
         fh.flush()
         os.fsync(fh.fileno())
     tmp.replace(path)
+    return {"bytes": offset + len(table) + 4, "sha256": digest.hexdigest()}
