@@ -7,7 +7,8 @@ says otherwise. The checkpoint is the one val (10 % of train, by video-id hash) 
 on the test split, which chooses nothing.
 
 Families (--family), each written to benchmarks/results/<family>-synthetic.json:
-- timesformer: TimeSformer and its RetNet hybrid, tiny preset (192 wide, 3 heads) cut to 4 blocks, from scratch.
+- timesformer: TimeSformer and its RetNet hybrid, tiny preset (192 wide, 3 heads) cut to 4 blocks, from scratch; the hybrid
+  twice, recomputing its temporal update in backward (the default) and keeping every activation.
 - vivit: ViViT factorised encoder, the tiny preset (Mini-ViViT: 4 spatial + 4 temporal blocks), from scratch
   and from an image model (central-frame init). No pretrained image file can be downloaded here, so the
   image model is a random-weight timm deit_tiny_patch16_224 built locally (seed 0): that run exercises the
@@ -42,6 +43,8 @@ FAMILIES = {
     "timesformer": {
         "timesformer": ("timesformer", TIMESFORMER, None),
         "timesformer_retnet": ("timesformer_retnet", TIMESFORMER + ["model_options.cls_mode=causal"], None),
+        # the same model keeping every activation for backward (before recompute_time, the default): the same training
+        "timesformer_retnet-kept": ("timesformer_retnet", TIMESFORMER + ["model_options.cls_mode=causal", "model_options.recompute_time=false"], None),
     },
     "vivit": {
         "vivit_fe-tiny": ("vivit_fe", ["model_options.preset=tiny", "model_options.image_size=64"], None),

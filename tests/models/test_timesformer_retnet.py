@@ -135,3 +135,51 @@ def test_recomputing_the_temporal_update_changes_no_output_or_gradient_and_saves
     for name, grad in outs[0][1].items():
         torch.testing.assert_close(outs[1][1][name], grad, rtol=0, atol=atol, msg=name)
     assert _saved_bytes(recomputed, x) < 0.8 * _saved_bytes(kept, x)
+
+
+
+class _Form(torch.nn.Module):
+    """One form of a retention as a module's forward, so torch.func.functional_call can swap its weights."""
+
+    def __init__(self, msr: MultiScaleRetention, form: str):
+        super().__init__()
+        self.msr, self.form = msr, form
+
+    def forward(self, z):
+        if self.form == "parallel":
+            return self.msr(z)
+        if self.form == "chunkwise":
+            return self.msr.forward_chunkwise(z, 2)
+        state, outs = None, []
+        for n in range(z.shape[1]):
+            y, state = self.msr.forward_step(z[:, n : n + 1], n, state)
+            outs.append(y)
+        return torch.cat(outs, 1)
+
+
+@pytest.mark.parametrize("form", ["parallel", "chunkwise", "recurrent"])
+def test_retention_gradients_pass_gradcheck_in_float64(form):
+    """Each form's analytic gradients (through rotation, decay, GroupNorm and gate) against finite
+    differences, for the input and every weight."""
+    torch.manual_seed(0)
+    module = _Form(MultiScaleRetention(8, 2).double(), form)
+    names = [n for n, _ in module.named_parameters()]
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    weights = tuple(p.detach().clone().requires_grad_() for p in module.parameters())
+    run = lambda x, *w: torch.func.functional_call(module, dict(zip(names, w)), (x,))  # noqa: E731
+    assert torch.autograd.gradcheck(run, (x, *weights), eps=1e-6, atol=1e-6, fast_mode=True)  # random directions: a few forwards
+
+
+def test_the_recomputed_hybrid_passes_gradcheck_in_float64():
+    """The default training path (the temporal update under activation checkpointing, drop-path off) against
+    finite differences, for the input clip and the first block's temporal weights."""
+    model = _model(dim=16, heads=2, mlp_dim=16, depth=1, image_size=16, frames=3).double().train()
+    with torch.no_grad():  # weights large enough that every temporal path moves the logits well past gradcheck's tolerance
+        for p in model.parameters():
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(p.numel()))
+    assert model.blocks[0].recompute
+    names = [n for n, _ in model.named_parameters() if n.startswith("blocks.0.temporal_attn.")]
+    x = torch.randn(1, 3, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+    weights = tuple(model.get_parameter(n).detach().clone().requires_grad_() for n in names)
+    run = lambda x, *w: torch.func.functional_call(model, dict(zip(names, w)), (x,))  # noqa: E731
+    assert torch.autograd.gradcheck(run, (x, *weights), eps=1e-6, atol=1e-6, fast_mode=True)  # random directions: a few forwards

@@ -34,6 +34,8 @@ VARIANTS = {
                                      "RetNet hybrid, chunkwise retention (chunks of 8), temporal update recomputed"),
     "timesformer_retnet-kept": ("timesformer_retnet", {"retention_form": "parallel", "recompute_time": False},
                                 "RetNet hybrid, parallel retention, every activation kept (before recompute_time)"),
+    "timesformer_retnet-mean": ("timesformer_retnet", {"retention_form": "parallel", "cls_mode": "mean"},
+                                "RetNet hybrid with TimeSformer's one video CLS (cls_mode=mean: not causal), temporal update recomputed"),
     "vivit_fe": ("vivit_fe", {}, "ViViT factorised encoder, the --preset's widths (base: 12 spatial + 4 temporal blocks), t = 2 tubelets"),
     "vivit_fe-mini": ("vivit_fe", {"preset": "tiny"}, "Mini-ViViT (vivit_fe tiny preset: DeiT-Ti width, 4 + 4 blocks) whatever --preset says"),
     "tsn_r50": ("tsm_r50", {"is_shift": False}, "TSN: ResNet-50 per segment, logits averaged (tsm_r50 with the shift off; no --preset)"),
@@ -253,10 +255,12 @@ def bench_models(variants=DEFAULT_VARIANTS, frames=(8, 16, 32, 64), size: int = 
         raise VidpipeError(f"unknown model variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     results = {"machine": platform.platform(), "device": device, "torch_threads": torch.get_num_threads(), "size": size, "batch": batch,
                "preset": preset, "steps": steps, "variants": {v: VARIANTS[v][2] for v in variants}, "rows": []}
-    for variant in variants:
-        for t in frames:
+    order = {v: k for k, v in enumerate(variants)}
+    for t in frames:  # the variants interleaved at each T, so a slow spell of a shared machine hits them alike
+        for variant in variants:
             log(f"{variant} T={t} ...")
             results["rows"].append(measure_isolated(variant, t, size, batch, preset, steps, device))
+            results["rows"].sort(key=lambda r: (order[r["variant"]], r["frames"]))
             if save is not None:  # what is measured so far survives a later row's failure
                 write_json(results, Path(save))
     results["summary"] = summarise(results)
