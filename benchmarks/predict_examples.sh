@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's `vidpipe predict` examples, on the demo's runs and held-out videos (run `make demo` first):
+# The docs' `vidpipe predict` examples (docs/predict.md), on the demo's runs and held-out videos (run `make demo` first):
 # whole videos, sliding windows and a stream; outputs in benchmarks/results/predict-examples.txt and *.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."

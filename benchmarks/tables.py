@@ -1,13 +1,19 @@
-"""README tables made from committed benchmark JSON (no figure typed by hand).
+"""The documentation's benchmark tables, made from the committed JSON (no figure typed by hand).
 
-Usage: .venv/bin/python benchmarks/tables.py stores|extract|hybrid|loader|peers|demo   (prints the Markdown table)
+A page holds a generated table between `<!-- table: NAME ... -->` and `<!-- /table -->`; `--write` rewrites
+every such block from the JSON (`make docs` runs it), `--check` lists the blocks that differ (a test runs it).
+
+Usage: .venv/bin/python benchmarks/tables.py NAME | --write | --check     (NAME prints one table)
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
+DOCS = Path(__file__).parent.parent / "docs"
+BLOCK = re.compile(r"(<!-- table: (\w+)[^>]*-->\n)(.*?)(<!-- /table -->)", re.S)  # the content may be empty
 STORE_ROWS = [  # README label -> the run's label in stores.json
     ("uniform 32 frames, raw, webdataset", "webdataset"),
     ("same, an ffmpeg process per video (`--backend ffmpeg`)", "webdataset, ffmpeg process"),
@@ -19,6 +25,15 @@ STORE_ROWS = [  # README label -> the run's label in stores.json
     ("same, 4:4:4 chroma (`--jpeg-subsampling 444`)", "webdataset, 15 fps, jpeg 4:4:4"),
     ("15 fps, 10 s, JPEG q90, zarr", "zarr, 15 fps, jpeg"),
 ]
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def _table(header: list[str], rows) -> str:
+    """A Markdown table: its header and rule lines, then one line per row."""
+    return "\n".join([*header, *rows]) + "\n"
 
 
 def stores() -> str:
@@ -71,7 +86,8 @@ def hybrid() -> str:
     data = json.loads((RESULTS / "hybrid-memory.json").read_text())
     names = {"timesformer": "TimeSformer (fused attention)", "timesformer-math": "TimeSformer (explicit softmax, as HF)",
              "timesformer_retnet": "hybrid, parallel, recompute_time (default)", "timesformer_retnet-chunkwise": "hybrid, chunkwise (8), recompute_time",
-             "timesformer_retnet-kept": "hybrid, parallel, every activation kept"}
+             "timesformer_retnet-kept": "hybrid, parallel, every activation kept",
+             "timesformer_retnet-mean": "hybrid, one video CLS (`cls_mode=mean`), recompute_time"}
     base = {r["frames"]: r for r in data["rows"] if r["variant"] == "timesformer"}
     lines = ["| model | T | activations MB | x TimeSformer | peak MB | x TimeSformer | train step s | x TimeSformer |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -81,7 +97,39 @@ def hybrid() -> str:
                      f"{r['peak_mb']:,.0f} | {r['peak_mb'] / b['peak_mb']:.2f} | {r['train_step_s']:.2f} | {r['train_step_s'] / b['train_step_s']:.2f} |")
     exps = data["summary"]["exponents"]
     lines.append("\nActivation growth in T (fitted exponent): " + ", ".join(f"{names.get(k, k)} {v['activation_memory']:.2f}" for k, v in exps.items()))
+    lines.append("\n" + _hybrid_verdict(data))
     return "\n".join(lines) + "\n"
+
+
+def _hybrid_verdict(data: dict) -> str:
+    """The card's claim (a quarter less memory than TimeSformer, faster training) against this run, in words made from its rows."""
+    rows = {(r["variant"], r["frames"]): r for r in data["rows"]}
+    ts = sorted(t for v, t in rows if v == "timesformer")
+
+    def ratios(variant: str, key: str) -> list[float]:
+        return [rows[variant, t][key] / rows["timesformer", t][key] for t in ts if (variant, t) in rows]
+
+    def span(values: list[float], digits: int = 2) -> str:
+        lo, hi = min(values), max(values)
+        return f"{lo:.{digits}f}x" if f"{lo:.{digits}f}" == f"{hi:.{digits}f}" else f"{lo:.{digits}f}-{hi:.{digits}f}x"
+
+    act, peak, step = (ratios("timesformer_retnet", k) for k in ("activation_mb", "peak_mb", "train_step_s"))
+    met = lambda ok: "met" if ok else "not met"  # noqa: E731
+    out = [f"**The card's claim, measured here** (the hybrid's default, parallel retention with `recompute_time`, against TimeSformer "
+           f"with fused attention, T = {', '.join(map(str, ts))}): activations {span(act, 3)} (goal <= 0.75x: {met(max(act) <= 0.75)}); "
+           f"peak memory {span(peak)} (goal below 1x at every T: {met(max(peak) < 1)}); train step {span(step)} "
+           f"(goal <= 1x at T = 8 and below at T = 32: {met(step[0] <= 1 and (32 not in ts or step[ts.index(32)] < 1))})."]
+    if ("timesformer_retnet-mean", ts[0]) in rows:
+        mean = span(ratios("timesformer_retnet-mean", "activation_mb"), 3)
+        out.append(f"With TimeSformer's single video CLS (`cls_mode=mean`, not causal) the activations are {mean}.")
+    if ("timesformer_retnet-chunkwise", ts[-1]) in rows:
+        long = [t for t in ts if t >= 32]
+        def versus(key: str) -> list[float]:  # chunkwise / parallel at T >= 32
+            return [rows["timesformer_retnet-chunkwise", t][key] / rows["timesformer_retnet", t][key] for t in long]
+
+        out.append(f"Chunkwise against parallel at T >= 32: activations {span(versus('activation_mb'), 3)}, peak {span(versus('peak_mb'))} "
+                   f"(goal strictly below: {met(max(versus('activation_mb') + versus('peak_mb')) < 1)}).")
+    return " ".join(out)
 
 
 LOADER_ROWS = [  # README label -> the row's path in loader.json
@@ -116,13 +164,10 @@ def loader() -> str:
 
 
 def peers() -> str:
-    data = json.loads((RESULTS / "peers.json").read_text())
-    lines = ["| contender | clips/s (median) | x vidpipe WebDataset raw |", "| --- | ---: | ---: |"]
-    for r in data["rows"]:
-        lines.append(f"| {r['contender']} | {r['clips_per_s']:,.0f} | {r['x_vidpipe_webdataset_raw']:.2f} |")
-    for name, why in data["skipped"].items():
-        lines.append(f"| {name} | skipped: {why} | |")
-    return "\n".join(lines) + "\n"
+    data = _load("peers.json")
+    return _table(["| contender | clips/s (median) | x vidpipe WebDataset raw |", "| --- | ---: | ---: |"],
+                  [*(f"| {r['contender']} | {r['clips_per_s']:,.0f} | {r['x_vidpipe_webdataset_raw']:.2f} |" for r in data["rows"]),
+                   *(f"| {name} | skipped: {why} | |" for name, why in data["skipped"].items())])
 
 
 def demo() -> str:
@@ -139,5 +184,144 @@ def demo() -> str:
     return "\n".join(lines) + "\n"
 
 
+MODEL_NAMES = {"timesformer": "TimeSformer (fused attention)", "timesformer-math": "TimeSformer (explicit softmax, as HF)",
+               "timesformer_retnet": "hybrid, parallel retention, recompute_time (default)",
+               "timesformer_retnet-chunkwise": "hybrid, chunkwise retention (8), recompute_time",
+               "timesformer_retnet-kept": "hybrid, parallel retention, every activation kept",
+               "timesformer_retnet-mean": "hybrid, one video CLS (`cls_mode=mean`)",
+               "vivit_fe": "ViViT FE base (t = 2)", "vivit_fe-mini": "Mini-ViViT (`vivit_fe` tiny)", "tsn_r50": "TSN ResNet-50 (shift off)",
+               "tsm_r50": "TSM ResNet-50", "tin_r50": "TIN ResNet-50", "squeezetime": "SqueezeTime (trained at batch 2)",
+               "r2plus1d_18": "R(2+1)D-18"}
+
+
+def models() -> str:
+    """benchmarks/results/models.json: the smallest and largest T of every variant."""
+    data = json.loads((RESULTS / "models.json").read_text())
+    lines = ["| model | T | params | GFLOPs | activations MB | peak MB | train step s | clips/s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for variant in dict.fromkeys(r["variant"] for r in data["rows"]):
+        rows = sorted((r for r in data["rows"] if r["variant"] == variant), key=lambda r: r["frames"])
+        name = MODEL_NAMES.get(variant, variant)
+        described = data["variants"].get(variant, "")
+        if variant.startswith("timesformer_retnet") and "recompute" not in described and "kept" not in described:
+            name = f"hybrid, {described.removeprefix('RetNet hybrid, ')}, every activation kept (measured before recompute_time)"
+        for k, r in enumerate([rows[0], rows[-1]] if len(rows) > 1 else rows):
+            name, params = (name, f"{r['params'] / 1e6:.1f} M") if k == 0 else ("", "")
+            lines.append(f"| {name} | {r['frames']} | {params} | {r['gflops_per_clip']:,.0f} | {r['activation_mb']:,.0f} | {r['peak_mb']:,.0f} | "
+                         f"{r['train_step_s']:.2f} | {r['infer_clips_per_s']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def pairs(family: str) -> str:
+    """benchmarks/results/<family>-synthetic.json: each run on the synthetic pairs (test split, the checkpoint val chose)."""
+    data = json.loads((RESULTS / f"{family}-synthetic.json").read_text())
+    inits = any(r["init"] != "none" for r in data["models"].values())
+    lines = ["| run | " + ("init | " if inits else "") + "params | val chose | test top-1 | within-pair (chance 0.5) | macro-F1 | train time |",
+             "| --- | " + ("--- | " if inits else "") + "---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in data["models"].items():
+        init = f"{r['init']} | " if inits else ""
+        lines.append(f"| `{name}` | {init}{r['params'] / 1e6:.2f} M | epoch {r['epoch']} | {r['top1']:.3f} | {r['within_pair']:.3f} | "
+                     f"{r['macro_f1']:.3f} | {r['train_seconds']:.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def features() -> str:
+    """benchmarks/results/features.json: each backbone over the same store."""
+    def row(r: dict) -> str:
+        stored = " x ".join(map(str, r["features"])) + (" + tokens " + " x ".join(map(str, r["tokens"])) if r["tokens"] else "")
+        return f"| {r['backbone']} | {r['videos_per_s']:.2f} | {r['frames_per_s']:.1f} | {stored} | {r['bytes_per_video'] / 1024:.1f} KB |"
+
+    return _table(["| backbone | videos/s | frames/s | stored per video | bytes per video |", "| --- | ---: | ---: | --- | ---: |"],
+                  map(row, _load("features.json")["rows"]))
+
+
+def latency() -> str:
+    """benchmarks/results/latency.json: batch-1 latency (PyTorch, onnxruntime) and batch-8 throughput."""
+    def row(r: dict) -> str:
+        onnx = f"{r['onnxruntime_latency_ms']:.0f}" if r.get("onnxruntime_latency_ms") is not None else "no export"
+        return (f"| `{r['variant']}` | {r['frames']}x{r['size']} | {r['params'] / 1e6:.1f} M | {r['gflops_per_clip']:.1f} | "
+                f"{r['latency_ms']:.0f} | {onnx} | {r['throughput_clips_per_s']:.2f} |")
+
+    return _table(["| model | T x S | params | GFLOPs / clip | PyTorch ms (batch 1) | onnxruntime ms (batch 1) | clips/s (batch 8) |",
+                   "| --- | --- | ---: | ---: | ---: | ---: | ---: |"], map(row, _load("latency.json")["rows"]))
+
+
+def extract_720p() -> str:
+    """benchmarks/results/extract-720p-cpu.json: the 720p set's ffmpeg path (and the DALI row, where it ran)."""
+    r = json.loads((RESULTS / "extract-720p-cpu.json").read_text())["rows"][0]
+    lines = ["| set | path | videos/s | source frames/s | of ceiling |", "| --- | --- | ---: | ---: | ---: |",
+             f"| 720p-h264 ({r['videos']} videos, {r['source_bytes'] / r['videos'] / 1024:,.0f} KB each) | ffmpeg -f null (ceiling) | "
+             f"{r['ceiling_videos_per_s']:.1f} | {r['ceiling_frames_per_s']:,.0f} | 100% |"]
+    for label, x in r["runs"].items():
+        if "skipped" in x:
+            lines.append(f"| | extract -> {label} | skipped ({x['skipped']}) | | |")
+        else:
+            lines.append(f"| | extract -> {label} | {x['videos_per_s']:.1f} | {x['frames_per_s']:,.0f} | {x['fraction_of_ceiling']:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def stream() -> str:
+    """benchmarks/results/predict-stream.json: a long stream's memory and speed."""
+    d = json.loads((RESULTS / "predict-stream.json").read_text())
+    return ("| video | frames | peak RSS after 10 s of video | peak RSS at the end | growth | frames/s |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: |\n"
+            f"| {d['video']} at {d['stream_fps']:.2f} frames/s | {d['end']['frames']:,} | {d['after_10s']['peak_rss_mb']:.1f} MB | "
+            f"{d['end']['peak_rss_mb']:.1f} MB | {d['peak_rss_growth_mb']:.1f} MB | {d['frames_per_s']:.1f} |\n")
+
+
+PERCEIVER_ORDER = ["r2plus1d-baseline", "8b-1c-1s", "8b-1c-2s", "8b-1c-6s", "7b-1c-1s", "6b-1c-6s", "4b-1c-6s", "4b-2c-12s", "8b-1c-only", "8b-1s-only"]
+
+
+def _perceiver_label(run: str) -> str:
+    """"8b-1c-6s" -> "8 blocks + 1 cross + 6 self"; "8b-1s-only" -> "8 blocks + 1 self only"."""
+    if run == "r2plus1d-baseline":
+        return "R(2+1)D-18 baseline"
+    words = {"b": "blocks", "c": "cross", "s": "self"}
+    parts = [f"{p[:-1]} {words[p[-1]]}" for p in run.split("-") if p != "only"]
+    return " + ".join(parts) + (" only" if run.endswith("-only") else "")
+
+
+def perceiver() -> str:
+    """benchmarks/results/perceiver-ablation-tiny.json: the study's ablation at the tiny scale, beside the study's figures."""
+    data = json.loads((RESULTS / "perceiver-ablation-tiny.json").read_text())
+    rows = {r["run"].removeprefix("run-"): r for r in data["rows"]}
+    lines = ["| configuration | study: val top-1 (HMDB51, K400 CNN) | here: params | here: val top-1 (epoch) | here: test top-1 | test macro-F1 | s/epoch |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for run in PERCEIVER_ORDER:
+        r = rows[run]
+        epoch = re.match(r"epoch (\d+)", r["val_from"]).group(1)
+        lines.append(f"| {_perceiver_label(run)} | {r['study_val_top1']:.3f} | {r['params_m']:.2f} M | {r['val_top1']:.3f} ({epoch}) | {r['top1']:.3f} | "
+                     f"{r['macro_f1']:.3f} | {r['epoch_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def predict_examples() -> str:
+    """benchmarks/results/predict-examples.txt (benchmarks/predict_examples.sh's output), as a shell session."""
+    return "```\n" + (RESULTS / "predict-examples.txt").read_text().rstrip("\n") + "\n```\n"
+
+
+TABLES = {"stores": stores, "extract": extract, "hybrid": hybrid, "models": models, "loader": loader, "peers": peers, "demo": demo,
+          "features": features, "latency": latency, "perceiver": perceiver, "predict_examples": predict_examples, "extract_720p": extract_720p, "stream": stream,
+          "timesformer_pairs": lambda: pairs("timesformer"), "vivit_pairs": lambda: pairs("vivit"), "tsm_pairs": lambda: pairs("tsm"),
+          "squeezetime_pairs": lambda: pairs("squeezetime")}
+
+
+def update_docs(write: bool) -> list[str]:
+    """The pages whose generated blocks differ from what the JSON gives (rewritten when `write`)."""
+    stale = []
+    for page in sorted(DOCS.rglob("*.md")):
+        text = page.read_text()
+        fresh = BLOCK.sub(lambda m: m.group(1) + TABLES[m.group(2)]().strip() + "\n" + m.group(4), text)
+        if fresh != text:
+            stale.append(str(page.relative_to(DOCS.parent)))
+            if write:
+                page.write_text(fresh)
+    return stale
+
+
 if __name__ == "__main__":
-    print({"stores": stores, "extract": extract, "hybrid": hybrid, "loader": loader, "peers": peers, "demo": demo}[sys.argv[1]](), end="")
+    if sys.argv[1] in ("--write", "--check"):
+        stale = update_docs(write=sys.argv[1] == "--write")
+        print("\n".join(f"{'rewrote' if sys.argv[1] == '--write' else 'stale'}: {p}" for p in stale) or "every generated table is current")
+        sys.exit(1 if stale and sys.argv[1] == "--check" else 0)
+    print(TABLES[sys.argv[1]](), end="")

@@ -24,7 +24,7 @@ def imported_by(modules: list[str]) -> set[str]:
 
 def test_every_package_is_in_a_layer():
     packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
-    assert packages == set(LAYERS), "add the new package to LAYERS (and to README's layout)"
+    assert packages == set(LAYERS), "add the new package to LAYERS (and to docs/architecture.md's layout)"
 
 
 @pytest.mark.parametrize("layer", LAYERS)
@@ -39,15 +39,15 @@ def test_the_helper_modules_import_no_package():
     assert imported_by(sorted(BASE)) == BASE
 
 
-def test_readme_layout_lists_exactly_the_packages():
-    readme = (PACKAGE.parent / "README.md").read_text()
-    section = readme.split("## Layout of this repository", 1)[1].split("\n## ", 1)[0]
+def test_the_documented_layout_lists_exactly_the_packages():
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    section = page.split("## Layout of this repository", 1)[1].split("\n## ", 1)[0]
     import re
 
     listed = set(re.findall(r"^vidpipe/(\w+)/", section, re.M))
-    assert listed == set(LAYERS), "README's layout section and the package tree differ"
+    assert listed == set(LAYERS), "docs/architecture.md's layout section and the package tree differ"
     modules = {p.name for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__")}
-    assert all(m in section for m in modules), "every top-level module is named in README's layout"
+    assert all(m in section for m in modules), "every top-level module is named in docs/architecture.md's layout"
 
 
 def _cli_imports(path: Path) -> set[str]:
