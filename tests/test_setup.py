@@ -35,11 +35,13 @@ def test_cli_starts_without_importing_torch():
     assert res.stdout.strip() == "[]"
 
 
-def test_make_test_lints_before_it_tests():
-    """`make test` (and so CI) runs ruff with the project's configuration before pytest."""
+def test_make_test_lints_before_it_tests_then_builds_the_docs():
+    """`make test` (and so CI) runs ruff with the project's configuration before pytest, then builds the
+    documentation strictly (a warning fails it)."""
     import re
     import tomllib
 
     recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M).group(1).splitlines()
-    assert "ruff check vidpipe tests benchmarks" in recipe[0] and "pytest" in recipe[-1]
+    assert "ruff check vidpipe tests benchmarks" in recipe[0] and "pytest" in recipe[1]
+    assert "mkdocs build --strict" in recipe[-1]
     assert tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["ruff"]["lint"]["select"] == ["E", "F", "W"]

@@ -97,7 +97,7 @@ def probe(path) -> VideoInfo | None:
             stream = videos[0]
             ctx = stream.codec_context
             codec = ctx.codec.canonical_name if ctx.codec else None
-            rate = _printed_rate(stream.average_rate) or _printed_rate(stream.base_rate)
+            rate = _printed_rate(stream.average_rate if stream.average_rate else stream.base_rate)  # ffmpeg prints fps, else tbr
             if codec is None or ctx.format is None or rate is None or not ctx.width or not ctx.height:
                 return None
             packets, ends, first = 0, [], None
@@ -111,7 +111,7 @@ def probe(path) -> VideoInfo | None:
                     first = packet
                 if packet.pts is not None:
                     ends.append(packet.pts + (packet.duration or 0))
-            if first is None or (codec in IMAGE_CODECS and packets == 1) or _rotation(ctx, first):
+            if first is None or (codec in IMAGE_CODECS and packets == 1) or _rotation(ctx, first) != 0:
                 return None
             sar = ctx.sample_aspect_ratio or stream.sample_aspect_ratio
             info = VideoInfo(
@@ -125,18 +125,21 @@ def probe(path) -> VideoInfo | None:
     return info
 
 
-def _rotation(ctx, packet) -> int:
-    """The display rotation of the first frame (degrees; 0 where none applies)."""
+def _rotation(ctx, packet) -> int | None:
+    """The display rotation of the first frame (degrees; 0 where none applies); None when the first packet
+    gives no frame to ask (the caller then cannot rule a rotation out)."""
     frames = list(ctx.decode(packet)) + list(ctx.decode(None))
-    return frames[0].rotation if frames else 0
+    return frames[0].rotation if frames else None
 
 
 def _printed_rate(rate) -> float | None:
     """A frame rate as ffmpeg's stream line prints it (two decimals, or whole), which the probe parses;
-    None when unset or printed in thousands ("90k tbr")."""
+    None when unset, or printed another way (in thousands, "90k fps", or below 0.005)."""
     if not rate:
         return None
     v = round(float(rate) * 100)
+    if v == 0:
+        return None
     if v % 100:
         return float(f"{float(rate):3.2f}")
     if v % (100 * 1000):

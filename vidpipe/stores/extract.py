@@ -362,7 +362,8 @@ def _extract_part(manifest: Manifest, store: Path, plan: ExtractPlan, cfg: Extra
         t0 = time.perf_counter()
         jobs = [(u, pos, r) for u in todo for pos, r in enumerate(u.records)]
         backend = plan.settings["backend"]
-        compress = {u.split for u in todo if cfg.format == "zarr" and cfg.frame_codec == "raw" and frame_chunked(store, u.split)}
+        raw_zarr = cfg.format == "zarr" and cfg.frame_codec == "raw"
+        compress = {split for split in {u.split for u in todo} if raw_zarr and frame_chunked(store, split)}  # splits of per-frame chunks
 
         def decode(chunk):  # in the decode threads: JPEG encoding and zstd compression run in parallel too
             done = _decode_chunk(manifest, chunk, spec, threads, backend, cfg.allow_stills, report.stages)
