@@ -37,7 +37,7 @@ def _table(header: list[str], rows) -> str:
 
 
 def stores() -> str:
-    row = next(r for r in json.loads((RESULTS / "stores.json").read_text())["rows"] if r["set"] == "kinetics-like")
+    row = next(r for r in _load("stores.json")["rows"] if r["set"] == "kinetics-like")
     lines = ["| store | bytes per video | vs source | KB per s of video | PSNR vs raw | extraction videos/s | of the ffmpeg / PyAV ceiling |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
              f"| source files | {row['source_bytes'] / row['videos'] / 1024:,.0f} KB | 1x | "
@@ -54,7 +54,7 @@ EXTRACT_SETS = {"hmdb51-like": "Xvid AVI 320x240, 90 frames", "synthetic": "H.26
 
 
 def extract() -> str:
-    data = json.loads((RESULTS / "extract.json").read_text())
+    data = _load("extract.json")
     lines = ["| set | path | videos/s | source frames/s | of the ffmpeg / PyAV ceiling | of decode + resize | store size | per video |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     rows = {r["set"]: r for r in data["rows"]}
@@ -83,7 +83,7 @@ def extract() -> str:
 
 
 def hybrid() -> str:
-    data = json.loads((RESULTS / "hybrid-memory.json").read_text())
+    data = _load("hybrid-memory.json")
     names = {"timesformer": "TimeSformer (fused attention)", "timesformer-math": "TimeSformer (explicit softmax, as HF)",
              "timesformer_retnet": "hybrid, parallel, recompute_time (default)", "timesformer_retnet-chunkwise": "hybrid, chunkwise (8), recompute_time",
              "timesformer_retnet-kept": "hybrid, parallel, every activation kept",
@@ -147,8 +147,8 @@ def _percent(row: dict, key: str) -> str:
 
 
 def loader() -> str:
-    tsn = json.loads((RESULTS / "loader.json").read_text())
-    dense = {r["path"]: r for r in json.loads((RESULTS / "loader-dense.json").read_text())["rows"]}
+    tsn = _load("loader.json")
+    dense = {r["path"]: r for r in _load("loader-dense.json")["rows"]}
     rows = {r["path"]: r for r in tsn["rows"]}
     lines = ["| loader | bytes per video | TSN 1x1x8 clips/s | vs decode | of the read limit | of the JPEG decode limit | dense 16x1 clips/s | vs decode |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -171,7 +171,7 @@ def peers() -> str:
 
 
 def demo() -> str:
-    data = json.loads((RESULTS / "demo.json").read_text())
+    data = _load("demo.json")
     lines = ["| model | test top-1 | within-pair accuracy | top-5 | macro-F1 | checkpoint (chosen on val) | train time |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, m in data["models"].items():
@@ -196,7 +196,7 @@ MODEL_NAMES = {"timesformer": "TimeSformer (fused attention)", "timesformer-math
 
 def models() -> str:
     """benchmarks/results/models.json: the smallest and largest T of every variant."""
-    data = json.loads((RESULTS / "models.json").read_text())
+    data = _load("models.json")
     lines = ["| model | T | params | GFLOPs | activations MB | peak MB | train step s | clips/s |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for variant in dict.fromkeys(r["variant"] for r in data["rows"]):
@@ -214,7 +214,7 @@ def models() -> str:
 
 def pairs(family: str) -> str:
     """benchmarks/results/<family>-synthetic.json: each run on the synthetic pairs (test split, the checkpoint val chose)."""
-    data = json.loads((RESULTS / f"{family}-synthetic.json").read_text())
+    data = _load(f"{family}-synthetic.json")
     inits = any(r["init"] != "none" for r in data["models"].values())
     lines = ["| run | " + ("init | " if inits else "") + "params | val chose | test top-1 | within-pair (chance 0.5) | macro-F1 | train time |",
              "| --- | " + ("--- | " if inits else "") + "---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -248,7 +248,7 @@ def latency() -> str:
 
 def extract_720p() -> str:
     """benchmarks/results/extract-720p-cpu.json: the 720p set's ffmpeg path (and the DALI row, where it ran)."""
-    r = json.loads((RESULTS / "extract-720p-cpu.json").read_text())["rows"][0]
+    r = _load("extract-720p-cpu.json")["rows"][0]
     lines = ["| set | path | videos/s | source frames/s | of ceiling |", "| --- | --- | ---: | ---: | ---: |",
              f"| 720p-h264 ({r['videos']} videos, {r['source_bytes'] / r['videos'] / 1024:,.0f} KB each) | ffmpeg -f null (ceiling) | "
              f"{r['ceiling_videos_per_s']:.1f} | {r['ceiling_frames_per_s']:,.0f} | 100% |"]
@@ -262,7 +262,7 @@ def extract_720p() -> str:
 
 def stream() -> str:
     """benchmarks/results/predict-stream.json: a long stream's memory and speed."""
-    d = json.loads((RESULTS / "predict-stream.json").read_text())
+    d = _load("predict-stream.json")
     return ("| video | frames | peak RSS after 10 s of video | peak RSS at the end | growth | frames/s |\n"
             "| --- | ---: | ---: | ---: | ---: | ---: |\n"
             f"| {d['video']} at {d['stream_fps']:.2f} frames/s | {d['end']['frames']:,} | {d['after_10s']['peak_rss_mb']:.1f} MB | "
@@ -283,7 +283,7 @@ def _perceiver_label(run: str) -> str:
 
 def perceiver() -> str:
     """benchmarks/results/perceiver-ablation-tiny.json: the study's ablation at the tiny scale, beside the study's figures."""
-    data = json.loads((RESULTS / "perceiver-ablation-tiny.json").read_text())
+    data = _load("perceiver-ablation-tiny.json")
     rows = {r["run"].removeprefix("run-"): r for r in data["rows"]}
     lines = ["| configuration | study: val top-1 (HMDB51, K400 CNN) | here: params | here: val top-1 (epoch) | here: test top-1 | test macro-F1 | s/epoch |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]

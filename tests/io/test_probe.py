@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from tests.stores.test_extract import _tree_bytes
 from vidpipe.datasets.adapters import build_manifest
 from vidpipe.io import pyav
 from vidpipe.io.ffmpeg import DecodeError, ffmpeg_binary, probe_many
@@ -105,5 +106,4 @@ def test_a_store_probed_in_process_has_the_bytes_of_one_probed_by_ffmpeg(synth_h
     extract(m, tmp_path / "in_process", cfg)
     monkeypatch.setattr(extract_mod.pyav, "probe", lambda path: None)  # every file declined: the ffmpeg probe answers
     extract(m, tmp_path / "ffmpeg", cfg)
-    tree = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.suffix != ".lock"}  # noqa: E731
-    assert tree(tmp_path / "in_process") == tree(tmp_path / "ffmpeg")
+    assert _tree_bytes(tmp_path / "in_process") == _tree_bytes(tmp_path / "ffmpeg")

@@ -76,24 +76,34 @@ def default_sets() -> tuple[str, ...]:
     return ("synthetic", "hmdb51-like") + (("720p-h264",) if dali_gpu_missing() is None else ())
 
 
-def decode_ceiling(paths: list[Path], workers: int) -> float:
-    threads = max(1, (os.cpu_count() or 1) // workers)
+def _threads(workers: int) -> int:
+    """Decoder threads per file when `workers` files decode at once (as extraction shares the cores)."""
+    return max(1, (os.cpu_count() or 1) // workers)
 
-    def run(p):
-        subprocess.run([ffmpeg_binary(), "-nostdin", "-loglevel", "error", "-threads", str(threads), "-i", str(p),
-                        "-map", "0:v:0", "-f", "null", "-"], check=True)
 
+def _timed(run, paths: list[Path], workers: int) -> float:
+    """Seconds to run `run` on every path, `workers` at a time."""
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(run, paths))
     return time.perf_counter() - t0
 
 
+def decode_ceiling(paths: list[Path], workers: int) -> float:
+    threads = _threads(workers)
+
+    def run(p):
+        subprocess.run([ffmpeg_binary(), "-nostdin", "-loglevel", "error", "-threads", str(threads), "-i", str(p),
+                        "-map", "0:v:0", "-f", "null", "-"], check=True)
+
+    return _timed(run, paths, workers)
+
+
 def pyav_ceiling(paths: list[Path], workers: int) -> float:
     """Seconds to decode every frame of every file in-process with PyAV (nothing converted or kept)."""
     import av
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = _threads(workers)
 
     def run(p):
         with av.open(str(p)) as container:
@@ -102,27 +112,17 @@ def pyav_ceiling(paths: list[Path], workers: int) -> float:
             for _ in container.decode(stream):
                 pass
 
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(run, paths))
-    return time.perf_counter() - t0
+    return _timed(run, paths, workers)
 
 
-def resize_ceiling(manifest, paths: list[Path], workers: int, frames: int, size: int) -> float | None:
+def resize_ceiling(paths: list[Path], workers: int, frames: int, size: int) -> float:
     """Seconds to decode every video in-process and resize its kept frames to the store's clips (probe
-    and decode as extraction does them, nothing encoded or written); None without PyAV."""
+    and decode as extraction does them with PyAV, nothing encoded or written)."""
     from vidpipe.io import pyav as pyav_io
     from vidpipe.io.decode import decode_clip
-    from vidpipe.stores.plan import ExtractConfig as Config
 
-    if not pyav_installed():
-        return None
-    spec = Config(frames=frames, size=size).spec
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda p: decode_clip(p, spec, threads, pyav_io.probe(p), "pyav"), paths))
-    return time.perf_counter() - t0
+    spec, threads = ExtractConfig(frames=frames, size=size).spec, _threads(workers)
+    return _timed(lambda p: decode_clip(p, spec, threads, pyav_io.probe(p), "pyav"), paths, workers)
 
 
 def disk_write_speed(work: Path, nbytes: int = 256 * 2**20) -> float:
@@ -164,7 +164,7 @@ def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers:
         if pyav_installed():
             row["pyav_ceiling_s"] = pyav_ceiling(paths, workers)
             row["pyav_ceiling_videos_per_s"] = len(paths) / row["pyav_ceiling_s"]
-            row["resize_ceiling_s"] = resize_ceiling(manifest, paths, workers, frames, size)
+            row["resize_ceiling_s"] = resize_ceiling(paths, workers, frames, size)
             row["resize_ceiling_videos_per_s"] = len(paths) / row["resize_ceiling_s"]
         row["runs"] = {}
         for label, settings in RUNS[name]:
@@ -194,7 +194,7 @@ def bench_extract(work: Path | None = None, videos_per_class: int = 20, workers:
             x["of_bound"] = bound / report.seconds  # of the larger of decode + resize and writing the bytes
             raw = label.replace(", jpeg 4:4:4", "").replace(", jpeg", "")
             if settings.get("frame_codec") == "jpeg" and raw in row["runs"]:  # the JPEG frames against the same store's raw frames
-                row["runs"][label]["psnr_db_vs_raw"] = psnr_between(work / f"{name}-{raw.replace(', ', '-')}", out)
+                x["psnr_db_vs_raw"] = psnr_between(work / f"{name}-{raw.replace(', ', '-')}", out)
         results["rows"].append(row)
     return results
 

@@ -242,9 +242,7 @@ def _packets_end(path: Path, stream: int, timeout: float) -> float | None:
         try:
             with av.open(str(path)) as container:
                 s = container.streams[stream]
-                ends = [p.pts + (p.duration or 0) for p in container.demux(s) if p.pts is not None]
-                start = s.start_time or 0
-                return float((max(ends) - start) * s.time_base) if ends else None
+                return packets_end([p.pts + (p.duration or 0) for p in container.demux(s) if p.pts is not None], s)
         except (av.FFmpegError, IndexError, ValueError):
             pass
     try:
@@ -256,6 +254,11 @@ def _packets_end(path: Path, stream: int, timeout: float) -> float | None:
         return None
     h, m, sec = times[-1]
     return int(h) * 3600 + int(m) * 60 + float(sec)
+
+
+def packets_end(ends: list[int], stream) -> float | None:
+    """Seconds from a PyAV stream's start to the latest end (pts + duration, in its time base) of its packets."""
+    return float((max(ends) - (stream.start_time or 0)) * stream.time_base) if ends else None
 
 
 def _open_error(stderr: str) -> DecodeError:

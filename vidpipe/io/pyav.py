@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from vidpipe.io.ffmpeg import IMAGE_CODECS, DecodeError, Geometry, VideoInfo, looks_short
+from vidpipe.io.ffmpeg import IMAGE_CODECS, DecodeError, Geometry, VideoInfo, looks_short, packets_end
 
 
 def pyav_installed() -> bool:
@@ -118,8 +118,8 @@ def probe(path) -> VideoInfo | None:
                 codec=codec, width=ctx.width, height=ctx.height, sar=float(sar) if sar else 1.0, rotation=0, fps=rate,
                 num_frames=packets, duration=_printed_duration(container.duration), stream=stream.index, pix_fmt=ctx.format.name,
             )
-            if looks_short(info) and ends:
-                info = dataclasses.replace(info, packets_end=float((max(ends) - (stream.start_time or 0)) * stream.time_base))
+            if looks_short(info):
+                info = dataclasses.replace(info, packets_end=packets_end(ends, stream))
     except (av.FFmpegError, ValueError, IndexError):
         return None
     return info

@@ -96,7 +96,7 @@ class _HashingFile:
         self.discarded = False
 
     def write(self, data) -> int:
-        if self.discarded:  # an aborted shard: the tar stream's own late flush goes nowhere
+        if self.discarded:  # an aborted shard: nothing more reaches the file that is about to be deleted
             return len(data)
         self.sha256.update(data)
         self.bytes += memoryview(data).nbytes
@@ -211,7 +211,7 @@ class ZarrShard:
         # this resumes) with one chunk per video: zarr-python writes that layout, as it did then
         self.frame_chunks = codec == "raw" and self.array.chunks[1] == 1
         if self.frame_chunks:
-            self.buffer = [None] * n  # each video's (T', H, W, 3) frames; None for a failed one
+            self.buffer = [None] * n  # each video's EncodedFrames; None for a failed one
         elif codec == "jpeg":
             self.buffer = np.empty((n, spec.frames), dtype=object)
             self.buffer[...] = b""  # a failed video's frames read as empty bytes (and `valid` says so)
@@ -233,8 +233,8 @@ class ZarrShard:
             self.buffer[position] = clip
         elif isinstance(clip, list):
             self.buffer[position, : len(clip)] = np.array(clip + [b""], dtype=object)[:-1]  # keeps bytes as elements
-        elif self.frame_chunks:
-            self.buffer[position] = clip
+        elif self.frame_chunks:  # a clip not encoded where it was decoded
+            self.buffer[position] = EncodedFrames.of(clip)
         else:
             self.buffer[position, : len(clip)] = clip
 
@@ -268,9 +268,6 @@ class EncodedFrames:
         zstd = Zstd(level=ZARR_COMPRESSION_LEVEL, checksum=True)
         return cls(tuple(zstd.encode(np.ascontiguousarray(f)) if f.any() else None for f in clip))
 
-    def __len__(self) -> int:
-        return len(self.chunks)
-
 
 def frame_chunked(store: Path, split: str) -> bool:
     """Whether a raw zarr store's array of `split` holds one chunk per frame (the layout `EncodedFrames`
@@ -280,9 +277,9 @@ def frame_chunked(store: Path, split: str) -> bool:
     return zarr.open_array(store / f"{split}.zarr" / "frames", mode="r").chunks[1] == 1
 
 
-def write_frame_shard(path: Path, videos: list, per_shard: int, frame_shape: tuple[int, ...]) -> dict | None:
+def write_frame_shard(path: Path, videos: list[EncodedFrames | None], per_shard: int, frame_shape: tuple[int, ...]) -> dict | None:
     """One shard of a per-frame-chunked raw array, in the zarr v3 sharding codec's layout: each frame's
-    chunk (`EncodedFrames`; a clip given as an array is encoded here), then the index ((offset, nbytes)
+    chunk (`EncodedFrames`; None for a failed video), then the index ((offset, nbytes)
     little-endian uint64 per chunk in C order over (video, t), 2**64-1 for a chunk never written) and
     the CRC32C of the index. No file at all when no frame is written. Returns the file's bytes and
     sha256 (hashed as written), or None."""
@@ -292,7 +289,7 @@ def write_frame_shard(path: Path, videos: list, per_shard: int, frame_shape: tup
     for v, frames in enumerate(videos):
         if frames is None:
             continue
-        for t, data in enumerate(frames.chunks if isinstance(frames, EncodedFrames) else EncodedFrames.of(frames).chunks):
+        for t, data in enumerate(frames.chunks):
             if data is not None:
                 index[v * t_max + t] = (offset, len(data))
                 parts.append(data)
