@@ -14,7 +14,7 @@ $(BIN)/python:
 # The DALI extra is part of the test install (its CPU path is tested on VP9); where the platform has
 # no DALI wheel the install goes on without it and the DALI tests skip, saying why.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,docs,dali]' || { echo "NVIDIA DALI unavailable here: installing without it"; $(BIN)/pip install -q -c constraints.txt -e '.[test,docs]'; }
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,docs,dali,remote]' || { echo "NVIDIA DALI unavailable here: installing without it"; $(BIN)/pip install -q -c constraints.txt -e '.[test,docs,remote]'; }
 	$(BIN)/python -c "import torch, torchvision; print(f'torch {torch.__version__}, torchvision {torchvision.__version__}')"
 	touch $(STAMP)
 

@@ -163,6 +163,21 @@ def loader() -> str:
     return "\n".join(lines) + "\n"
 
 
+def remote() -> str:
+    """benchmarks/results/loader-remote.json: the same JPEG WebDataset store from local disk, a bucket and an HTTP server."""
+    data = _load("loader-remote.json")
+    rows = [r for r in data["rows"] if r["path"].startswith("webdataset jpeg store")]
+    table = _table(["| where the store is | TSN 1x1x8 clips/s (median of rounds) | MB/s of frames | of local disk |", "| --- | ---: | ---: | ---: |"],
+                   [f"| {r['path'].removeprefix('webdataset jpeg store').strip() or 'local disk'} | {r['clips_per_s']:,.0f} | {r['mb_per_s']:,.0f} | "
+                    f"{_percent(r, 'of_local') or '100%'} |" for r in rows])
+    short = [f"{r['path'].removeprefix('webdataset jpeg store at ')} {r['of_local']:.0%}" for r in rows if r.get("of_local", 1) < 0.8]
+    verdict = ("Every remote row reaches the goal of 80% of local disk." if not short else
+               f"Goal (80% of local disk) met by every row but {', '.join(short)}.")
+    servers = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in data.get("server_cpu_s", {}).items())
+    return table + (f"\n{verdict} Machine: {data['cpus']} CPUs, both servers on 127.0.0.1 sharing them with the loader"
+                    + (f" (CPU time the servers used over the whole run: {servers})." if servers else ".") + "\n")
+
+
 def peers() -> str:
     data = _load("peers.json")
     return _table(["| contender | clips/s (median) | x vidpipe WebDataset raw |", "| --- | ---: | ---: |"],
@@ -300,7 +315,7 @@ def predict_examples() -> str:
     return "```\n" + (RESULTS / "predict-examples.txt").read_text().rstrip("\n") + "\n```\n"
 
 
-TABLES = {"stores": stores, "extract": extract, "hybrid": hybrid, "models": models, "loader": loader, "peers": peers, "demo": demo,
+TABLES = {"stores": stores, "extract": extract, "hybrid": hybrid, "models": models, "loader": loader, "remote": remote, "peers": peers, "demo": demo,
           "features": features, "latency": latency, "perceiver": perceiver, "predict_examples": predict_examples, "extract_720p": extract_720p, "stream": stream,
           "timesformer_pairs": lambda: pairs("timesformer"), "vivit_pairs": lambda: pairs("vivit"), "tsm_pairs": lambda: pairs("tsm"),
           "squeezetime_pairs": lambda: pairs("squeezetime")}

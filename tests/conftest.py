@@ -60,3 +60,55 @@ def first_sample_key(store: Path) -> str:
     index = json.loads((store / "store.json").read_text())
     with tarfile.open(store / index["splits"]["train"]["files"][0]["path"]) as tar:
         return next(iter(tar)).name.split(".")[0]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3-compatible server (moto's standalone server, what s3fs itself tests against) on 127.0.0.1,
+    started for the session and stopped after it; skipped where moto is not installed."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the test extra)")
+    pytest.importorskip("s3fs", reason="s3:// stores need s3fs (the remote extra)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("moto's S3 server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, monkeypatch, request):
+    """A fresh bucket on the local S3 server, its name; credentials and endpoint in the environment, as a
+    user sets them (AWS_ENDPOINT_URL: an S3-compatible server)."""
+    import hashlib
+
+    import s3fs
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret-do-not-print",
+                       "AWS_ENDPOINT_URL": s3_endpoint, "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    name = "t-" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:20]
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.mkdir(name)
+    yield name
+    fs.rm(name, recursive=True)
+    s3fs.S3FileSystem.clear_instance_cache()

@@ -125,7 +125,18 @@ def raw_read(store: Store, split: str) -> tuple[float, int]:
 
 def bench_loader(manifest: Manifest, stores: list[Store], cfg: ClipConfig, split: str = "train", workers: int = 2,
                  batch_size: int = 8, clips: int = 400, decode_clips: int = 64, train_model: str | None = None,
-                 train_steps: int = 8, device: str = "cpu", rounds: int = 3) -> dict:
+                 train_steps: int = 8, device: str = "cpu", rounds: int = 3, cache_dir: str | Path | None = None) -> dict:
+    """Stores at a URL (a bucket, an HTTP server) get loader rows of their own, streamed and, with `cache_dir`,
+    read through the shard cache, each as a fraction of the same store's row from local disk (`of_local`,
+    when a local store with the same store.json is among `stores`); ceilings and limits are local-disk rows."""
+    local = [s for s in stores if s.remote is None]
+    contenders = [(s, f"{_name(s)} store", None) for s in local]
+    for s in stores:
+        if s.remote is not None:
+            scheme = s.root.split("://")[0]
+            contenders.append((s, f"{_name(s)} store at {scheme}:// (streamed)", None))
+            if cache_dir is not None and s.format == "webdataset":
+                contenders.append((s, f"{_name(s)} store at {scheme}:// (--cache-dir)", cache_dir))
     first = stores[0]
     t, h, w, _ = first.clip_shape
     results = {"split": split, "workers": workers, "batch_size": batch_size, "sampling": cfg.sampling.name,
@@ -141,25 +152,31 @@ def bench_loader(manifest: Manifest, stores: list[Store], cfg: ClipConfig, split
 
     # every store's loader is started first, then timed in interleaved rounds (the machine's load drifts)
     streams = []
-    for store in stores:
-        loader = clip_loader(store, split, cfg, batch_size=batch_size, workers=workers)
+    for store, _, cache in contenders:
+        loader = clip_loader(store, split, cfg, batch_size=batch_size, workers=workers, cache_dir=cache)
         batches = _endless(loader)
         next(batches)  # open files and start workers outside the timed part
         streams.append(batches)
-    rates = [[] for _ in stores]
+    rates = [[] for _ in contenders]
     for _ in range(rounds):
         for k, batches in enumerate(streams):
             for _ in range(2 * workers):  # made by its workers (prefetch 2 each) while the other stores were timed
                 next(batches)
             seconds, n, nbytes = _time_batches(batches, clips)
             rates[k].append((n / seconds, nbytes / seconds / 2**20))
-    for store, batches, store_rates in zip(stores, streams, rates):
+    for (store, label, _), batches, store_rates in zip(contenders, streams, rates):
         batches.close()
         stored = sum(f["bytes"] for f in store.index["splits"][split]["files"]) / store.index["splits"][split]["count"]
-        results["rows"].append({"path": f"{_name(store)} store", "store": str(store.root), "clips": clips, "rounds": rounds,
+        results["rows"].append({"path": label, "store": store.name, "clips": clips, "rounds": rounds,
                                 "clips_per_s_rounds": [r for r, _ in store_rates],
                                 "clips_per_s": statistics.median(r for r, _ in store_rates),
                                 "mb_per_s": statistics.median(mb for _, mb in store_rates), "stored_bytes_per_video": stored})
+    for (store, label, _) in contenders[len(local):]:  # a remote row against the same store's row from local disk
+        twin = next((s for s in local if s.index == store.index), None)
+        if twin is not None:
+            row = next(r for r in results["rows"] if r["path"] == label)
+            row["of_local"] = row["clips_per_s"] / next(r for r in results["rows"] if r["path"] == f"{_name(twin)} store")["clips_per_s"]
+    stores = local
     for store in stores:
         raw_read(store, split)  # warm: every row reads from the same (cached) state
         seconds, nbytes = raw_read(store, split)
@@ -167,7 +184,7 @@ def bench_loader(manifest: Manifest, stores: list[Store], cfg: ClipConfig, split
         results["rows"].append({"path": f"raw read of the {_name(store)} files (ceiling)", "clips": store.index["splits"][split]["count"],
                                 "seconds": seconds, "clips_per_s": nbytes / per_clip / seconds, "mb_per_s": nbytes / seconds / 2**20})
 
-    results["limits"] = physical_limits(stores, split, cfg, workers, clips)
+    results["limits"] = physical_limits(stores, split, cfg, workers, clips) if stores else {}
     base = max(r["clips_per_s"] for r in results["rows"] if "decoder" in r)
     if train_model:
         _add_data_wait(results, manifest, stores, cfg, split, workers, batch_size, train_model, train_steps, device)
@@ -311,6 +328,8 @@ def table_rows(results: dict) -> list[list]:
     for r in results["rows"]:
         row = [r["path"], f"{r['clips_per_s']:.1f}", f"{r['mb_per_s']:.0f}", f"{r['x_decode']:.1f}x", _percent(r, "of_ceiling"),
                _percent(r, "of_read_limit"), _percent(r, "of_jpeg_decode_limit"), results["workers"]]
+        if any("of_local" in x for x in results["rows"]):
+            row.insert(5, _percent(r, "of_local"))
         if "train_step" in results:
             row.append(f"{r['data_wait']['wait_fraction']:.0%} of {r['data_wait']['step_s']:.2f} s" if "data_wait" in r else "-")
         rows.append(row)
@@ -321,6 +340,8 @@ def table_rows(results: dict) -> list[list]:
             continue
         row = [label, f"{limit['clips_per_s']:.1f}", f"{limit.get('mb_per_s', 0):.0f}" if "mb_per_s" in limit else "-",
                f"{limit['clips_per_s'] / results['decode_clips_per_s']:.1f}x", "-", "-", "-", limit.get("processes", 1)]
+        if any("of_local" in x for x in results["rows"]):
+            row.insert(5, "-")
         if "train_step" in results:
             row.append("-")
         rows.append(row)
@@ -329,6 +350,8 @@ def table_rows(results: dict) -> list[list]:
 
 def table_columns(results: dict) -> list[str]:
     columns = ["path", "clips/s", "MB/s", "vs decode", "of raw read", "of read limit", "of JPEG decode limit", "workers"]
+    if any("of_local" in r for r in results["rows"]):
+        columns.insert(5, "of local disk")
     if "train_step" in results:
         columns.append(f"data wait ({results['train_step']['model']} step)")
     return columns

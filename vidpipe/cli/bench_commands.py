@@ -51,7 +51,9 @@ def bench_extract_cmd(work, videos_per_class, workers, frames, size, sets, json_
 @bench.command("loader")
 @click.option("--dataset", required=True, help="Dataset adapter of the source videos (for the decode-every-epoch row).")
 @click.option("--root", required=True, type=click.Path(), help="Dataset root.")
-@click.option("--store", "stores", required=True, multiple=True, type=click.Path(file_okay=False), help="A store of the same videos; repeat for both formats.")
+@click.option("--store", "stores", required=True, multiple=True, type=click.Path(file_okay=False),
+              help="A store of the same videos, a folder or a URL (s3://, https://: remote rows); repeat for several.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Also time each remote WebDataset store through a shard cache here.")
 @click.option("--split", default="train", help="Split to read.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, help="DataLoader workers for every row.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, help="Clips per batch.")
@@ -63,7 +65,8 @@ def bench_extract_cmd(work, videos_per_class, workers, frames, size, sets, json_
 @click.option("--train-steps", type=click.IntRange(min=1), default=8, show_default=True, help="Training steps timed per loader with --train-model.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="Where --train-model steps run.")
 @click.option("--json", "json_path", required=True, type=click.Path(dir_okay=False), help="Where to write the results (JSON).")
-def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, rounds, decode_clips, sampling, train_model, train_steps, device, json_path):
+def bench_loader_cmd(dataset, root, stores, cache_dir, split, workers, batch_size, clips, rounds, decode_clips, sampling, train_model, train_steps, device,
+                     json_path):
     """Clips/s: decode every epoch vs WebDataset and zarr stores vs a raw read of the store files."""
     from vidpipe.datasets import adapters
     from vidpipe.data.augment import AugmentConfig
@@ -85,7 +88,7 @@ def bench_loader_cmd(dataset, root, stores, split, workers, batch_size, clips, r
     manifest = adapters.build_manifest(dataset, root)
     cfg = ClipConfig(sampling=Sampling.parse(sampling), train=True, augment=AugmentConfig(size=112))
     device = resolve_device(device).type
-    results = bench_loader(manifest, opened, cfg, split, workers, batch_size, clips, decode_clips, train_model, train_steps, device, rounds)
+    results = bench_loader(manifest, opened, cfg, split, workers, batch_size, clips, decode_clips, train_model, train_steps, device, rounds, cache_dir)
     results["machine"] = platform.platform()
     t, h, w, _ = results["clip_shape"]
     ui.table(f"loader throughput ({split}, sampling {sampling}, stored clips {t}x{h}x{w}, batch {batch_size})",

@@ -15,6 +15,7 @@ from vidpipe.datasets import adapters, cards
 from vidpipe.stores.extract import BACKENDS, FORMATS, FRAME_CODECS, ExtractConfig, extract, finalize
 from vidpipe.datasets.manifest import Manifest
 from vidpipe.stores.clips import Store
+from vidpipe.stores.remote import is_url, shown
 
 
 @cli.command("extract")
@@ -49,12 +50,15 @@ from vidpipe.stores.clips import Store
 @click.option("--allow-outside-root", is_flag=True, help="Let --manifest paths be absolute or lead out of its root with `..` (refused by default).")
 @click.option("--allow-stills", is_flag=True, help="Store a still image (or cover art) as a video of one repeated frame instead of failing it.")
 @click.option("--finalize", "finalize_store", type=click.Path(file_okay=False), help="Only merge the parts of STORE into store.json.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="With a bucket --out: where the shards in flight are staged [default: a temporary folder].")
 def extract_cmd(dataset, root, split, frame_fps, val_fraction, manifest_path, out, fmt, frames, fps, max_seconds, size, backend, workers, shard_size,
-                frame_codec, jpeg_quality, jpeg_subsampling, max_failures, num_shards, shard_id, overwrite, allow_outside_root, allow_stills, finalize_store):
-    """Decode every video once into a WebDataset or zarr store."""
+                frame_codec, jpeg_quality, jpeg_subsampling, max_failures, num_shards, shard_id, overwrite, allow_outside_root, allow_stills, finalize_store,
+                cache_dir):
+    """Decode every video once into a WebDataset or zarr store, in a folder or a bucket (s3://, gs://, az://)."""
     if finalize_store:
-        index = finalize(finalize_store)
-        ui.print_store_summary(index, f"finalized {finalize_store}")
+        index = finalize(finalize_store, cache_dir)
+        ui.print_store_summary(index, f"finalized {shown(finalize_store)}")
         return
     if not out:
         raise VidpipeError("--out STORE is required")
@@ -78,11 +82,12 @@ def extract_cmd(dataset, root, split, frame_fps, val_fraction, manifest_path, ou
     num_shards = num_shards or int(os.environ.get("WORLD_SIZE", 1))
     shard_id = shard_id if shard_id is not None else int(os.environ.get("RANK", 0))
     spec = cfg.spec
-    ui.console.print(f"extract {len(manifest.records)} videos of {manifest.dataset} -> {out} "
+    ui.console.print(f"extract {len(manifest.records)} videos of {manifest.dataset} -> {shown(out)} "
                      f"({cfg.format}, {f'{cfg.fps:g} fps, at most {cfg.max_seconds:g} s, ' if cfg.fps else f'{spec.frames}x'}{spec.height}x{spec.width}, "
                      f"{cfg.frame_codec} frames, {cfg.workers} workers, part {shard_id + 1}/{num_shards})")
     with ui.progress_bar(len(manifest.records), "extract") as advance:
-        report = extract(manifest, out, cfg, overwrite=overwrite, part=(shard_id, num_shards), progress=advance)
+        report = extract(manifest, out, cfg, overwrite=overwrite, part=(shard_id, num_shards), progress=advance, cache_dir=cache_dir)
+    out = shown(out)
     if report.nothing_to_do:
         ui.out.print(f"nothing to do: every shard of this part is already in {out}")
     else:
@@ -97,7 +102,7 @@ def extract_cmd(dataset, root, split, frame_fps, val_fraction, manifest_path, ou
             reasons = collections.Counter(r["reason"] for r in rerouted)
             ui.table(f"decoded by an ffmpeg process instead of {report.summary['settings']['backend']}", ["reason", "videos"], [[r, n] for r, n in reasons.most_common()])
         if report.summary["failures"]:
-            ui.warn(f"{len(report.summary['failures'])} videos failed; reasons in {Path(out) / 'failures.jsonl'}")
+            ui.warn(f"{len(report.summary['failures'])} videos failed; reasons in {out}/failures.jsonl")
         if note := above_source_rate(report.summary):
             ui.warn(note)
     else:
@@ -119,6 +124,8 @@ def above_source_rate(index: dict) -> str | None:
 def _is_feature_store(store: str) -> bool:
     from vidpipe.files import read_json
 
+    if is_url(store):  # feature stores are folders
+        return False
     index = Path(store) / "store.json"
     if not index.is_file():
         return False
@@ -147,7 +154,7 @@ def inspect_cmd(store, grid, split, per_class):
         return
     s = Store.open(store)
     c = s.index["clip"]
-    ui.out.print(f"{store}: {s.format} store of {s.index['dataset']}, {s.index['num_classes']} classes, "
+    ui.out.print(f"{s.name}: {s.format} store of {s.index['dataset']}, {s.index['num_classes']} classes, "
                  f"clips {c['frames']}x{c['height']}x{c['width']}x3 uint8"
                  f"{', JPEG q%d frames' % c['jpeg_quality'] if c.get('codec') == 'jpeg' else ''}, backends {s.index['backends']}")
     ui.print_store_summary(s.index, "splits")
@@ -171,5 +178,5 @@ def verify_cmd(store):
     if problems:
         for p in problems[:20]:
             ui.console.print(f"[red]{p}[/red]")
-        raise VidpipeError(f"{ui.plural(len(problems), 'problem')} in {store}; {fix}")
-    ui.out.print(f"{store}: {n} files, {what} OK")
+        raise VidpipeError(f"{ui.plural(len(problems), 'problem')} in {shown(store)}; {fix}")
+    ui.out.print(f"{shown(store)}: {n} files, {what} OK")

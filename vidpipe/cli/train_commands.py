@@ -103,7 +103,10 @@ class TrainCommand(click.Command):
 
 @cli.command("train", cls=TrainCommand, context_settings={"ignore_unknown_options": True})
 @click.option("--model", help="A registered model (see `vidpipe models`) [default: the recipe's or config's].")
-@click.option("--data", "data_path", type=click.Path(file_okay=False), help="Feature store or clip store [with --resume: the run's].")
+@click.option("--data", "data_path", type=click.Path(file_okay=False), help="Feature store or clip store (a folder, or a clip store's URL: "
+              "s3://, gs://, az://, https://) [with --resume: the run's].")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="A bucket's WebDataset store: keep its shards here after their first read (data.cache_dir).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML or YAML run config.")
 @click.option("--recipe", help="Start from a recipe (`vidpipe recipes`): its model, init and schedule; overrides go on top.")
@@ -111,7 +114,7 @@ class TrainCommand(click.Command):
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped, with its saved settings "
               "(overrides may change only optim.epochs, data.workers, data.path, threads and device).")
 @click.argument("overrides", nargs=-1)
-def train_cmd(model, data_path, out, config_path, recipe, dry_run, resume, overrides):
+def train_cmd(model, data_path, cache_dir, out, config_path, recipe, dry_run, resume, overrides):
     """Train a model. Extra arguments are dotted overrides: optim.lr=3e-4 data.frames=16 model_options.depth=4"""
     from vidpipe.errors import VidpipeError
     from vidpipe.train.config import as_today, load_config, resolved_settings
@@ -131,7 +134,8 @@ def train_cmd(model, data_path, out, config_path, recipe, dry_run, resume, overr
         raise VidpipeError("pass --model NAME, --recipe NAME or --config FILE (or --resume a run in --out)")
     if not (data_path or saved):
         raise VidpipeError("--data STORE is required (a feature store or a clip store)")
-    flags = {**({"data.path": ("--data", data_path)} if data_path else {}), **({"model": ("--model", model)} if model else {})}
+    flags = {**({"data.path": ("--data", data_path)} if data_path else {}), **({"model": ("--model", model)} if model else {}),
+             **({"data.cache_dir": ("--cache-dir", cache_dir)} if cache_dir else {})}
     # a resumed run starts from its saved settings: the command line adds only what it changes
     cfg = load_config(config_path, list(overrides), base=as_today(saved["config"]) if saved else None, flags=flags, log=ui.warn)
     if cfg.recipe:
@@ -164,7 +168,8 @@ def train_cmd(model, data_path, out, config_path, recipe, dry_run, resume, overr
 
 @cli.command("eval")
 @click.argument("run_or_checkpoint", type=click.Path())
-@click.option("--data", "data_path", type=click.Path(file_okay=False), help="Store to evaluate on [default: the training data].")
+@click.option("--data", "data_path", type=click.Path(file_okay=False), help="Store to evaluate on, a folder or a URL [default: the training data].")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="A bucket's WebDataset store: keep its shards here.")
 @click.option("--split", default=None, help="Split [default: test if present, else val]; val on a store without one is the run's carve of train.")
 @click.option("--out", type=click.Path(file_okay=False), help="Report directory [default: RUN/eval-SPLIT].")
 @click.option("--test-clips", type=click.IntRange(min=1), default=None, help="Clip stores: clips per video, averaged.")
@@ -172,12 +177,12 @@ def train_cmd(model, data_path, out, config_path, recipe, dry_run, resume, overr
 @click.option("--fusion", type=click.Choice(["mean", "vote"]), default="mean", show_default=True,
               help="How a video's views make its prediction: mean softmax scores, or the majority vote of their argmaxes.")
 @ui.threads_option(apply=False)
-def eval_cmd(run_or_checkpoint, data_path, split, out, test_clips, test_crops, fusion, threads):
+def eval_cmd(run_or_checkpoint, data_path, cache_dir, split, out, test_clips, test_crops, fusion, threads):
     """Evaluate a checkpoint: top-1/top-5, mean-class accuracy, macro-F1, per-class CSV, confusion PNG."""
     from vidpipe.train.evaluate import evaluate_checkpoint
 
     r = evaluate_checkpoint(run_or_checkpoint, data_path, split, out, test_clips, int(test_crops) if test_crops else None, fusion=fusion,
-                            threads=threads)
+                            threads=threads, cache_dir=cache_dir)
     m = r["metrics"]
     if r["random_weights_features"]:
         ui.warn("features from RANDOM backbone weights: a demo number, not an accuracy claim")

@@ -32,10 +32,14 @@ from vidpipe.models.weights import Transforms
 from vidpipe.files import read_json
 from vidpipe.stores.clips import Store
 from vidpipe.stores.features import FeatureStore, weights_identity
+from vidpipe.stores.remote import is_url, location
 
 
 def open_data_index(path: str | Path) -> dict:
-    """The store.json of a feature or clip store, checked by the store's own reader before anything trusts it."""
+    """The store.json of a feature or clip store, checked by the store's own reader before anything trusts it.
+    A clip store may be in a bucket (a URL); feature stores are folders."""
+    if is_url(path):
+        return Store.open(path).index
     index_path = Path(path) / "store.json"
     if not index_path.is_file():
         raise VidpipeError(f"{index_path} not found: --data must be a feature store (cache-features) or a clip store (extract)")
@@ -300,7 +304,7 @@ def build_data(cfg, rank: int = 0, world_size: int = 1, train: bool = True, spli
     when the store has it, else val; "val" on a store without one is the carve the run trained with).
     `cfg` is a TrainConfig; the model it names says which input to produce. `spec`: the inputs a run
     recorded (eval), instead of making them from `cfg` (training); every loader is derived from it."""
-    root = Path(cfg.data.path)
+    root = location(cfg.data.path)
     index = open_data_index(root)
     is_features = index.get("format") == "vidpipe-features"
     splits = list(index["splits"])
@@ -348,13 +352,16 @@ def build_data(cfg, rank: int = 0, world_size: int = 1, train: bool = True, spli
     aug, train_sampling, test_sampling = spec.augment_config(), spec.sampling(train=True), spec.sampling(train=False)
     flip_map = {int(k): int(v) for k, v in d.flip_map.items()}
     train_loader = val_loader = None
+    store = Store.open(root)
     if train:
         clips = ClipConfig(train_sampling, True, aug, cfg.seed, flip_map or None, train_choice.holdout)
-        train_loader = _Views(clip_loader(root, train_choice.split, clips, d.batch_size, d.workers, rank, world_size), 1)
+        train_loader = _Views(clip_loader(store, train_choice.split, clips, d.batch_size, d.workers, rank, world_size,
+                                               cache_dir=d.cache_dir or None), 1)
         _require_videos(train_loader.loader.dataset, train_choice, root)
     if val_choice:
         test_clips = ClipConfig(test_sampling, False, aug, cfg.seed, holdout=val_choice.holdout)
-        val_loader = _Views(clip_loader(root, val_choice.split, test_clips, d.batch_size, d.workers, rank, world_size),
+        val_loader = _Views(clip_loader(store, val_choice.split, test_clips, d.batch_size, d.workers, rank, world_size,
+                                             cache_dir=d.cache_dir or None),
                             test_sampling.views(test=True) * aug.test_crops)
         _require_videos(val_loader.loader.dataset, val_choice, root)
     return TrainData(train_loader, val_loader, index["classes"], None, spec.kind, provenance(index), spec, DeviceTransform(aug),

@@ -24,6 +24,7 @@ the shard count; training draws shards with replacement and gives every rank the
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -31,7 +32,9 @@ import os
 import signal
 import tarfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,7 +47,9 @@ from vidpipe.datasets.manifest import hash_fraction
 from vidpipe.data.sampling import Sampling, view_indices
 from vidpipe.data.slots import BatchSlots, SlotCollate, Taken
 from vidpipe.stores.chunks import ChunkReader
-from vidpipe.stores.clips import IndexMismatch, Store, damaged_chunk, zarr_lengths
+from vidpipe.files import sha256_file
+from vidpipe.stores.clips import IndexMismatch, Store, damaged_chunk, open_zarr_group, zarr_lengths
+from vidpipe.stores.remote import Remote, is_url, shown
 from vidpipe.stores.shards import damaged_shard, index_shard, npy_frames_shape
 
 
@@ -122,7 +127,7 @@ class ZarrClips(Dataset):
     def __init__(self, store: Store, split: str, spec: ClipConfig):
         if store.format != "zarr":
             raise VidpipeError(f"{store.root} is a {store.format} store; use WebDatasetClips (or clip_loader) for it")
-        self.path, self.split, self.root = store.array_path(split), split, store.root
+        self.path, self.split, self.root = store.array_path(split), split, store.name
         group = store.zarr_group(split)  # checked against store.json
         ids = group["ids"][:]
         # failed videos leave holes; skip them (and the videos a holdout leaves out)
@@ -145,13 +150,11 @@ class ZarrClips(Dataset):
         shard files (ChunkReader, only the wanted frames' chunks), anything else through zarr-python,
         reopened in each worker (its event-loop thread does not survive fork)."""
         if self._pid != os.getpid():
-            import zarr
-
-            reader = ChunkReader.open(self.path / "frames")
+            reader = None if is_url(self.path) else ChunkReader.open(self.path / "frames")
             if reader is not None:
                 self._read = reader.frames
-            else:
-                array = zarr.open_group(self.path, mode="r")["frames"]
+            else:  # a bucket's store through zarr's fsspec store
+                array = open_zarr_group(self.path)["frames"]
                 self._read = lambda row, wanted: array[row][wanted]
             self._pid = os.getpid()
         return self._read
@@ -195,15 +198,19 @@ class WebDatasetClips(IterableDataset):
     """
 
     def __init__(self, store: Store, split: str, spec: ClipConfig, shuffle_buffer: int = 256,
-                 rank: int = 0, world_size: int = 1, resampled: bool = False, handler=None):
+                 rank: int = 0, world_size: int = 1, resampled: bool = False, handler=None, cache_dir: str | Path | None = None):
         if store.format != "webdataset":
-            raise VidpipeError(f"{store.root} is a {store.format} store; use ZarrClips (or clip_loader) for it")
+            raise VidpipeError(f"{store.name} is a {store.format} store; use ZarrClips (or clip_loader) for it")
         self.urls = store.shard_paths(split)
+        # a bucket's shards: streamed in one pass each, or downloaded once into cache_dir and read from there
+        self.remote = store.remote
+        self.cache = ShardCache(cache_dir, store.remote) if store.remote and cache_dir else None
+        self.files = dict(zip(self.urls, store.index["splits"][split]["files"]))
         # samples per shard, where store.json records it: a shard that lost whole samples is refused
         self.shard_counts = {u: f.get("count") for u, f in zip(self.urls, store.index["splits"][split]["files"])}
         listed = store.index["splits"][split]["count"]
         if None not in self.shard_counts.values() and sum(self.shard_counts.values()) != listed:
-            raise IndexMismatch(store.root / "store.json", f"split {split}: its shards hold {sum(self.shard_counts.values())} samples, "
+            raise IndexMismatch(store.index_path, f"split {split}: its shards hold {sum(self.shard_counts.values())} samples, "
                                                            f"its count says {listed}")
         ids = store.ids(split) if spec.holdout is not None else None
         self.count = store.index["splits"][split]["count"] if ids is None else sum(map(spec.keeps, ids))
@@ -259,23 +266,28 @@ class WebDatasetClips(IterableDataset):
         """Parse every shard's handles now, in this process, up to SHARD_INDEX_BUDGET: DataLoader workers
         forked afterwards inherit them instead of each parsing the shards it meets (shards move between
         workers from epoch to epoch, so every worker would otherwise parse most of them)."""
-        for url in self.urls:
-            self._entries(url)
+        if self.remote is None:  # a bucket's shards are fetched by the workers that read them
+            for url in self.urls:
+                self._entries(url)
 
-    def _entries(self, url: str) -> list[dict]:
-        """A shard's sample handles, parsed once per process and kept while the budget allows."""
+    def _entries(self, url: str, data: bytes | None = None) -> list[dict]:
+        """A shard's sample handles, parsed once per process and kept while the budget allows. `data`: the
+        bytes of a bucket's shard, fetched whole (its handles are kept by its sha256 in store.json)."""
         global _shard_index_bytes
         try:
-            stat = os.stat(url)
-            key = (url, stat.st_size, stat.st_mtime_ns)
+            if data is None:
+                stat = os.stat(url)
+                key, size = (url, stat.st_size, stat.st_mtime_ns), stat.st_size
+            else:
+                key, size = (url, len(data), self.files[url]["sha256"]), len(data)
             entries = _SHARD_INDEX.get(key)
             if entries is None:
-                entries = index_shard(url, stat.st_size)
+                entries = index_shard(url, size, data)
                 cost = sum(256 + len(e.get("json", b"")) + 16 * len(e.get("jpegs", ())) for e in entries)
                 if _shard_index_bytes + cost <= SHARD_INDEX_BUDGET:
                     _SHARD_INDEX[key], _shard_index_bytes = entries, _shard_index_bytes + cost
         except (tarfile.TarError, OSError, VidpipeError) as e:
-            raise damaged_shard(url, e) from None
+            raise damaged_shard(shown(url), e) from None
         expected = self.shard_counts.get(url)
         if expected is not None and len(entries) != expected:
             raise damaged_shard(url, ValueError(f"{len(entries)} samples, store.json says {expected}"))
@@ -289,9 +301,37 @@ class WebDatasetClips(IterableDataset):
         streaming every byte of the tar. Handles come from `_entries` (Python's tarfile costs ~50 us a
         member, ~2 ms a sample of 32 JPEG frames, so they are parsed once per process and kept).
         """
+        if self.remote is not None and self.cache is None:
+            yield from self._fetched(shards)
+            return
         for shard in shards:
-            for entry in self._entries(shard["url"]):
+            local = self.cache.local(self.files[shard["url"]]) if self.cache else shard["url"]
+            for entry in self._entries(local):
                 yield dict(entry)  # later stages add keys to their copy
+
+    def _fetched(self, shards):
+        """A bucket's shards, each fetched whole into memory with one GET while the one before it is read
+        (a thread fetches one ahead), then read as a local shard is: only the sampled frames are decoded,
+        and handles are parsed once per process. Memory: the shards whose samples the shuffle buffer holds."""
+        pool = ThreadPoolExecutor(1)
+        try:
+            ahead = None
+            for shard in itertools.chain(shards, [None]):
+                following = (shard["url"], pool.submit(self._fetch, shard["url"])) if shard is not None else None
+                if ahead is not None:
+                    url, data = ahead[0], ahead[1].result()
+                    for entry in self._entries(url, data):
+                        yield {**entry, "data": data}
+                ahead = following
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _fetch(self, url: str) -> bytes:
+        entry = self.files[url]
+        data = self.remote.read_bytes(entry["path"])
+        if len(data) != entry["bytes"]:
+            raise damaged_shard(shown(url), ValueError(f"{len(data)} bytes, store.json says {entry['bytes']}"))
+        return data
 
     def _check(self, sample: dict, shape: tuple) -> int:
         """The label, once the sample's shape and label agree with store.json."""
@@ -304,6 +344,19 @@ class WebDatasetClips(IterableDataset):
 
     def _item(self, sample: dict) -> dict:
         meta = sample["meta"]
+        if "data" in sample:  # a bucket's shard, in memory
+            data = memoryview(sample["data"])
+            if "jpegs" in sample:
+                spans = sample["jpegs"].tolist()
+                shape = (len(spans), *self.frame_shape)
+                read = lambda wanted: jpeg.decode([data[spans[t][0]:spans[t][0] + spans[t][1]] for t in wanted])  # noqa: E731
+            else:
+                fh = io.BytesIO(data)
+                fh.seek(sample["offset"])
+                shape = npy_frames_shape(fh, f"{shown(sample['__url__'])}: sample {sample['__key__']!r}")
+                frames = np.frombuffer(data, np.uint8, count=int(np.prod(shape)), offset=fh.tell()).reshape(shape)
+                read = lambda wanted: frames[wanted]  # noqa: E731
+            return self.spec.read_item(shape, read, self._check(sample, shape), meta["id"], self.epoch.get())
         if "jpegs" in sample:
             spans = sample["jpegs"].tolist()
             shape = (len(spans), *self.frame_shape)
@@ -317,6 +370,30 @@ class WebDatasetClips(IterableDataset):
             label = self._check(sample, shape)
             start = fh.tell()
             return self.spec.read_item(shape, lambda wanted: _read_frames(fh, start, shape, wanted), label, meta["id"], self.epoch.get())
+
+
+class ShardCache:
+    """A bucket's shards kept in a local folder (`--cache-dir`) for runs of several epochs on a slow link:
+    each downloaded once, checked against its sha256 in store.json, and named by it, so a shard that
+    changed is fetched again and one cache serves any number of stores."""
+
+    def __init__(self, root: str | Path, remote: Remote):
+        self.root, self.remote = Path(root) / "shards", remote
+
+    def local(self, entry: dict) -> str:
+        path = self.root / f"{entry['sha256']}.tar"
+        if path.is_file() and path.stat().st_size == entry["bytes"]:
+            return str(path)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+        try:
+            self.remote.download(entry["path"], tmp)
+            if sha256_file(tmp) != entry["sha256"]:
+                raise VidpipeError(f"shard {shown(self.remote.url_of(entry['path']))} does not match its sha256 in store.json; "
+                                   f"run `vidpipe verify {shown(self.remote.url)}`, then re-extract")
+            tmp.replace(path)  # other workers see the whole shard or none
+        finally:
+            tmp.unlink(missing_ok=True)
+        return str(path)
 
 
 SHARD_INDEX_BUDGET = 256 << 20  # bytes of kept shard handles per process (~1 KB a sample, ~3 KB in fps stores)
@@ -481,9 +558,10 @@ def _ignore_interrupts(worker_id: int) -> None:
 
 def clip_loader(store: str | Store, split: str, spec: ClipConfig, batch_size: int = 8, workers: int = 2,
                 rank: int | None = None, world_size: int | None = None, shuffle_buffer: int = 256,
-                pin_memory: bool = False) -> EpochLoader:
-    """A loader over either store format. Under DDP (or given rank/world_size), training uses
-    DistributedSampler (zarr) or resampled shards with an equal batch count per rank (WebDataset)."""
+                pin_memory: bool = False, cache_dir: str | Path | None = None) -> EpochLoader:
+    """A loader over either store format, in a folder or a bucket. Under DDP (or given rank/world_size),
+    training uses DistributedSampler (zarr) or resampled shards with an equal batch count per rank
+    (WebDataset). `cache_dir`: keep a bucket's WebDataset shards there after their first read."""
     store = store if isinstance(store, Store) else Store.open(store)
     if rank is None or world_size is None:
         rank, world_size = dist_info()
@@ -495,7 +573,7 @@ def clip_loader(store: str | Store, split: str, spec: ClipConfig, batch_size: in
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=spec.train, seed=spec.seed)
         return EpochLoader(dataset, kwargs, sampler=sampler, item_shape=item_shape)
     resampled = spec.train and world_size > 1
-    dataset = WebDatasetClips(store, split, spec, shuffle_buffer, rank, world_size, resampled)
+    dataset = WebDatasetClips(store, split, spec, shuffle_buffer, rank, world_size, resampled, cache_dir=cache_dir)
     if workers > 0:  # parsed once here, inherited by the forked workers
         dataset.index_shards()
     batches = math.ceil(dataset.count / (world_size * batch_size)) if resampled else None

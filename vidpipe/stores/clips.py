@@ -18,6 +18,7 @@ from vidpipe.errors import VidpipeError
 from vidpipe.files import COMPONENT, inside, read_json, sha256_file
 from vidpipe.io import jpeg
 from vidpipe.stores.chunks import ChunkReader
+from vidpipe.stores.remote import Remote, is_url, shown
 from vidpipe.stores.shards import damaged_shard, read_samples
 
 
@@ -41,6 +42,33 @@ def verify_files(root: Path, files: list[dict], progress=None) -> list[str]:
     return problems
 
 
+def verify_remote_files(remote: Remote, files: list[dict], progress=None) -> list[str]:
+    """`verify_files` for a store in a bucket: one listing for the sizes, every object read back for its sha256."""
+    sizes, problems = remote.sizes_of([f["path"] for f in files]), []
+    for f in files:
+        size = sizes.get(f["path"])
+        if size is None:
+            problems.append(f"missing object {f['path']}")
+        elif size != f["bytes"]:
+            problems.append(f"size mismatch {f['path']}: {size} bytes, store.json says {f['bytes']}")
+        elif remote.sha256(f["path"]) != f["sha256"]:
+            problems.append(f"checksum mismatch {f['path']}")
+        if progress:
+            progress()
+    return problems
+
+
+def open_zarr_group(path: str | Path):
+    """A zarr group, read-only, from a folder or a URL (zarr's fsspec store)."""
+    import zarr
+
+    if is_url(path):
+        from zarr.storage import FsspecStore
+
+        return zarr.open_group(FsspecStore.from_url(str(path), read_only=True), mode="r")
+    return zarr.open_group(path, mode="r")
+
+
 def zarr_lengths(group) -> np.ndarray:
     """Frames per video of a zarr split: its `lengths` array (fps stores), else every row's T."""
     return group["lengths"][:] if "lengths" in group else np.full(group["frames"].shape[0], group["frames"].shape[1])
@@ -54,8 +82,9 @@ def damaged_chunk(root: Path, split: str, row: int, error: Exception) -> Vidpipe
 class IndexMismatch(VidpipeError):
     """store.json and the data it describes disagree; `problem` says how, for `vidpipe verify` to list."""
 
-    def __init__(self, path: Path, problem: str):
-        super().__init__(f"{path} disagrees with its data or is damaged ({problem}); run `vidpipe verify {path.parent}`, then re-extract")
+    def __init__(self, path: str | Path, problem: str):
+        store = str(path).rsplit("/", 1)[0]  # a folder's or a URL's store.json
+        super().__init__(f"{path} disagrees with its data or is damaged ({problem}); run `vidpipe verify {store}`, then re-extract")
         self.problem = problem
 
 
@@ -85,24 +114,51 @@ def check_index(path: Path, index: dict) -> None:
 
 @dataclass
 class Store:
-    root: Path
+    root: Path | str  # a folder, or a URL (s3://, gs://, az://, https://)
     index: dict  # store.json
+    remote: Remote | None = None  # the store's objects, when root is a URL
 
     @classmethod
     def open(cls, root: str | Path) -> "Store":
-        root = Path(root)
-        path = root / "store.json"
-        if not path.is_file():
-            hint = " (extraction unfinished: rerun `vidpipe extract`, or `--finalize` it)" if (root / "_extract").is_dir() else ""
-            raise VidpipeError(f"{path} not found: {root} is not a finished vidpipe store{hint}")
-        index = read_json(path, f"re-extract {root}")
+        remote = Remote(str(root)) if is_url(root) else None
+        root = remote.url if remote else Path(root)
+        path = f"{shown(root)}/store.json" if remote else root / "store.json"
+        unfinished = " (extraction unfinished: rerun `vidpipe extract`, or `--finalize` it)"
+        if remote:
+            if remote.size("store.json") is None:
+                hint = unfinished if remote.size("_extract/plan.json") is not None else ""
+                raise VidpipeError(f"{path} not found: {shown(root)} is not a finished vidpipe store{hint}")
+            index = remote.read_json("store.json", f"re-extract {shown(root)}")
+        else:
+            if not path.is_file():
+                hint = unfinished if (root / "_extract").is_dir() else ""
+                raise VidpipeError(f"{path} not found: {root} is not a finished vidpipe store{hint}")
+            index = read_json(path, f"re-extract {root}")
         if not isinstance(index, dict) or "vidpipe_store" not in index:
             if isinstance(index, dict) and index.get("format") == "vidpipe-features":
                 raise VidpipeError(f"{root} is a feature store (from `vidpipe cache-features`), not a clip store; "
                                    f"its clip store is {index.get('source_store', {}).get('path')}")
             raise VidpipeError(f"{path} is not a vidpipe store index")
         check_index(path, index)
-        return cls(root, index)
+        return cls(root, index, remote)
+
+    @property
+    def name(self) -> str:
+        """The store as it is printed: its folder, or its URL without credentials."""
+        return shown(self.root) if self.remote else str(self.root)
+
+    @property
+    def index_path(self) -> str | Path:
+        return f"{self.name}/store.json" if self.remote else self.root / "store.json"
+
+    @property
+    def location(self) -> str:
+        """Where the store is, as a record names it: the absolute folder, or the URL."""
+        return self.name if self.remote else str(Path(self.root).resolve())
+
+    def read_bytes(self, rel: str) -> bytes:
+        """One of the store's own files (store.json, manifest.jsonl) by its relative path."""
+        return self.remote.read_bytes(rel) if self.remote else inside(self.root, rel, f"a file of {self.root}").read_bytes()
 
     @property
     def format(self) -> str:
@@ -135,6 +191,15 @@ class Store:
         """The split's shard files, each checked to lie inside the store and to have the size store.json
         records (a shard cut at a member boundary still parses as a tar: its size gives it away)."""
         self._check_split(split)
+        if self.remote:  # sizes from one listing (a HEAD each from an HTTP server)
+            sizes = self.remote.sizes_of([f["path"] for f in self.index["splits"][split]["files"]])
+            for f in self.index["splits"][split]["files"]:
+                url = self.remote.url_of(f["path"])
+                if sizes.get(f["path"]) is None:
+                    raise VidpipeError(f"shard {shown(url)} is missing; run `vidpipe verify {self.name}`, then re-extract")
+                if sizes[f["path"]] != f["bytes"]:
+                    raise damaged_shard(shown(url), ValueError(f"{sizes[f['path']]} bytes, store.json says {f['bytes']}"))
+            return [self.remote.url_of(f["path"]) for f in self.index["splits"][split]["files"]]
         paths = []
         for f in self.index["splits"][split]["files"]:
             path = inside(self.root, f["path"], f"store.json of {self.root}")
@@ -147,8 +212,10 @@ class Store:
             paths.append(str(path))
         return paths
 
-    def array_path(self, split: str) -> Path:
+    def array_path(self, split: str) -> Path | str:
         self._check_split(split)
+        if self.remote:
+            return self.remote.url_of(self.index["splits"][split]["array"])
         return inside(self.root, self.index["splits"][split]["array"], f"store.json of {self.root}")
 
     def check_sample(self, split: str, vid: str, shape: tuple, label: int) -> None:
@@ -156,7 +223,7 @@ class Store:
         t, h, w, c = self.clip_shape
         ok_t = shape[0] == t if self.mode == "uniform" else 1 <= shape[0] <= t
         if len(shape) != 4 or not ok_t or tuple(shape[1:]) != (h, w, c) or not 0 <= label < len(self.classes):
-            raise IndexMismatch(self.root / "store.json", f"{split}/{vid}: frames {tuple(shape)} and label {label}, "
+            raise IndexMismatch(self.index_path, f"{split}/{vid}: frames {tuple(shape)} and label {label}, "
                                                           f"store.json says {self.clip_shape} and {len(self.classes)} classes")
 
     def records(self, split: str) -> list:
@@ -165,7 +232,12 @@ class Store:
 
         self._check_split(split)
         failed = {f["id"] for f in self.index["failures"] if f.get("split") == split}
-        return [r for r in Manifest.read(self.root / "manifest.jsonl", allow_outside_root=True).split_records(split) if r.id not in failed]
+        if self.remote:
+            text = self.read_bytes("manifest.jsonl").decode("utf-8", errors="replace")  # not a manifest: refused by loads, in one line
+            manifest = Manifest.loads(text, f"{self.name}/manifest.jsonl", allow_outside_root=True)
+        else:
+            manifest = Manifest.read(self.root / "manifest.jsonl", allow_outside_root=True)
+        return [r for r in manifest.split_records(split) if r.id not in failed]
 
     def ids(self, split: str) -> list[str]:
         """The ids of the videos stored in a split, in store order (the manifest's order, failures left out)."""
@@ -173,7 +245,7 @@ class Store:
 
     def _check_split(self, split: str) -> None:
         if split not in self.index["splits"]:
-            raise VidpipeError(f"store {self.root} has no split '{split}'; it has {', '.join(self.splits)}")
+            raise VidpipeError(f"store {self.name} has no split '{split}'; it has {', '.join(self.splits)}")
 
     def samples(self, split: str) -> Iterator[tuple[str, np.ndarray, int, dict]]:
         """(id, frames uint8 (T, H, W, 3), label, metadata) for every stored video of a split, in store order.
@@ -184,14 +256,14 @@ class Store:
             for shard, entry in zip(self.shard_paths(split), self.index["splits"][split]["files"]):  # one at a time, to name a damaged one
                 in_shard = 0
                 try:
-                    for s in read_samples(shard):
+                    for s in self._read_shard(shard, entry):
                         in_shard += 1
                         meta, frames = s["json"], s["frames"]
                         if isinstance(frames, list):
                             frames = jpeg.decode(frames)
                         self.check_sample(split, meta["id"], frames.shape, s["cls"])
                         if frames.dtype != np.uint8:
-                            raise IndexMismatch(self.root / "store.json", f"{split}/{meta['id']}: frames of {frames.dtype}")
+                            raise IndexMismatch(self.index_path, f"{split}/{meta['id']}: frames of {frames.dtype}")
                         n += 1
                         self._check_count(split, n)
                         yield meta["id"], frames, s["cls"], meta
@@ -204,7 +276,7 @@ class Store:
 
             group = self.zarr_group(split)
             labels, valid, metas = group["labels"][:], group["valid"][:], group["meta"][:]
-            reader = ChunkReader.open(self.array_path(split) / "frames")  # vidpipe's layout, read directly
+            reader = None if self.remote else ChunkReader.open(self.array_path(split) / "frames")  # vidpipe's layout, read directly
             read = reader.frames if reader is not None else group["frames"].__getitem__
             lengths = zarr_lengths(group)
             for i in np.flatnonzero(valid):
@@ -213,17 +285,25 @@ class Store:
                     video = read(int(i))[: lengths[i]]  # fps stores: the video's own T frames of its row
                     video = jpeg.decode(video) if self.codec == "jpeg" else video
                 except (RuntimeError, ValueError, OSError, zarr.errors.BaseZarrError) as e:  # a corrupted chunk: zstd or JPEG errors
-                    raise damaged_chunk(self.root, split, int(i), e) from None
+                    raise damaged_chunk(self.name, split, int(i), e) from None
                 self.check_sample(split, meta["id"], video.shape, int(labels[i]))
                 n += 1
                 self._check_count(split, n)
                 yield meta["id"], video, int(labels[i]), meta
         if n != expected:
-            raise IndexMismatch(self.root / "store.json", f"read {n} samples, store.json says {expected}")
+            raise IndexMismatch(self.index_path, f"read {n} samples, store.json says {expected}")
+
+    def _read_shard(self, shard: str, entry: dict):
+        """A shard's samples (`shards.read_samples`), a bucket's streamed in one pass."""
+        if not self.remote:
+            yield from read_samples(shard)
+            return
+        with self.remote.open(entry["path"]) as fh:
+            yield from read_samples(shown(shard), fh)
 
     def _check_count(self, split: str, n: int) -> None:
         if n > self.index["splits"][split]["count"]:
-            raise IndexMismatch(self.root / "store.json", f"split {split} holds more samples than the {self.index['splits'][split]['count']} it lists")
+            raise IndexMismatch(self.index_path, f"split {split} holds more samples than the {self.index['splits'][split]['count']} it lists")
 
     def zarr_group(self, split: str):
         """A split's zarr group, checked against store.json: rows, count of valid videos, frame shape."""
@@ -231,16 +311,16 @@ class Store:
 
         path = self.array_path(split)
         try:
-            group = zarr.open_group(path, mode="r")
+            group = open_zarr_group(path)
             rows, valid = group["frames"].shape, group["valid"][:]
             sizes = {len(valid), group["labels"].shape[0], group["meta"].shape[0], rows[0]}
         except (zarr.errors.BaseZarrError, KeyError, ValueError, RuntimeError, FileNotFoundError) as e:  # missing or unreadable arrays
-            raise VidpipeError(f"{path} does not open as a vidpipe zarr split ({type(e).__name__}); "
-                               f"run `vidpipe verify {self.root}`, then re-extract") from None
+            raise VidpipeError(f"{shown(path)} does not open as a vidpipe zarr split ({type(e).__name__}); "
+                               f"run `vidpipe verify {self.name}`, then re-extract") from None
         t, h, w, c = self.clip_shape
         want = (t,) if self.codec == "jpeg" else (t, h, w, c)
         if len(sizes) != 1 or tuple(rows[1:]) != want or int(valid.sum()) != self.index["splits"][split]["count"]:
-            raise IndexMismatch(self.root / "store.json", f"{split}.zarr holds {rows} frames and {int(valid.sum())} valid videos, "
+            raise IndexMismatch(self.index_path, f"{split}.zarr holds {rows} frames and {int(valid.sum())} valid videos, "
                                                           f"store.json says {self.index['splits'][split]['count']} of {want}")
         return group
 
@@ -248,7 +328,8 @@ class Store:
         """Recompute every checksum and read every sample; returns the problems found (empty = intact)."""
         problems = []
         for split, entry in self.index["splits"].items():
-            damaged = verify_files(self.root, entry["files"], progress)
+            damaged = (verify_remote_files(self.remote, entry["files"], progress) if self.remote
+                       else verify_files(self.root, entry["files"], progress))
             problems += damaged
             if damaged:  # this split's samples cannot be trusted; the next split's still get read
                 continue
@@ -269,12 +350,12 @@ class Store:
         if split is not None:
             self._check_split(split)
             if not self.index["splits"][split]["count"]:
-                raise VidpipeError(f"split '{split}' of {self.root} holds no stored videos; pass --split with one of "
+                raise VidpipeError(f"split '{split}' of {self.name} holds no stored videos; pass --split with one of "
                                    f"{', '.join(s for s in self.splits if self.index['splits'][s]['count']) or '(none: every video failed)'}")
         else:
             stored = [s for s in self.splits if self.index["splits"][s]["count"]]
             if not stored:
-                raise VidpipeError(f"{self.root} holds no stored videos (every video failed; see failures.jsonl)")
+                raise VidpipeError(f"{self.name} holds no stored videos (every video failed; see failures.jsonl)")
             split = stored[0]
         chosen: dict[int, list] = {}
         for vid, clip, label, _ in self.samples(split):

@@ -32,9 +32,11 @@ from vidpipe.files import COMPONENT, exclusive_lock, is_no_space, read_json
 from vidpipe.io import dali, frames as frame_folders, jpeg, pyav
 from vidpipe.io.decode import ClipSpec, check_usable, decode_clip
 from vidpipe.io.ffmpeg import DecodeError, probe_many
-from vidpipe.stores.finalize import finalize
+from vidpipe.stores import bucket
+from vidpipe.stores.finalize import finalize as finalize_folder
 from vidpipe.stores.plan import (BACKENDS, FORMATS, FRAME_CODECS, ExtractConfig, ExtractPlan, control, extract_identity, plan_file,
                                  read_plan, resolve_backend, settle_plan, store_lock, unit_done, write_part, write_plan)
+from vidpipe.stores.remote import Remote, is_url, shown
 from vidpipe.stores.writers import EncodedFrames, Unit, WebDatasetShard, ZarrShard, frame_chunked, zarr_frames_array
 
 __all__ = ["BACKENDS", "FORMATS", "FRAME_CODECS", "ExtractConfig", "ExtractReport", "extract", "finalize", "remove_store",
@@ -187,7 +189,7 @@ class Stages:
 
 @dataclass
 class ExtractReport:
-    store: Path
+    store: Path | str  # a folder, or a bucket's URL
     finalized: bool
     nothing_to_do: bool
     videos: int = 0  # decoded in this run
@@ -328,15 +330,20 @@ def extract(
     overwrite: bool = False,
     part: tuple[int, int] = (0, 1),
     progress=None,
+    cache_dir: str | Path | None = None,
 ) -> ExtractReport:
-    """Extract the units of part `part = (shard_id, num_shards)` that are not done yet; finalize if all are."""
+    """Extract the units of part `part = (shard_id, num_shards)` that are not done yet; finalize if all are.
+    `out` is a folder or a bucket URL (s3://, gs://, az://); a bucket's store is staged in `cache_dir`
+    (default: a temporary folder), a few shards at a time."""
     cfg = cfg or ExtractConfig()
-    store = Path(out)
     shard_id, num_shards = part
     if not 0 <= shard_id < num_shards:
         raise VidpipeError(f"--shard-id must be in [0, {num_shards}); got {shard_id}")
     if not manifest.records:
         raise VidpipeError("the manifest lists no videos; check the dataset root and split")
+    if is_url(out):
+        return _extract_to_bucket(manifest, str(out), cfg, overwrite, part, progress, cache_dir)
+    store = Path(out)
     if store.is_dir() and any(store.iterdir()) and not is_vidpipe_store(store):
         raise VidpipeError(f"{store} exists and is not a vidpipe store; choose an empty or new --out")  # before the lock adds a file
     with store_lock(store):
@@ -344,17 +351,96 @@ def extract(
             cfg = _resume_settings(store, cfg)
         plan = _prepare_store(store, manifest, cfg, overwrite)
     with _part_lock(store, part):
-        return _extract_part(manifest, store, plan, cfg, part, progress)
+        return _extract_part(manifest, store, plan, cfg, part, progress, LocalTarget(store))
+
+
+def _extract_to_bucket(manifest: Manifest, url: str, cfg: ExtractConfig, overwrite: bool, part: tuple[int, int], progress,
+                       cache_dir) -> ExtractReport:
+    """A part of an extraction into a bucket: the store prepared (or found prepared) there, its units staged
+    locally and published one by one (`stores.bucket`). No lock: parts share nothing but the bucket."""
+    remote = Remote(url, write=True)
+    with bucket.staging(cache_dir) as stage:
+        target = bucket.RemoteTarget(remote, stage)
+        if target.sizes and not (target.has(bucket.PLAN) or target.has("store.json")):
+            raise VidpipeError(f"{shown(url)} holds objects that are not a vidpipe store; choose an empty prefix for --out")
+        if target.has(bucket.PLAN):
+            bucket.mirror_control(remote, target.sizes, stage)
+        elif target.has("store.json") and not overwrite:
+            raise VidpipeError(f"{shown(url)} holds a store without its _extract/ records; pass --overwrite to rebuild it")
+        if not overwrite:
+            cfg = _resume_settings(stage, cfg)
+        wanted = ExtractPlan.make(manifest, cfg)
+        state = settle_plan(plan_file(stage), wanted.identity(), shown(url), "a store", overwrite, extract_identity)
+        if state == "same":
+            plan = read_plan(stage, manifest)
+        else:
+            if target.sizes and (state == "replace" or overwrite):
+                _refuse_foreign_objects(remote, target.sizes)
+                remote.remove(sorted(target.sizes))
+            for p in stage.iterdir():
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            plan = _prepare_store(stage, manifest, cfg, overwrite=False)
+            bucket.publish_preparation(remote, stage)
+            target.refresh()
+        report = _extract_part(manifest, stage, plan, cfg, part, progress, target)
+    report.store = url
+    return report
+
+
+def _refuse_foreign_objects(remote: Remote, sizes: dict) -> None:
+    """`_refuse_foreign` for a store in a bucket: --overwrite deletes a prefix only when it holds nothing but
+    what extraction writes there (per split of its manifest, a folder of shards or a <split>.zarr array)."""
+    splits = set()
+    if "manifest.jsonl" in sizes:
+        with contextlib.suppress(VidpipeError):
+            splits = set(Manifest.loads(remote.read_bytes("manifest.jsonl").decode("utf-8", "replace"), allow_outside_root=True).splits)
+    tops = {rel.split("/")[0] for rel in sizes}
+    foreign = sorted(t for t in tops if t not in _OURS and t not in splits and not (t.endswith(".zarr") and t[:-5] in splits))
+    if foreign:
+        raise VidpipeError(f"refusing to delete {shown(remote.url)}: it holds objects vidpipe did not write ({', '.join(foreign[:3])}); "
+                           "choose another --out or move them away")
+
+
+class LocalTarget:
+    """Where `extract` publishes the units of a store in a folder: they are written in place, so a unit
+    is done once its record is (`stores.bucket.RemoteTarget` is the same for a bucket)."""
+
+    def __init__(self, store: Path):
+        self.store, self.name = store, str(store)
+
+    def refresh(self) -> None:
+        pass
+
+    def has(self, rel: str) -> bool:
+        return (self.store / rel).is_file()
+
+    def done(self, unit: Unit) -> bool:
+        return unit_done(self.store, unit)
+
+    def publish(self, unit: Unit, files: list[dict], metas: list[dict], failures: list[dict]) -> None:
+        write_part(self.store, unit, files, metas, failures)
+
+    def finalize(self) -> dict:
+        return finalize_folder(self.store)
+
+    def summary(self) -> dict:
+        return read_json(self.store / "store.json", f"rerun with `vidpipe extract --finalize {self.store}`")
+
+
+def finalize(store: str | Path, cache_dir: str | Path | None = None) -> dict:
+    """`vidpipe extract --finalize STORE`: merge the parts' records into store.json, in a folder or a bucket."""
+    return bucket.finalize_url(str(store), cache_dir) if is_url(store) else finalize_folder(store)
 
 
 def _extract_part(manifest: Manifest, store: Path, plan: ExtractPlan, cfg: ExtractConfig, part: tuple[int, int],
-                  progress) -> "ExtractReport":
-    """`cfg` is the plan's settings with this run's own (workers, max_failures)."""
+                  progress, target) -> "ExtractReport":
+    """`cfg` is the plan's settings with this run's own (workers, max_failures); `store` is where units are
+    written, `target` where they are published (`LocalTarget`, or a bucket's `RemoteTarget`)."""
     shard_id, num_shards = part
     spec = cfg.spec
     units = plan.units(manifest)
     mine = [u for k, u in enumerate(units) if k % num_shards == shard_id]
-    todo = [u for u in mine if not unit_done(store, u)]
+    todo = [u for u in mine if not target.done(u)]
     report = ExtractReport(store, finalized=False, nothing_to_do=not todo, units_total=len(units))
     if todo:
         _clean_partials(store, todo, cfg)
@@ -394,7 +480,7 @@ def _extract_part(manifest: Manifest, store: Path, plan: ExtractPlan, cfg: Extra
                 if pos == len(unit.records) - 1:  # the unit is complete: publish it, then record it
                     with report.stages("write"):
                         files = writer.commit()
-                        write_part(store, unit, files, metas, failures)
+                        target.publish(unit, files, metas, failures)
                     report.bytes_written += sum(f["bytes"] for f in files)
                     report.failures += len(failures)
                     writer, failures, metas = None, [], []
@@ -407,12 +493,13 @@ def _extract_part(manifest: Manifest, store: Path, plan: ExtractPlan, cfg: Extra
             raise
         pool.shutdown()
         report.seconds = time.perf_counter() - t0
-    report.units_done = sum(unit_done(store, u) for u in units)
-    if report.units_done == len(units) and (todo or not (store / "store.json").is_file()):
-        report.summary = finalize(store)
+    target.refresh()  # other parts may have published theirs meanwhile
+    report.units_done = sum(target.done(u) for u in units)
+    if report.units_done == len(units) and (todo or not target.has("store.json")):
+        report.summary = target.finalize()
         report.finalized = True
     elif report.units_done == len(units):
-        report.summary = read_json(store / "store.json", f"rerun with `vidpipe extract --finalize {store}`")
+        report.summary = target.summary()
         report.finalized = True
     if report.summary:
         total = sum(s["listed"] for s in report.summary["splits"].values())
@@ -420,6 +507,6 @@ def _extract_part(manifest: Manifest, store: Path, plan: ExtractPlan, cfg: Extra
         if total and failed / total > cfg.max_failures:
             raise VidpipeError(
                 f"{failed} of {total} videos failed ({failed / total:.1%} > --max-failures {cfg.max_failures:.0%}); "
-                f"reasons in {store / 'failures.jsonl'}"
+                f"reasons in {target.name}/failures.jsonl"
             )
     return report

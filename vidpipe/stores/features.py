@@ -13,6 +13,7 @@ recorded; a rerun skips recorded units. Other settings against an existing store
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -24,7 +25,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from vidpipe import __version__
-from vidpipe.files import COMPONENT, inside, is_no_space, read_json, sha256_file, write_text_atomic
+from vidpipe.files import COMPONENT, inside, is_no_space, read_json, write_text_atomic
 from vidpipe.devices import amp_dtype, resolve_device
 from vidpipe.errors import VidpipeError, no_space
 from vidpipe.models.backbones import Backbone, Preprocess, build_backbone
@@ -111,7 +112,7 @@ def weights_identity(weights: dict) -> dict:
 
 def _plan(store: Store, cfg: FeatureConfig, info, pre) -> dict:
     plan = {"backbone": cfg.backbone, "weights": info, "preprocess": pre.to_dict(), "tokens": cfg.tokens,
-            "dtype": cfg.dtype, "source_store_sha256": sha256_file(store.root / "store.json")}
+            "dtype": cfg.dtype, "source_store_sha256": hashlib.sha256(store.read_bytes("store.json")).hexdigest()}
     return json.loads(json.dumps(plan))  # the form it has once written: tuples become lists
 
 
@@ -120,7 +121,7 @@ def cache_features(store_path: str | Path, out: str | Path, cfg: FeatureConfig |
     cfg = cfg or FeatureConfig()
     store = Store.open(store_path)
     if store.mode != "uniform":
-        raise VidpipeError(f"{store.root} is an fps store (T varies per video); cache features from a uniform store "
+        raise VidpipeError(f"{store.name} is an fps store (T varies per video); cache features from a uniform store "
                            "(`vidpipe extract` without --fps)")
     out = Path(out)
     model, info, pre = build_backbone(cfg.backbone, cfg.weights)
@@ -235,7 +236,7 @@ def _finalize(out: Path, store: Store, cfg: FeatureConfig, plan: dict, model: Ba
         "features": {"shape": list(feat_shape), "layout": "T,D" if model.kind == "frame" else "clips,D"},
         "tokens": {"shape": list(token_shape), "layout": "T,D,h,w" if model.kind == "frame" else "clips,D,t,h,w"} if token_shape else None,
         "clip_len": model.clip_len,
-        "source_store": {"path": str(store.root.resolve()), "store_json_sha256": plan["source_store_sha256"],
+        "source_store": {"path": store.location, "store_json_sha256": plan["source_store_sha256"],
                          "clip": store.index["clip"], "dataset": store.index["dataset"], "decoder": store.index["settings"].get("backend")},
         "classes": store.classes,
         "num_classes": len(store.classes),

@@ -28,17 +28,20 @@ def finalize(store: str | Path) -> dict:
     if not plan_file(store).is_file():
         raise VidpipeError(f"{store} has no _extract/plan.json: it is not an extraction in progress; run `vidpipe extract` first")
     with store_lock(store):
-        return _finalize(store)
+        return merge_parts(store)
 
 
-def _finalize(store: Path) -> dict:
+def merge_parts(store: Path, done=None) -> dict:
+    """`done(unit)`: whether a unit is published (default: its files are in `store`); a store in a bucket is
+    finalized in a local staging folder holding its records, its shards staying in the bucket."""
+    done = done or (lambda unit: unit_done(store, unit))
     if not plan_file(store).is_file():
         raise VidpipeError(f"{store} has no _extract/plan.json: it is not an extraction in progress; run `vidpipe extract` first")
     manifest = Manifest.read(store / "manifest.jsonl", allow_outside_root=True)  # checked when extraction began
     plan = read_plan(store, manifest)
     cfg, spec = plan.config, plan.config.spec
     units = plan.units(manifest)
-    missing = [u.name for u in units if not unit_done(store, u)]
+    missing = [u.name for u in units if not done(u)]
     if missing:
         raise VidpipeError(f"{len(missing)} shards are not extracted yet (e.g. {missing[0]}); run the remaining --shard-id parts, then --finalize")
     parts = {u.name: read_json(part_file(store, u), "delete it and rerun `vidpipe extract` to redo that shard") for u in units}
@@ -58,7 +61,7 @@ def _finalize(store: Path) -> dict:
         else:
             entry["array"] = f"{split}.zarr"
             entry["files"] = _finalize_zarr(store, split, [r for u in units if u.split == split for r in u.records], manifest.classes,
-                                            videos, spec)
+                                            videos, spec, [f for p in split_parts for f in p["files"]])
         splits[split] = entry
     write_text_atomic(store / "failures.jsonl", "".join(json.dumps(f) + "\n" for f in failures))
     summary = {
@@ -98,8 +101,10 @@ def _count_backends(parts: dict) -> dict:
     return dict(sorted(counts.items()))
 
 
-def _finalize_zarr(store: Path, split: str, records: list, classes: list[str], videos: list[dict], spec: ClipSpec) -> list[dict]:
-    """Write the per-video arrays next to frames and return every file of <split>.zarr with checksums."""
+def _finalize_zarr(store: Path, split: str, records: list, classes: list[str], videos: list[dict], spec: ClipSpec,
+                   shards: list[dict]) -> list[dict]:
+    """Write the per-video arrays next to frames and return every file of <split>.zarr with checksums: the
+    frame shards as their part records give them (hashed as they were written), the rest hashed here."""
     import numpy as np
     import zarr
 
@@ -126,5 +131,6 @@ def _finalize_zarr(store: Path, split: str, records: list, classes: list[str], v
     put("ids", np.array([r.id for r in records], dtype=object), dtype=str)
     put("meta", np.array(metas, dtype=object), dtype=str)
     group.attrs.update({"classes": classes, "split": split, "count": int(valid.sum())})
-    files = sorted(p for p in (store / f"{split}.zarr").rglob("*") if p.is_file())
-    return [file_entry(store, p) for p in files]
+    recorded = {f["path"] for f in shards}
+    others = [file_entry(store, p) for p in (store / f"{split}.zarr").rglob("*") if p.is_file() and str(p.relative_to(store)) not in recorded]
+    return sorted([*shards, *others], key=lambda f: Path(f["path"]))

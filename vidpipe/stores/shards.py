@@ -7,7 +7,8 @@ A shard is a plain tar whose samples are consecutive members `<key>.<ext>`. vidp
   <key>.json                    the video's metadata (its id among them)
 and nothing else. Shards are shared and downloaded, so they are untrusted input: webdataset's default
 decoders would unpickle a `.pyd` member and run its code, and its URL opener runs `pipe:` commands. The
-readers here open a local file with `tarfile`, refuse any member vidpipe does not write (by name),
+readers here parse a shard with `tarfile` (a local file, or the bytes of an object fetched by `stores.remote`, never a
+URL webdataset would open), refuse any member vidpipe does not write (by name),
 any member that is not a regular file, and load `.npy` with `allow_pickle=False`.
 """
 
@@ -52,11 +53,12 @@ def split_member(shard, member: tarfile.TarInfo) -> tuple[str, str]:
     return m.group(1), ext
 
 
-def index_shard(path: str, size: int) -> list[dict]:
+def index_shard(path: str, size: int, data: bytes | None = None) -> list[dict]:
     """Every sample of a shard as handles: its cls and json bytes, its frames as a byte offset (npy) or
-    (offset, size) spans (JPEG frames, an (n, 2) int64 array in frame order). Frames are read later."""
+    (offset, size) spans (JPEG frames, an (n, 2) int64 array in frame order). Frames are read later.
+    `data`: the shard's bytes, fetched whole (from a bucket), instead of the file at `path`."""
     samples: dict[str, dict] = {}
-    with tarfile.open(path, "r:") as tar:
+    with tarfile.open(path, "r:") if data is None else tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         for member in tar:
             key, ext = split_member(path, member)
             entry = samples.setdefault(key, {"__key__": key, "__url__": path})
@@ -93,15 +95,16 @@ def npy_frames_shape(fh, where: str) -> tuple[int, ...]:
     return shape
 
 
-def read_samples(path: str) -> Iterator[dict]:
-    """Each sample of a shard, in order: {"__key__", "frames": uint8 (T, H, W, 3) or [JPEG bytes, ...],
-    "cls": int, "json": dict}."""
-    with tarfile.open(path, "r:") as tar:
+def raw_samples(path: str, fileobj=None) -> Iterator[dict]:
+    """Each sample of a shard as its members' bytes, in order: {"__key__", "cls", "json", and "frames.npy"
+    or "jpegs" {t: bytes}}. `fileobj`: the shard already open (an object in a bucket), read in one pass."""
+    with tarfile.open(path, "r:") if fileobj is None else tarfile.open(fileobj=fileobj, mode="r|") as tar:
         sample: dict = {}
         for member in tar:
             key, ext = split_member(path, member)
             if sample and sample["__key__"] != key:
-                yield _decoded(path, sample)
+                _check_sample(path, sample)
+                yield sample
                 sample = {}
             sample.setdefault("__key__", key)
             data = tar.extractfile(member).read()
@@ -112,7 +115,15 @@ def read_samples(path: str) -> Iterator[dict]:
             else:
                 sample[ext] = data
         if sample:
-            yield _decoded(path, sample)
+            _check_sample(path, sample)
+            yield sample
+
+
+def read_samples(path: str, fileobj=None) -> Iterator[dict]:
+    """Each sample of a shard, in order: {"__key__", "frames": uint8 (T, H, W, 3) or [JPEG bytes, ...],
+    "cls": int, "json": dict}."""
+    for sample in raw_samples(path, fileobj):
+        yield _decoded(path, sample)
 
 
 def _check_sample(path, entry: dict) -> None:
@@ -127,7 +138,6 @@ def _check_sample(path, entry: dict) -> None:
 
 
 def _decoded(path, sample: dict) -> dict:
-    _check_sample(path, sample)
     key = sample["__key__"]
     try:
         label = int(sample["cls"].decode("ascii").strip())

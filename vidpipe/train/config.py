@@ -38,6 +38,7 @@ class DataConfig:
     batch_size: int = 32
     workers: int = 2
     flip_map: dict = field(default_factory=dict)  # {"class index": "class index"} after a horizontal flip
+    cache_dir: str = ""  # a bucket's WebDataset store: keep its shards in this folder after their first read (several epochs, slow links)
 
     def __post_init__(self):
         for name in ("frames", "frame_interval", "test_clips", "batch_size"):
@@ -130,7 +131,7 @@ def as_today(recorded: dict) -> dict:
         return upgrade(recorded)  # not a config today's vidpipe reads: compared as recorded, and so refused
 
 
-RESUME_MAY_CHANGE = ("optim.epochs", "data.workers", "data.path", "threads", "device")  # what a resume may set anew (data: provenance is checked)
+RESUME_MAY_CHANGE = ("optim.epochs", "data.workers", "data.path", "data.cache_dir", "threads", "device")  # what a resume may set anew (data: provenance is checked)
 
 
 def resume_differences(saved: dict, new: dict) -> list[str]:

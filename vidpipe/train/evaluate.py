@@ -26,7 +26,8 @@ from vidpipe.train.metrics import plot_confusion, write_per_class_csv
 
 def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = None, split: str | None = None,
                         out: str | Path | None = None, test_clips: int | None = None, test_crops: int | None = None,
-                        batch_size: int | None = None, workers: int | None = None, fusion: str = "mean", threads: int = 0) -> dict:
+                        batch_size: int | None = None, workers: int | None = None, fusion: str = "mean", threads: int = 0,
+                        cache_dir: str | Path | None = None) -> dict:
     """Metrics of a run's checkpoint on `split`; `fusion` joins a video's views: "mean" softmax scores, or
     "vote" (majority of the views' argmaxes, the R(2+1)D study's video accuracy). `threads`: torch's CPU
     threads (0: the cores the loader workers leave)."""
@@ -37,7 +38,8 @@ def evaluate_checkpoint(run_or_ckpt: str | Path, data_path: str | Path | None = 
     if card.input.kind != "clips" and (test_clips is not None or test_crops is not None):
         raise VidpipeError(f"--test-clips and --test-crops apply to models that read clips; {card.model} reads "
                            f"{card.input.kind.replace('_', ' ')}, sampled as it was trained")
-    for key, value in (("test_clips", test_clips), ("test_crops", test_crops), ("batch_size", batch_size), ("workers", workers)):
+    for key, value in (("test_clips", test_clips), ("test_crops", test_crops), ("batch_size", batch_size), ("workers", workers),
+                       ("cache_dir", str(cache_dir) if cache_dir else None)):
         if value is not None:
             raw["data"][key] = value
     cfg = from_dict(TrainConfig, raw)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from vidpipe.data.build import input_spec, open_data_index
 from vidpipe.errors import VidpipeError
+from vidpipe.stores.remote import location
 from vidpipe.models import model_entry
 from vidpipe.typed import from_dict
 
@@ -162,7 +163,7 @@ class Check:
 def check_run(recipe: Recipe, cfg) -> list[Check]:
     """Whether the store `cfg.data.path` and the initialisation `cfg.init` fit the recipe, as lines a person
     reads (`--dry-run`), each passing or saying what to run instead. Nothing is decoded or trained."""
-    need, root = recipe.store, Path(cfg.data.path)
+    need, root = recipe.store, location(cfg.data.path)
     checks = []
     index = open_data_index(root)
     is_features = index.get("format") == "vidpipe-features"
