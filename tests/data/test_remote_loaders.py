@@ -34,6 +34,13 @@ def wds_store(synth_h264, tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def local_run(wds_store, tmp_path_factory):
+    """The reference: two epochs from the folder, (metrics, run folder)."""
+    out = tmp_path_factory.mktemp("local-run") / "run"
+    return _metrics(str(wds_store), out), out
+
+
 def _upload(local: Path, bucket: str, prefix: str) -> str:
     import s3fs
 
@@ -55,9 +62,9 @@ def _metrics(data: str, out: Path, **extra) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_training_from_s3_and_from_its_local_copy_gives_the_same_metrics(wds_store, s3_bucket, tmp_path):
+def test_training_from_s3_and_from_its_local_copy_gives_the_same_metrics(wds_store, local_run, s3_bucket, tmp_path):
     url = _upload(wds_store, s3_bucket, "store")
-    local = _metrics(str(wds_store), tmp_path / "local")
+    local, local_dir = local_run
     assert local[0]["val"] and local[0]["train_clips"] > 0
     assert _metrics(url, tmp_path / "s3") == local  # shards streamed from the bucket
     cache = tmp_path / "cache"
@@ -70,8 +77,8 @@ def test_training_from_s3_and_from_its_local_copy_gives_the_same_metrics(wds_sto
     # eval reads the bucket's test split as it reads the folder's
     from vidpipe.train.evaluate import evaluate_checkpoint
 
-    on_disk = evaluate_checkpoint(tmp_path / "local", split="test", out=tmp_path / "eval-local")
-    in_bucket = evaluate_checkpoint(tmp_path / "local", data_path=url, split="test", out=tmp_path / "eval-s3")
+    on_disk = evaluate_checkpoint(local_dir, split="test", out=tmp_path / "eval-local")
+    in_bucket = evaluate_checkpoint(local_dir, data_path=url, split="test", out=tmp_path / "eval-s3")
     assert in_bucket["metrics"] == on_disk["metrics"] and on_disk["metrics"]["videos"] == 10
 
 
@@ -109,9 +116,9 @@ def http_server(wds_store):
 
 
 @pytest.mark.slow
-def test_a_store_on_an_http_server_trains_like_the_local_store(wds_store, http_server, tmp_path):
+def test_a_store_on_an_http_server_trains_like_the_local_store(wds_store, local_run, http_server, tmp_path):
     from vidpipe.stores.clips import Store
 
     url = f"{http_server}/{wds_store.name}"
     assert Store.open(url).verify() == []
-    assert _metrics(url, tmp_path / "http") == _metrics(str(wds_store), tmp_path / "local")
+    assert _metrics(url, tmp_path / "http") == local_run[0]

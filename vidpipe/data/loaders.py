@@ -202,7 +202,7 @@ class WebDatasetClips(IterableDataset):
         if store.format != "webdataset":
             raise VidpipeError(f"{store.name} is a {store.format} store; use ZarrClips (or clip_loader) for it")
         self.urls = store.shard_paths(split)
-        # a bucket's shards: streamed in one pass each, or downloaded once into cache_dir and read from there
+        # a bucket's shards: fetched whole as they are read (`_fetched`), or kept in cache_dir after their first read
         self.remote = store.remote
         self.cache = ShardCache(cache_dir, store.remote) if store.remote and cache_dir else None
         self.files = dict(zip(self.urls, store.index["splits"][split]["files"]))
@@ -290,11 +290,12 @@ class WebDatasetClips(IterableDataset):
             raise damaged_shard(shown(url), e) from None
         expected = self.shard_counts.get(url)
         if expected is not None and len(entries) != expected:
-            raise damaged_shard(url, ValueError(f"{len(entries)} samples, store.json says {expected}"))
+            raise damaged_shard(shown(url), ValueError(f"{len(entries)} samples, store.json says {expected}"))
         return entries
 
     def _members(self, shards):
-        """Local shards opened for random access: one handle per sample (frames' byte offsets, cls, json).
+        """Shards opened for random access, local files (a bucket's: in memory, or in the cache): one handle
+        per sample (frames' byte offsets, cls, json).
 
         Raw frames are an uncompressed C-order .npy and JPEG frames one member each, so the item stage
         reads (and decodes) only the frames the temporal sampling picks (8 of 32 for TSN) instead of
