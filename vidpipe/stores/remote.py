@@ -170,10 +170,6 @@ class Remote:
         listed = self.sizes()
         return {rel: listed.get(rel) for rel in rels}
 
-    def exists(self, rel: str) -> bool:
-        with self.errors("read", rel):
-            return self.fs.exists(self.key(rel))
-
     def size(self, rel: str) -> int | None:
         try:
             with self.errors("read", rel):
