@@ -115,13 +115,15 @@ def test_two_machines_sharing_only_the_bucket_give_the_objects_of_one_run(synth_
 
 
 @pytest.mark.slow
-def test_kill_9_during_the_uploads_then_resume_gives_the_same_objects(synth_h264, s3_bucket, local_stores):
+def test_kill_9_during_the_uploads_then_resume_gives_the_same_objects(synth_h264, s3_bucket, local_stores, tmp_path):
     import s3fs
 
     url = f"s3://{s3_bucket}/killed"
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    # the killed part cannot remove its staging folder: it goes in this test's temporary folder
     proc = subprocess.Popen([sys.executable, "-m", "vidpipe", "extract", *ARGS, "--root", str(synth_h264), "--out", url],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})
     deadline = time.time() + 120
     while time.time() < deadline and len(fs.glob(f"{s3_bucket}/killed/_extract/parts/*.json", refresh=True)) < 3:
         time.sleep(0.05)
