@@ -212,3 +212,57 @@ def test_numpy_collate_is_default_collate(tmp_path):
     assert a.keys() == b.keys() and a["ids"] == b["ids"]
     for key in ("clips", "labels", "boxes", "flips"):
         assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
+FORK_AFTER_DECODING = '''
+import gc, sys
+import av, numpy as np, torch
+from torch.utils.data import Dataset
+from vidpipe.data.loaders import EpochLoader
+from vidpipe.io.ffmpeg import Geometry, encode_video
+from vidpipe.io.pyav import filter_graph
+
+class Collecting(Dataset):  # a worker whose garbage collector runs, as every worker's eventually does
+    def __len__(self):
+        return 4
+    def __getitem__(self, i):
+        gc.collect()
+        return {"x": torch.zeros(2)}
+
+gc.disable()  # no automatic collection frees the cycle below before the fork (one may, or may not, in real use)
+video = sys.argv[1]
+encode_video(np.random.default_rng(0).integers(0, 255, (8, 240, 320, 3), dtype=np.uint8), video, "h264", fps=25)
+with av.open(video) as container:
+    stream = container.streams.video[0]
+    graph = filter_graph(stream, Geometry.cover((320, 240), 128, 170))
+    graph.push(next(container.decode(stream)))
+    graph.pull()
+cycle = [graph, None]
+cycle[1] = cycle  # the graph now waits for the garbage collector, as a failed decode's traceback leaves it
+del graph, cycle
+loader = EpochLoader(Collecting(), dict(batch_size=2, num_workers=2, pin_memory=False, drop_last=False))
+print(sum(len(batch["x"]) for batch in loader), "items")
+'''
+
+
+def test_workers_forked_after_a_pyav_decode_do_not_hang(tmp_path):
+    """A process that decoded with PyAV (a notebook that extracts, then trains) and forks DataLoader
+    workers: a filter graph left in a reference cycle, freed by a worker's garbage collector, waited
+    forever for libswscale's threads (which a fork does not copy). The loader frees it before forking."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "fork_after_decoding.py"
+    script.write_text(FORK_AFTER_DECODING)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "v.mp4")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the script and its hung workers
+        proc.communicate()
+        pytest.fail("the DataLoader hung: a forked worker freed a PyAV filter graph")
+    assert proc.returncode == 0, err[-2000:]
+    assert out.split() == ["4", "items"]

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vidpipe.io.decode import ClipSpec, decode_clip
 from vidpipe.io.pyav import pyav_installed
-from vidpipe.data.loaders import ClipConfig, clip_loader
+from vidpipe.data.loaders import ClipConfig, clip_loader, collect_before_fork
 from vidpipe.datasets.manifest import Manifest
 from vidpipe.stores.clips import Store
 from vidpipe.stores.shards import index_shard, npy_frames_shape
@@ -63,7 +63,9 @@ class DecodeEveryEpoch(Dataset):
 def _decode_batches(manifest: Manifest, split: str, spec: ClipSpec, cfg: ClipConfig, decoder: str, batch_size: int, workers: int):
     """Endless shuffled batches decoded from the source videos on every access."""
     loader = DataLoader(DecodeEveryEpoch(manifest, split, spec, cfg, decoder), batch_size=batch_size, num_workers=workers, shuffle=True)
-    return itertools.chain.from_iterable(itertools.repeat(loader))
+    while True:  # the workers fork again each pass
+        collect_before_fork()
+        yield from loader
 
 
 def data_wait(batches, model, transform, steps: int, device: str = "cpu") -> dict:
@@ -269,6 +271,7 @@ def jpeg_decode_limit(store: Store, split: str, cfg: ClipConfig, clips: int, pro
         for fh in handles.values():
             fh.close()
     shares = [range(k, min(k + 16, clips)) for k in range(0, clips, 16)]
+    collect_before_fork()
     try:
         with multiprocessing.get_context("fork").Pool(processes) as pool:
             pool.map(_decode_share, shares[:processes], chunksize=1)  # started and warm before the clock

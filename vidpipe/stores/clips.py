@@ -18,7 +18,7 @@ from vidpipe.errors import VidpipeError
 from vidpipe.files import COMPONENT, inside, read_json, sha256_file
 from vidpipe.io import jpeg
 from vidpipe.stores.chunks import ChunkReader
-from vidpipe.stores.remote import Remote, is_url, shown
+from vidpipe.stores.remote import ObjectMissing, Remote, is_url, shown
 from vidpipe.stores.shards import damaged_shard, read_samples
 
 
@@ -125,10 +125,11 @@ class Store:
         path = f"{shown(root)}/store.json" if remote else root / "store.json"
         unfinished = " (extraction unfinished: rerun `vidpipe extract`, or `--finalize` it)"
         if remote:
-            if remote.size("store.json") is None:
+            try:
+                index = remote.read_json("store.json", f"re-extract {shown(root)}")
+            except ObjectMissing:
                 hint = unfinished if remote.size("_extract/plan.json") is not None else ""
-                raise VidpipeError(f"{path} not found: {shown(root)} is not a finished vidpipe store{hint}")
-            index = remote.read_json("store.json", f"re-extract {shown(root)}")
+                raise VidpipeError(f"{path} not found: {shown(root)} is not a finished vidpipe store{hint}") from None
         else:
             if not path.is_file():
                 hint = unfinished if (root / "_extract").is_dir() else ""

@@ -61,6 +61,10 @@ def _no_credentials(e: BaseException) -> bool:
     return type(e).__name__ in ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError", "ClientAuthenticationError")
 
 
+class ObjectMissing(VidpipeError):
+    """No object at a URL whose bucket exists: callers that expect this (a probe for a file) catch it."""
+
+
 def explain(url: str, action: str, e: BaseException) -> VidpipeError:
     """The one line an object-store failure becomes: what failed, at which URL, and the fix."""
     where = shown(url)
@@ -77,7 +81,7 @@ def explain(url: str, action: str, e: BaseException) -> VidpipeError:
         return VidpipeError(f"the bucket of {where} does not exist; create it first (`aws s3 mb`, or your provider's console) "
                             "or fix the URL")
     if isinstance(e, FileNotFoundError):
-        return VidpipeError(f"{where} not found ({action}); check the URL")
+        return ObjectMissing(f"{where} not found ({action}); check the URL")
     if isinstance(e, _network_errors()):
         return VidpipeError(f"network error while trying to {action} {where} after {TRIES} tries ({text}); check the endpoint "
                             "(AWS_ENDPOINT_URL) and the network, then rerun: finished shards are kept")
@@ -156,10 +160,8 @@ class Remote:
         try:
             with self.errors("list", rel):
                 found = self.fs.find(base, detail=True)
-        except VidpipeError as e:
-            if "not found" in str(e) and "bucket" not in str(e):
-                return {}
-            raise
+        except ObjectMissing:
+            return {}
         return {name[len(self.root) + 1:]: info.get("size") for name, info in found.items() if info.get("type", "file") == "file"}
 
     def sizes_of(self, rels: list[str]) -> dict[str, int | None]:
@@ -174,10 +176,8 @@ class Remote:
         try:
             with self.errors("read", rel):
                 return self.fs.size(self.key(rel))
-        except VidpipeError as e:
-            if "not found" in str(e) and "bucket" not in str(e):
-                return None
-            raise
+        except ObjectMissing:
+            return None
 
     def read_bytes(self, rel: str) -> bytes:
         return self._retried("read", rel, lambda: self.fs.cat_file(self.key(rel)))
@@ -186,10 +186,8 @@ class Remote:
         """A JSON object of the store (store.json, a plan, a part record): missing or damaged is one line with `fix`."""
         try:
             data = self.read_bytes(rel)
-        except VidpipeError as e:
-            if "not found" in str(e) and "bucket" not in str(e):
-                raise VidpipeError(f"{shown(self.url)}/{rel} not found; {fix}") from None
-            raise
+        except ObjectMissing:
+            raise ObjectMissing(f"{shown(self.url)}/{rel} not found; {fix}") from None
         try:
             return json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -81,15 +81,33 @@ def index_shard(path: str, size: int, data: bytes | None = None) -> list[dict]:
     return out
 
 
+_NPY_HEADERS: dict[bytes, tuple] = {}  # a header's bytes -> numpy's reading of it (a store has a handful of shapes)
+
+
 def npy_frames_shape(fh, where: str) -> tuple[int, ...]:
     """The shape of the frames.npy member `fh` is positioned at, leaving `fh` at its first frame. A header
-    numpy refuses, or frames that are not C-order uint8, is one line naming `where` (a shard and sample)."""
-    major, _ = np.lib.format.read_magic(fh)
-    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-    try:
-        shape, fortran, dtype = read_header(fh)
-    except ValueError as e:  # numpy refuses a header that is not a plain array description
-        raise VidpipeError(f"{where} has a damaged frames.npy ({e}); run `vidpipe verify` on the store") from None
+    numpy refuses, or frames that are not C-order uint8, is one line naming `where` (a shard and sample).
+    numpy parses each distinct header once per process (its literal_eval was a sixth of a raw sample's
+    read); a header met again is looked up by its bytes."""
+    start = fh.tell()
+    head = fh.read(12)  # magic (6), version (2), header length (2 in version 1, 4 in version 2)
+    size = int.from_bytes(head[8:10], "little") + 10 if head[6:7] == b"\x01" else int.from_bytes(head[8:12], "little") + 12
+    head += fh.read(max(0, size - len(head)))
+    known = _NPY_HEADERS.get(head)
+    if known is None:
+        fh.seek(start)
+        major, _ = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        try:
+            shape, fortran, dtype = read_header(fh)
+        except ValueError as e:  # numpy refuses a header that is not a plain array description
+            raise VidpipeError(f"{where} has a damaged frames.npy ({e}); run `vidpipe verify` on the store") from None
+        known = (shape, fortran, dtype)
+        if len(_NPY_HEADERS) < 4096:
+            _NPY_HEADERS[head] = known
+    else:
+        fh.seek(start + len(head))
+    shape, fortran, dtype = known
     if dtype != np.uint8 or fortran:
         raise VidpipeError(f"{where} holds {dtype} frames, not C-order uint8; run `vidpipe verify` on the store")
     return shape
