@@ -43,3 +43,19 @@ def test_a_damaged_header_is_one_line_naming_the_sample():
     data[20:30] = b"!!!!!!!!!!"
     with pytest.raises(VidpipeError, match="shard a.tar: sample 'v' has a damaged frames.npy"):
         npy_frames_shape(io.BytesIO(bytes(data)), "shard a.tar: sample 'v'")
+
+
+def test_a_header_length_past_any_header_is_refused_without_reading_it():
+    class Reads(io.BytesIO):
+        largest = 0
+
+        def read(self, n=-1):
+            data = super().read(n)
+            Reads.largest = max(Reads.largest, len(data))
+            return data
+
+    data = bytearray(_npy(np.zeros((2, 4, 4, 3), np.uint8), (2, 0)))
+    data[8:12] = (1 << 31).to_bytes(4, "little")  # a 2 GB header, as a flipped byte could claim
+    with pytest.raises(VidpipeError, match="damaged frames.npy"):
+        npy_frames_shape(Reads(bytes(data) + bytes(1 << 20)), "shard a.tar: sample 'v'")  # the shard's next megabyte
+    assert Reads.largest <= 12

@@ -81,6 +81,7 @@ def index_shard(path: str, size: int, data: bytes | None = None) -> list[dict]:
     return out
 
 
+NPY_HEADER_MAX = 1 << 16  # bytes; numpy refuses headers over 10,000, once it has read them
 _NPY_HEADERS: dict[bytes, tuple] = {}  # a header's bytes -> numpy's reading of it (a store has a handful of shapes)
 
 
@@ -92,6 +93,8 @@ def npy_frames_shape(fh, where: str) -> tuple[int, ...]:
     start = fh.tell()
     head = fh.read(12)  # magic (6), version (2), header length (2 in version 1, 4 in version 2)
     size = int.from_bytes(head[8:10], "little") + 10 if head[6:7] == b"\x01" else int.from_bytes(head[8:12], "little") + 12
+    if size > NPY_HEADER_MAX:  # a damaged length: numpy would read that much before refusing it
+        raise VidpipeError(f"{where} has a damaged frames.npy (a header of {size} bytes); run `vidpipe verify` on the store")
     head += fh.read(max(0, size - len(head)))
     known = _NPY_HEADERS.get(head)
     if known is None:
