@@ -91,12 +91,13 @@ def npy_frames_shape(fh, where: str) -> tuple[int, ...]:
     numpy parses each distinct header once per process (its literal_eval was a sixth of a raw sample's
     read); a header met again is looked up by its bytes."""
     start = fh.tell()
-    head = fh.read(12)  # magic (6), version (2), header length (2 in version 1, 4 in version 2)
-    size = int.from_bytes(head[8:10], "little") + 10 if head[6:7] == b"\x01" else int.from_bytes(head[8:12], "little") + 12
-    if size > NPY_HEADER_MAX:  # a damaged length: numpy would read that much before refusing it
-        raise VidpipeError(f"{where} has a damaged frames.npy (a header of {size} bytes); run `vidpipe verify` on the store")
-    head += fh.read(max(0, size - len(head)))
-    known = _NPY_HEADERS.get(head)
+    head, known = fh.read(12), None  # magic (6), version (2), header length (2 in version 1, 4 in version 2)
+    if head[:6] == np.lib.format.MAGIC_PREFIX:  # else numpy's read_magic below says what is wrong, as it always did
+        size = int.from_bytes(head[8:10], "little") + 10 if head[6:7] == b"\x01" else int.from_bytes(head[8:12], "little") + 12
+        if size > NPY_HEADER_MAX:  # a damaged length: numpy would read that much before refusing it
+            raise VidpipeError(f"{where} has a damaged frames.npy (a header of {size} bytes); run `vidpipe verify` on the store")
+        head += fh.read(max(0, size - len(head)))
+        known = _NPY_HEADERS.get(head)
     if known is None:
         fh.seek(start)
         major, _ = np.lib.format.read_magic(fh)
