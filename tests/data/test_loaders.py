@@ -156,30 +156,49 @@ def test_zarr_batches_identical_at_any_worker_count(stores):
     assert [x["ids"] for x in loader] != [x[0] for x in a]  # a new epoch reshuffles
 
 
-def test_an_unreadable_webdataset_sample_is_logged_and_skipped_not_the_end_of_the_epoch(stores, tmp_path):
-    """One sample's frames.npy header is overwritten in place (the tar stays well-formed): the epoch
-    goes on with every other sample, a warning names the fix; with webdataset's reraise policy it stops."""
+def _overwrite_first_member(wds_store, tmp_path, suffix: str, data: bytes, pad: bool = False):
+    """A copy of the store whose first train shard has its first `suffix` member's bytes overwritten in
+    place with `data` (padded with spaces to the member's size where `pad`): the tar stays well-formed."""
     import shutil
     import tarfile
 
-    import webdataset as wds
-
-    wds_store, _ = stores
     root = tmp_path / "store"
     shutil.copytree(wds_store.root, root)
     store = Store.open(root)
     shard = store.shard_paths("train")[0]
     with tarfile.open(shard) as tar:
-        member = next(m for m in tar if m.name.endswith(".frames.npy"))
+        member = next(m for m in tar if m.name.endswith(suffix))
+    assert len(data) <= member.size
     with open(shard, "r+b") as fh:
         fh.seek(member.offset_data)
-        fh.write(b"not an npy header")
+        fh.write(data.ljust(member.size) if pad else data)
+    return store, shard
+
+
+def test_an_unreadable_webdataset_sample_is_logged_and_skipped_not_the_end_of_the_epoch(stores, tmp_path):
+    """One sample's frames.npy header is overwritten in place (the tar stays well-formed): the epoch
+    goes on with every other sample, a warning names the fix; with webdataset's reraise policy it stops."""
+    import webdataset as wds
+
+    store, _ = _overwrite_first_member(stores[0], tmp_path, ".frames.npy", b"not an npy header")
     cfg = ClipConfig(sampling=Sampling.tsn(4), train=False, augment=AugmentConfig(size=32))
     with pytest.warns(UserWarning, match="skipped a sample that cannot be read.*vidpipe verify"):
         ids = [it["ids"] for it in WebDatasetClips(store, "train", cfg)]
     assert len(ids) == store.index["splits"]["train"]["count"] - 1 and len(set(ids)) == len(ids)
     with pytest.raises(ValueError):
         list(WebDatasetClips(store, "train", cfg, handler=wds.reraise_exception))
+
+
+@pytest.mark.parametrize("json_member", [b"[1, 2]", b"{\"label\": 3}", b"not json at all"])
+def test_a_sample_json_without_an_id_is_one_line_naming_the_shard(stores, tmp_path, json_member):
+    """A json member rewritten in place (the tar stays well-formed): a list, an object without an id, not
+    JSON. The loader reads it once, when it indexes the shard, and refuses the shard in one line."""
+    from vidpipe.errors import VidpipeError
+
+    store, shard = _overwrite_first_member(stores[0], tmp_path, ".json", json_member, pad=True)  # JSON allows trailing spaces
+    cfg = ClipConfig(sampling=Sampling.tsn(4), train=False, augment=AugmentConfig(size=32))
+    with pytest.raises(VidpipeError, match=f"shard {shard} is damaged.*vidpipe verify"):
+        list(WebDatasetClips(store, "train", cfg))
 
 
 def test_batches_come_from_torchs_default_collate(stores):

@@ -27,7 +27,6 @@ import gc
 import hashlib
 import io
 import itertools
-import json
 import math
 import os
 import signal
@@ -46,12 +45,12 @@ from vidpipe.io import jpeg
 from vidpipe.data.augment import AugmentConfig, train_params
 from vidpipe.datasets.manifest import hash_fraction
 from vidpipe.data.sampling import Sampling, view_indices
-from vidpipe.data.slots import BatchSlots, SlotCollate, Taken
+from vidpipe.data.slots import BatchSlots, SlotCollate, Taken, as_tensors, numpy_fields
 from vidpipe.stores.chunks import ChunkReader
 from vidpipe.files import sha256_file
 from vidpipe.stores.clips import IndexMismatch, Store, damaged_chunk, open_zarr_group, zarr_lengths
 from vidpipe.stores.remote import Remote, is_url, shown
-from vidpipe.stores.shards import damaged_shard, index_shard, npy_frames_shape
+from vidpipe.stores.shards import damaged_shard, index_shard, npy_frames_shape, sample_meta
 
 
 class SharedEpoch:
@@ -288,11 +287,11 @@ class WebDatasetClips(IterableDataset):
             if entries is None:
                 entries = index_shard(url, size, data)
                 for entry in entries:  # parsed once here, not once a sample and epoch
-                    entry["meta"] = json.loads(entry["json"])
+                    entry["meta"] = sample_meta(entry["json"])
                 cost = sum(256 + len(e.get("json", b"")) + 16 * len(e.get("jpegs", ())) for e in entries)
                 if _shard_index_bytes + cost <= SHARD_INDEX_BUDGET:
                     _SHARD_INDEX[key], _shard_index_bytes = entries, _shard_index_bytes + cost
-        except (tarfile.TarError, OSError, VidpipeError, ValueError) as e:  # ValueError: a json member that is not JSON
+        except (tarfile.TarError, OSError, VidpipeError, ValueError) as e:  # ValueError: a json member without an id
             raise damaged_shard(shown(url), e) from None
         expected = self.shard_counts.get(url)
         if expected is not None and len(entries) != expected:
@@ -553,19 +552,8 @@ def numpy_collate(items: list[dict]):
     """default_collate's batch (the same tensors, dtypes and lists) stacked by numpy: in the main process,
     torch.stack of uint8 clips runs on torch's intra-op threads, which a busy training step (or another
     process) holds, and was measured at most of a workers=0 epoch; a numpy copy needs no thread pool."""
-    if not items or not isinstance(items[0], dict) or not all(isinstance(v, (np.ndarray, np.generic, bool, int, float, str))
-                                                               for v in items[0].values()):
-        return default_collate(items)
-    out = {}
-    for key, first in items[0].items():
-        values = [item[key] for item in items]
-        if isinstance(first, np.ndarray):
-            out[key] = torch.from_numpy(np.stack(values))
-        elif isinstance(first, str):
-            out[key] = values
-        else:
-            out[key] = default_collate(values)
-    return out
+    fields = numpy_fields(items) if items and isinstance(items[0], dict) else None
+    return as_tensors(fields) if fields is not None else default_collate(items)
 
 
 def _ignore_interrupts(worker_id: int) -> None:

@@ -104,16 +104,17 @@ class SlotCollate:
             return self.collate(items)
         np.stack([item["clips"] for item in items], out=self.slots.buffers[info.id, slot, : len(items)].numpy())
         others = [{k: v for k, v in item.items() if k != "clips"} for item in items]
-        rest = _numpy_fields(others) or self.collate(others)
+        rest = numpy_fields(others) or self.collate(others)
         return {k: SlotRef(self.slots, info.id, slot, len(items)) if k == "clips" else rest[k] for k in items[0]}
 
 
-def _numpy_fields(items: list[dict]) -> dict | None:
-    """The batch's small fields (labels, boxes, flips, ids) stacked by numpy, or None where a field is of
-    another kind: numpy arrays travel inside the worker's message, where each torch tensor would be
-    shared through its own file descriptor (a socket connection and a segment per tensor: measured, the
+def numpy_fields(items: list[dict]) -> dict | None:
+    """A batch of dict items stacked by numpy (strings kept as lists), or None where a field is of another
+    kind; `as_tensors` makes it default_collate's batch. In a worker, the small fields (labels, boxes,
+    flips, ids) so travel inside its message, where each torch tensor would be shared through its own file
+    descriptor (a socket connection and a segment per tensor: measured, the
     main process's CPU fell from 0.58 to 0.17 ms a clip, ~3 ms a batch of 8, several times the copy of the
-    clips out of their slot). The main process makes them the tensors default_collate gives (`Taken`)."""
+    clips out of their slot)."""
     out = {}
     for key, first in items[0].items():
         values = [item[key] for item in items]
@@ -126,6 +127,11 @@ def _numpy_fields(items: list[dict]) -> dict | None:
         else:
             return None
     return out
+
+
+def as_tensors(fields: dict) -> dict:
+    """numpy_fields' arrays as the tensors default_collate gives (no copy), the rest as it is."""
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in fields.items()}
 
 
 class Taken:
@@ -142,5 +148,5 @@ class Taken:
     def __next__(self):
         batch = next(self._batches)
         if isinstance(batch, dict) and isinstance(batch.get("clips"), SlotRef):
-            batch = {k: v.take() if k == "clips" else torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+            batch = as_tensors({**batch, "clips": batch["clips"].take()})
         return batch

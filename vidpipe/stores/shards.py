@@ -90,7 +90,6 @@ def npy_frames_shape(fh, where: str) -> tuple[int, ...]:
     numpy refuses, or frames that are not C-order uint8, is one line naming `where` (a shard and sample).
     numpy parses each distinct header once per process (its literal_eval was a sixth of a raw sample's
     read); a header met again is looked up by its bytes."""
-    start = fh.tell()
     head, known = fh.read(12), None  # magic (6), version (2), header length (2 in version 1, 4 in version 2)
     if head[:6] == np.lib.format.MAGIC_PREFIX:  # else numpy's read_magic below says what is wrong, as it always did
         size = int.from_bytes(head[8:10], "little") + 10 if head[6:7] == b"\x01" else int.from_bytes(head[8:12], "little") + 12
@@ -98,19 +97,17 @@ def npy_frames_shape(fh, where: str) -> tuple[int, ...]:
             raise VidpipeError(f"{where} has a damaged frames.npy (a header of {size} bytes); run `vidpipe verify` on the store")
         head += fh.read(max(0, size - len(head)))
         known = _NPY_HEADERS.get(head)
-    if known is None:
-        fh.seek(start)
-        major, _ = np.lib.format.read_magic(fh)
+    if known is None:  # numpy reads the bytes just read (a wrong magic fails in read_magic, as it always did)
+        header = io.BytesIO(head)
+        major, _ = np.lib.format.read_magic(header)
         read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
         try:
-            shape, fortran, dtype = read_header(fh)
+            shape, fortran, dtype = read_header(header)
         except ValueError as e:  # numpy refuses a header that is not a plain array description
             raise VidpipeError(f"{where} has a damaged frames.npy ({e}); run `vidpipe verify` on the store") from None
         known = (shape, fortran, dtype)
         if len(_NPY_HEADERS) < 4096:
             _NPY_HEADERS[head] = known
-    else:
-        fh.seek(start + len(head))
     shape, fortran, dtype = known
     if dtype != np.uint8 or fortran:
         raise VidpipeError(f"{where} holds {dtype} frames, not C-order uint8; run `vidpipe verify` on the store")
@@ -159,13 +156,19 @@ def _check_sample(path, entry: dict) -> None:
         raise VidpipeError(f"shard {path}: sample {key!r} has gaps in its JPEG frames; run `vidpipe verify` on the store, then re-extract")
 
 
+def sample_meta(data: bytes) -> dict:
+    """A sample's json member: an object with a string id, else a ValueError saying what is wrong."""
+    meta = json.loads(data)
+    if not isinstance(meta, dict) or not isinstance(meta.get("id"), str):
+        raise ValueError("its json has no id")
+    return meta
+
+
 def _decoded(path, sample: dict) -> dict:
     key = sample["__key__"]
     try:
         label = int(sample["cls"].decode("ascii").strip())
-        meta = json.loads(sample["json"])
-        if not isinstance(meta, dict) or not isinstance(meta.get("id"), str):
-            raise ValueError("its json has no id")
+        meta = sample_meta(sample["json"])
         if "frames.npy" in sample:
             frames = np.load(io.BytesIO(sample["frames.npy"]), allow_pickle=False)
         else:
